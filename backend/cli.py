@@ -1,0 +1,202 @@
+"""`python -m backend <command>`: serve, connect, import, generate, train, resync, status, cancel, rollback, report."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from backend import labelstudio
+from backend.model import RLHFModel
+from backend.preferences import parse_layout
+from backend.prompts_file import read_prompts
+from backend.queue import JobQueue
+from backend.registry import Registry
+from backend.settings import Settings, get_settings
+from backend.status import format_status, status_report
+from backend.store import Store
+from backend.watcher import ModelWatcher
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _model(settings: Settings) -> RLHFModel:
+    """The same domain object the HTTP layer uses, without the HTTP layer."""
+    queue = JobQueue(settings)
+    registry = Registry(settings.model_dir, settings.keep_versions)
+    watcher = ModelWatcher(registry, queue.redis, queue.models_channel, settings.model_poll_seconds)
+    return RLHFModel(settings, Store(settings.sqlalchemy_url), queue, watcher)
+
+
+def _client(settings: Settings, args: argparse.Namespace) -> Any:
+    url = getattr(args, "url", None) or settings.label_studio_url
+    key = getattr(args, "api_key", None) or settings.label_studio_api_key
+    if not url or not key:
+        raise SystemExit("need Label Studio: --url/--api-key or LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY")
+    return labelstudio.client(url, key)
+
+
+def _project_config(model: RLHFModel, client: Any, project_id: int) -> str:
+    """The project's label config, fetched from Label Studio and stored when /setup has not run yet."""
+    project = model.store.project(project_id)
+    if project is None or not project.label_config:
+        model.store.save_project(project_id, label_config=labelstudio.label_config_of(client, project_id))
+        project = model.store.project(project_id)
+    return project.label_config
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    argv = [sys.executable, "-m", "gunicorn", "backend.wsgi:app", "--bind", f"{args.host}:{settings.port}",
+            "--workers", str(args.workers), "--threads", str(args.threads), "--timeout", "120"]
+    os.execv(sys.executable, argv)
+
+
+def cmd_connect(settings: Settings, args: argparse.Namespace) -> None:
+    config = Path(args.label_config).read_text() if args.label_config else (ROOT / "label_config.xml").read_text()
+    parse_layout(config)
+    result = labelstudio.connect(args.url or settings.label_studio_url, args.api_key or settings.label_studio_api_key,
+                                 args.backend_url, project_id=args.project, title=args.title, label_config=config,
+                                 auth_user=settings.basic_auth_user, auth_pass=settings.basic_auth_pass)
+    for line in result.actions:
+        print(line)
+    print(f"project {result.project_id} is connected to {args.backend_url}")
+
+
+def _generate(model: RLHFModel, client: Any, project_id: int, reason: str) -> None:
+    _project_config(model, client, project_id)
+    tasks = labelstudio.list_tasks(client, project_id)
+    model.store.save_tasks(project_id, [(t["id"], t["data"]) for t in tasks])
+    job = model.queue.enqueue_generation(project_id, None, reason=reason)
+    print(f"{len(tasks)} tasks; generation {'queued as ' + job.id if job else 'already queued'}")
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
+    model, client = _model(settings), _client(settings, args)
+    layout = parse_layout(_project_config(model, client, args.project))
+    count = labelstudio.import_prompts(client, args.project, read_prompts(Path(args.file)), layout.empty_candidates())
+    print(f"imported {count} prompts into project {args.project}")
+    _generate(model, client, args.project, "import")
+
+
+def cmd_generate(settings: Settings, args: argparse.Namespace) -> None:
+    _generate(_model(settings), _client(settings, args), args.project, "cli")
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
+    model = _model(settings)
+    if args.recipe == "sft":
+        if not args.data:
+            raise SystemExit("train sft needs --data FILE.jsonl of {prompt, response}")
+        rows = [json.loads(line) for line in Path(args.data).read_text().splitlines() if line.strip()]
+        bad = [i for i, r in enumerate(rows) if not (isinstance(r.get("prompt"), str) and isinstance(r.get("response"), str))]
+        if bad:
+            raise SystemExit(f"rows {bad[:5]} lack string 'prompt' and 'response'")
+        print(f"queued SFT job {model.queue.enqueue_sft(rows, args.project).id} on {len(rows)} rows")
+        return
+    if args.project is None:
+        raise SystemExit("train needs --project N")
+    if args.recipe:
+        model.store.save_project(args.project, algorithm=args.recipe)
+    print(json.dumps(model.train_now(args.project, reason="cli"), indent=2))
+
+
+def cmd_resync(settings: Settings, args: argparse.Namespace) -> None:
+    model, client = _model(settings), _client(settings, args)
+    config = _project_config(model, client, args.project)
+    exported = labelstudio.export_annotations(client, args.project)
+    model.store.clear_project(args.project)
+    model.store.save_tasks(args.project, [(t["id"], t["data"]) for t in exported])
+    counts = model.record_export(args.project, config, exported)
+    print(f"project {args.project}: {counts['annotations']} annotations, {counts['pairs']} pairs, "
+          f"{counts['rejected']} rejected")
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
+    model = _model(settings)
+    report = status_report(model.model_version, model.store, model.queue, model.watcher.registry)
+    print(json.dumps(report, indent=2, default=str) if args.json else format_status(report))
+
+
+def cmd_cancel(settings: Settings, args: argparse.Namespace) -> None:
+    print(f"{args.job}: {_model(settings).queue.cancel(args.job)}")
+
+
+def cmd_rollback(settings: Settings, args: argparse.Namespace) -> None:
+    model = _model(settings)
+    version = int(args.version.lstrip("v"))
+    model.watcher.registry.set_current(args.kind, version)
+    model.queue.redis.publish(model.queue.models_channel, json.dumps({"kind": args.kind, "version": version}))
+    print(f"now serving {args.kind} v{version}: {model.watcher.registry.model_version()}")
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
+    from backend.report import write_report
+
+    registry = Registry(settings.model_dir, settings.keep_versions)
+    table = write_report(registry, args.project, Path(args.out))
+    print(table)
+    print(f"plot written to {args.out}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m backend", description="Label Studio ML backend for RLHF")
+    sub = p.add_subparsers(dest="command")
+    s = sub.add_parser("serve", help="serve the ML backend with gunicorn (the default)")
+    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--threads", type=int, default=4)
+    s.set_defaults(func=cmd_serve)
+    c = sub.add_parser("connect", help="create/find a Label Studio project and connect this backend to it")
+    c.add_argument("--url", help="Label Studio URL (default LABEL_STUDIO_URL)")
+    c.add_argument("--api-key", help="Label Studio token (default LABEL_STUDIO_API_KEY)")
+    c.add_argument("--project", type=int)
+    c.add_argument("--title", default="RLHF preferences")
+    c.add_argument("--label-config", help="label config XML file (default label_config.xml)")
+    c.add_argument("--backend-url", default="http://localhost:9090", help="URL Label Studio reaches this backend at")
+    c.set_defaults(func=cmd_connect)
+    for name, func, text in (("import", cmd_import, "import prompts (JSON, JSONL, CSV, lines) with empty candidates"),
+                             ("generate", cmd_generate, "queue candidate generation for a project's tasks"),
+                             ("resync", cmd_resync, "rebuild a project's store from Label Studio's export")):
+        q = sub.add_parser(name, help=text)
+        q.add_argument("--project", type=int, required=True)
+        q.add_argument("--url")
+        q.add_argument("--api-key")
+        if name == "import":
+            q.add_argument("file")
+        q.set_defaults(func=func)
+    t = sub.add_parser("train", help="retrain now: reward + policy (ppo/dpo/grpo/rloo), or sft --data FILE.jsonl")
+    t.add_argument("recipe", nargs="?", choices=["ppo", "dpo", "grpo", "rloo", "sft"])
+    t.add_argument("--project", type=int)
+    t.add_argument("--data", help="JSONL of {prompt, response} for sft")
+    t.set_defaults(func=cmd_train)
+    st = sub.add_parser("status", help="versions, counts and jobs")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    k = sub.add_parser("cancel", help="stop a running job or cancel a queued one")
+    k.add_argument("job")
+    k.set_defaults(func=cmd_cancel)
+    r = sub.add_parser("rollback", help="serve an older version, e.g. rollback policy v2")
+    r.add_argument("kind", choices=["policy", "reward"])
+    r.add_argument("version")
+    r.set_defaults(func=cmd_rollback)
+    rep = sub.add_parser("report", help="PNG plot + table of metrics across versions")
+    rep.add_argument("--project", type=int)
+    rep.add_argument("--out", default="report.png")
+    rep.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    from backend.logs import configure_logging
+
+    configure_logging()
+    args = parser().parse_args(argv)
+    settings = get_settings()
+    if args.command is None:
+        args = parser().parse_args(["serve", *(argv or [])])
+    try:
+        args.func(settings, args)
+    except (ValueError, LookupError, labelstudio.LabelStudioError, OSError) as exc:
+        raise SystemExit(f"error: {exc}") from None

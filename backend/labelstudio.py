@@ -1,0 +1,198 @@
+"""Everything we ask of Label Studio, through label-studio-sdk: connect, import, candidates, export."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+logger = logging.getLogger(__name__)
+
+IMPORT_BATCH = 1000
+
+
+class LabelStudioError(RuntimeError):
+    """Label Studio refused a request; the message carries its reason."""
+
+
+@dataclass
+class ConnectResult:
+    """What connect() found or changed, as the project id and human-readable lines."""
+
+    project_id: int
+    actions: list[str] = field(default_factory=list)
+    ml_backend_id: int | None = None
+    webhook_id: int | None = None
+
+
+def client(url: str, api_key: str) -> LabelStudio:
+    """An SDK client; api_key may be a legacy token or a personal access (refresh) token."""
+    return LabelStudio(base_url=url.rstrip("/"), api_key=api_key)
+
+
+def _reason(e: ApiError) -> str:
+    """Label Studio's own words from an ApiError body."""
+    body = e.body
+    if isinstance(body, dict):
+        return json.dumps(body.get("validation_errors") or body.get("detail") or body)
+    return str(body)[:500]
+
+
+def _basic_auth_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _find_project(c: LabelStudio, project_id: int | None, title: str | None) -> Any | None:
+    """The project with that id, else the one titled exactly title, else None."""
+    if project_id is not None:
+        try:
+            return c.projects.get(project_id)
+        except ApiError as e:
+            if e.status_code == 404:
+                return None
+            raise
+    for p in c.projects.list(title=title):  # "contains", case-insensitive: filter exactly
+        if p.title == title:
+            return p
+    return None
+
+
+def _ensure_project(c: LabelStudio, project_id: int | None, title: str | None, label_config: str | None,
+                    actions: list[str]) -> int:
+    """Find the project or create it with label_config; record what happened in actions."""
+    if project_id is None and not title:
+        raise ValueError("connect() needs project_id or title: pass the project to use or the title to create")
+    project = _find_project(c, project_id, title)
+    if project is None:
+        if project_id is not None:
+            raise ValueError(f"project_id={project_id} does not exist in Label Studio; pass title= to create one")
+        if not label_config:
+            raise ValueError(f"project {title!r} does not exist; pass label_config= to create it")
+        try:
+            project = c.projects.create(title=title, label_config=label_config)
+        except ApiError as e:
+            raise LabelStudioError(f"could not create project {title!r}: {_reason(e)}") from e
+        actions.append(f"created project {project.id} {title!r}")
+        return project.id
+    line = f"already have project {project.id} {project.title!r}"
+    if label_config and (project.label_config or "").strip() != label_config.strip():
+        line += " (its label config differs from the given one; left unchanged)"
+    actions.append(line)
+    return project.id
+
+
+def find_ml_backend(c: LabelStudio, project_id: int, backend_url: str) -> int | None:
+    """The id of the project's ML backend registered at backend_url, or None."""
+    want = backend_url.rstrip("/")
+    for ml in c.ml.list(project=project_id):
+        if ml.url.rstrip("/") == want:
+            return ml.id
+    return None
+
+
+def _ensure_ml_backend(c: LabelStudio, project_id: int, backend_url: str, auth_user: str, auth_pass: str,
+                       actions: list[str]) -> tuple[int, bool]:
+    """Register backend_url with the project unless it is there; return (id, created)."""
+    ml_id = find_ml_backend(c, project_id, backend_url)
+    if ml_id is not None:
+        ml = c.ml.get(ml_id)
+        if auth_user and (ml.auth_method != "BASIC_AUTH" or ml.basic_auth_user != auth_user):
+            c.ml.update(ml_id, auth_method="BASIC_AUTH", basic_auth_user=auth_user, basic_auth_pass=auth_pass)
+            actions.append(f"set basic auth on ML backend {ml_id} ({backend_url})")
+        else:
+            actions.append(f"already registered ML backend {ml_id} ({backend_url}) in project {project_id}")
+        return ml_id, False
+    auth: dict[str, Any] = {}
+    if auth_user:
+        auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": auth_user, "basic_auth_pass": auth_pass}
+    try:  # Label Studio calls the backend's /health and /setup before it answers
+        ml = c.ml.create(project=project_id, url=backend_url, title="RLHF", is_interactive=False, **auth)
+    except ApiError as e:
+        raise LabelStudioError(f"Label Studio could not register the ML backend {backend_url}: {_reason(e)}") from e
+    actions.append(f"registered ML backend {ml.id} ({backend_url}) in project {project_id}, "
+                   f"model version {ml.model_version!r}")
+    return ml.id, True
+
+
+def _ensure_webhook(c: LabelStudio, project_id: int, backend_url: str, auth_header: str | None, ml_created: bool,
+                    actions: list[str]) -> int:
+    """Make sure the project's <backend>/webhook exists and carries the auth header; return its id."""
+    url = backend_url + "/webhook"
+    hook = next((w for w in c.webhooks.list(project=str(project_id)) if w.url == url), None)
+    if hook is None:  # Label Studio creates it with the ML backend; someone deleted it since
+        hook = c.webhooks.create(url=url, project=project_id, send_payload=True, send_for_all_actions=True)
+        actions.append(f"created webhook {hook.id} -> {url}")
+    elif ml_created:
+        actions.append(f"Label Studio created webhook {hook.id} -> {url}")
+    else:
+        actions.append(f"already have webhook {hook.id} -> {url}")
+    headers = dict(hook.headers or {})
+    if auth_header and headers.get("Authorization") != auth_header:
+        headers["Authorization"] = auth_header
+        c.webhooks.update(hook.id, headers=headers)
+        actions.append(f"added the Authorization header to webhook {hook.id}")
+    elif auth_header:
+        actions.append(f"already sending the Authorization header on webhook {hook.id}")
+    return hook.id
+
+
+def connect(url: str, api_key: str, backend_url: str, *, project_id: int | None = None, title: str | None = None,
+            label_config: str | None = None, auth_user: str = "", auth_pass: str = "") -> ConnectResult:
+    """Create the project if needed, register the backend and its authenticated webhook; idempotent."""
+    c = client(url, api_key)
+    backend_url = backend_url.rstrip("/")
+    result = ConnectResult(project_id=0)
+    result.project_id = _ensure_project(c, project_id, title, label_config, result.actions)
+    result.ml_backend_id, created = _ensure_ml_backend(c, result.project_id, backend_url, auth_user, auth_pass,
+                                                       result.actions)
+    auth_header = _basic_auth_header(auth_user, auth_pass) if auth_user else None
+    result.webhook_id = _ensure_webhook(c, result.project_id, backend_url, auth_header, created, result.actions)
+    for line in result.actions:
+        logger.info("connect: %s", line)
+    return result
+
+
+def import_prompts(c: LabelStudio, project_id: int, prompts: list[str], data_keys: dict[str, Any]) -> int:
+    """Import one task per prompt with empty candidate fields (Label Studio requires every $key)."""
+    count = 0
+    for start in range(0, len(prompts), IMPORT_BATCH):
+        batch = [{"data": {"prompt": p, **json.loads(json.dumps(data_keys))}}
+                 for p in prompts[start : start + IMPORT_BATCH]]
+        try:
+            r = c.projects.import_tasks(project_id, request=batch)
+        except ApiError as e:
+            raise LabelStudioError(f"Label Studio refused the tasks for project {project_id}: {_reason(e)}") from e
+        count += r.task_count or 0
+    logger.info("imported %d prompts into project %d", count, project_id)
+    return count
+
+
+def list_tasks(c: LabelStudio, project_id: int, page_size: int = 100) -> list[dict]:
+    """All the project's tasks as {"id", "data"}, every page."""
+    return [{"id": t.id, "data": t.data} for t in c.tasks.list(project=project_id, page_size=page_size)]
+
+
+def update_task_data(c: LabelStudio, task_id: int, data: dict) -> None:
+    """Replace a task's data (Label Studio does not validate it against the config here)."""
+    c.tasks.update(str(task_id), data=data)
+
+
+def export_annotations(c: LabelStudio, project_id: int, all_tasks: bool = False) -> list[dict]:
+    """The annotated tasks (skipped ones included) in Label Studio's JSON export format."""
+    chunks = c.projects.exports.download_sync(project_id, export_type="JSON", download_all_tasks=all_tasks)
+    return json.loads(b"".join(chunks))
+
+
+def model_versions(c: LabelStudio, ml_backend_id: int) -> list[str]:
+    """The versions the backend lists at GET /versions, relayed by Label Studio."""
+    return list(c.ml.list_model_versions(ml_backend_id).versions or [])
+
+
+def label_config_of(c: LabelStudio, project_id: int) -> str:
+    """The project's label config XML."""
+    return c.projects.get(project_id).label_config or ""

@@ -1,0 +1,265 @@
+"""The model in label-studio-ml's familiar shape: `predict(tasks, context)` and `fit(event, data)`.
+
+It never generates or trains: predictions come from what workers prepared, and events are persisted and
+turned into queued jobs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+from backend.preferences import InvalidAnnotation, InvalidConfig, Layout, parse_layout, pairs_from_result
+from backend.queue import JobQueue
+from backend.settings import POLICY_ALGORITHMS, Settings
+from backend.store import Store
+from backend.watcher import ModelWatcher
+
+log = logging.getLogger(__name__)
+
+
+class InvalidRequest(ValueError):
+    """A request Label Studio (or a caller) sent that cannot be served; answered with a 4xx."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def project_id_of(value: Any) -> int:
+    """Label Studio names projects as `<id>.<created_ts>` in /setup and /predict, as an int or object elsewhere."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, bool):
+        value = None
+    try:
+        return int(str(value).split(".")[0])
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"project must be an id or '<id>.<timestamp>', got {value!r}") from None
+
+
+def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise InvalidRequest(f"'{key}' must be {getattr(kind, '__name__', kind)}")
+    return value
+
+
+class RLHFModel:
+    """Serves prepared candidates and reward-model picks; records rankings; queues generation and training."""
+
+    def __init__(self, settings: Settings, store: Store, queue: JobQueue, watcher: ModelWatcher) -> None:
+        self.settings, self.store, self.queue, self.watcher = settings, store, queue, watcher
+
+    @property
+    def model_version(self) -> str:
+        return self.watcher.served().model_version
+
+    # /setup
+    def setup(self, body: dict[str, Any]) -> dict[str, Any]:
+        project_id = project_id_of(body.get("project"))
+        schema = _require(body, "schema", str)
+        self._layout(schema)
+        algorithm = _algorithm(body.get("extra_params"))
+        self.store.save_project(project_id, label_config=schema, ls_url=body.get("hostname") or None,
+                                ls_token=body.get("access_token") or None, algorithm=algorithm)
+        return {"model_version": self.model_version}
+
+    # /predict
+    def predict(self, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None, *,
+                project_id: int, label_config: str | None = None) -> list[dict[str, Any]]:
+        """One result per task, in order, from the candidates and reward scores workers prepared."""
+        layout = self._layout(label_config or self._stored_config(project_id))
+        parsed = [self._task(t, layout) for t in tasks]
+        self.store.save_tasks(project_id, [(tid, data) for tid, data in parsed])
+        known = self.store.tasks(tid for tid, _ in parsed)
+        served = self.watcher.served()
+        results, stale = [], []
+        for task_id, data in parsed:
+            candidates = layout.candidates_from_data(data)
+            row = known.get(task_id)
+            fresh = row is not None and row.scores is not None and row.candidates == candidates \
+                and row.reward_version == served.reward
+            if candidates is None or (served.reward is not None and not fresh):
+                stale.append(task_id)
+            scores = row.scores if fresh and served.reward is not None else None
+            results.append(self._prediction(layout, scores))
+        if stale:
+            self.queue.enqueue_generation(project_id, stale, reason="predict")
+        return results
+
+    def _prediction(self, layout: Layout, scores: list[float] | None) -> dict[str, Any]:
+        if scores is None:
+            return {"result": [], "score": 0.0, "model_version": self.model_version}
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        confidence = sum(_sigmoid(abs(scores[a] - scores[b])) for a, b in zip(order, order[1:])) / (len(order) - 1)
+        if layout.kind == "pairwise":
+            value: dict[str, Any] = {"selected": "left" if order[0] == 0 else "right"}
+        else:
+            value = {"ranker": {layout.control: [f"c{i}" for i in order]}}
+        item = {"from_name": layout.control, "to_name": layout.to_name, "type": layout.kind, "value": value}
+        return {"result": [item], "score": round(confidence, 6), "model_version": self.model_version}
+
+    # /webhook
+    def fit(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Persist what a webhook carries, then queue the work it implies; returns what was done."""
+        handler = {
+            "ANNOTATION_CREATED": self._annotation, "ANNOTATION_UPDATED": self._annotation,
+            "ANNOTATIONS_CREATED": self._annotations, "ANNOTATIONS_DELETED": self._deleted,
+            "TASKS_CREATED": self._tasks_created, "START_TRAINING": self._start_training,
+            "PROJECT_UPDATED": self._project_updated,
+        }.get(event)
+        if handler is None:
+            return {"status": "ignored", "action": event}
+        return {"action": event, **handler(data)}
+
+    def _annotation(self, data: dict[str, Any]) -> dict[str, Any]:
+        annotation = _require(data, "annotation", dict)
+        project_id = project_id_of(data.get("project") or annotation.get("project"))
+        config = self._config(project_id, data.get("project"))
+        pairs = self._save_annotation(project_id, config, annotation, data.get("task"))
+        return {"pairs": pairs, **self._maybe_train(project_id)}
+
+    def _annotations(self, data: dict[str, Any]) -> dict[str, Any]:
+        annotations = data.get("annotations", data.get("annotation"))
+        if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+            raise InvalidRequest("'annotations' must be a list of annotation objects")
+        listed = data.get("tasks", data.get("task"))  # Label Studio 1.23 sends "task": [...] here
+        tasks = {t.get("id"): t for t in listed if isinstance(t, dict)} if isinstance(listed, list) else {}
+        project_id = project_id_of(data.get("project") or (annotations[0].get("project") if annotations else None))
+        config = self._config(project_id, data.get("project"))
+        pairs = sum(self._save_annotation(project_id, config, a, tasks.get(_task_ref(a))) for a in annotations)
+        return {"annotations": len(annotations), "pairs": pairs, **self._maybe_train(project_id)}
+
+    def _save_annotation(self, project_id: int, config: str, annotation: dict[str, Any], task: Any) -> int:
+        annotation_id = _require(annotation, "id", int)
+        task_id = _task_ref(annotation) if not isinstance(task, dict) else task.get("id")
+        if not isinstance(task_id, int) or isinstance(task_id, bool):
+            raise InvalidRequest("annotation must name its task")
+        task_data = task.get("data") if isinstance(task, dict) else None
+        if not isinstance(task_data, dict):
+            row = self.store.tasks([task_id]).get(task_id)
+            if row is None:
+                raise InvalidRequest(f"task {task_id} is unknown and the payload carries no task data")
+            task_data = row.data
+        result = annotation.get("result") or []
+        skipped = bool(annotation.get("was_cancelled")) or not result
+        try:
+            layout = self._layout(config)
+            pairs = [] if skipped else pairs_from_result(layout, task_data, result)
+        except InvalidAnnotation as exc:
+            raise InvalidRequest(f"annotation {annotation_id}: {exc}", status=422) from None
+        self.store.save_annotation(project_id, annotation_id, task_id, result, pairs, skipped)
+        return len(pairs)
+
+    def record_export(self, project_id: int, config: str, exported: list[dict[str, Any]]) -> dict[str, int]:
+        """Store every annotation of a Label Studio JSON export (resync); mismatching ones are counted, not stored."""
+        counts = {"annotations": 0, "pairs": 0, "rejected": 0}
+        for task in exported:
+            for annotation in task.get("annotations") or []:
+                try:
+                    counts["pairs"] += self._save_annotation(project_id, config, annotation, task)
+                    counts["annotations"] += 1
+                except InvalidRequest as exc:
+                    log.warning("resync: %s", exc)
+                    counts["rejected"] += 1
+        return counts
+
+    def _deleted(self, data: dict[str, Any]) -> dict[str, Any]:
+        annotations = _require(data, "annotations", list)
+        ids = [a.get("id") if isinstance(a, dict) else a for a in annotations]
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise InvalidRequest("'annotations' must be a list of {id: int}")
+        return {"deleted": self.store.delete_annotations(ids)}
+
+    def _tasks_created(self, data: dict[str, Any]) -> dict[str, Any]:
+        project_id = project_id_of(data.get("project"))
+        tasks = _require(data, "tasks", list)
+        layout = self._layout(self._config(project_id, data.get("project")))
+        parsed = [self._task(t, layout) for t in tasks]
+        self.store.save_tasks(project_id, parsed)
+        missing = [tid for tid, d in parsed if layout.candidates_from_data(d) is None]
+        job = self.queue.enqueue_generation(project_id, missing, reason="TASKS_CREATED") if missing else None
+        return {"tasks": len(parsed), "to_generate": len(missing), "job": job.id if job else None}
+
+    def _start_training(self, data: dict[str, Any]) -> dict[str, Any]:
+        project_id = project_id_of(data.get("project"))
+        return self._maybe_train(project_id, force=True, reason="START_TRAINING")
+
+    def _project_updated(self, data: dict[str, Any]) -> dict[str, Any]:
+        project = _require(data, "project", dict)
+        config = project.get("label_config")
+        if isinstance(config, str):
+            self._layout(config)
+            self.store.save_project(project_id_of(project), label_config=config)
+        return {"status": "ok"}
+
+    # shared steps
+    def train_now(self, project_id: int, reason: str) -> dict[str, Any]:
+        """Queue a retraining on whatever pairs exist (START_TRAINING, CLI)."""
+        return self._maybe_train(project_id, force=True, reason=reason)
+
+    def _maybe_train(self, project_id: int, force: bool = False, reason: str = "") -> dict[str, Any]:
+        """Queue reward -> policy once RETRAIN_EVERY pairs are new (or on request); coalesced per project."""
+        new, newest = self.store.untrained_pairs(project_id)
+        if not newest or (not force and new < self.settings.retrain_every):
+            return {"new_pairs": new}
+        project = self.store.project(project_id)
+        algorithm = (project.algorithm if project else None) or self.settings.algorithm
+        jobs, coalesced = self.queue.enqueue_training(project_id, algorithm, reason or f"{new} new pairs")
+        self.store.mark_trained(project_id, newest)
+        return {"new_pairs": new, "training": [j.id for j in jobs], "coalesced": coalesced}
+
+    def _config(self, project_id: int, project: Any) -> str:
+        """The label config a webhook carries in its project object, else the one stored at /setup."""
+        config = project.get("label_config") if isinstance(project, dict) else None
+        return config if isinstance(config, str) and config else self._stored_config(project_id)
+
+    def _stored_config(self, project_id: int) -> str:
+        project = self.store.project(project_id)
+        if project is None or not project.label_config:
+            raise InvalidRequest(f"project {project_id} is not set up: connect it (Label Studio calls /setup)", 404)
+        return project.label_config
+
+    @staticmethod
+    def _layout(label_config: Any) -> Layout:
+        if not isinstance(label_config, str):
+            raise InvalidRequest("label config must be a string of XML")
+        try:
+            return parse_layout(label_config)
+        except InvalidConfig as exc:
+            raise InvalidRequest(str(exc), 422) from None
+
+    @staticmethod
+    def _task(task: Any, layout: Layout) -> tuple[int, dict[str, Any]]:
+        if not isinstance(task, dict):
+            raise InvalidRequest("each task must be an object")
+        task_id, data = _require(task, "id", int), _require(task, "data", dict)
+        prompt = data.get(layout.prompt_key)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidRequest(f"task {task_id} has no '{layout.prompt_key}' text", 422)
+        return task_id, data
+
+
+def _task_ref(annotation: dict[str, Any]) -> Any:
+    task = annotation.get("task")
+    return task.get("id") if isinstance(task, dict) else task
+
+
+def _algorithm(extra_params: Any) -> str | None:
+    """`extra_params` arrives as JSON text (or null); it may pick the project's policy recipe."""
+    if not extra_params:
+        return None
+    try:
+        params = json.loads(extra_params) if isinstance(extra_params, str) else extra_params
+    except json.JSONDecodeError:
+        raise InvalidRequest("extra_params must be JSON text") from None
+    algorithm = params.get("algorithm") if isinstance(params, dict) else None
+    if algorithm is not None and algorithm not in POLICY_ALGORITHMS:
+        raise InvalidRequest(f"extra_params.algorithm must be one of {POLICY_ALGORITHMS}")
+    return algorithm
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))

@@ -1,0 +1,183 @@
+"""Label configs and annotations -> preference pairs (prompt, chosen, rejected); no I/O."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import combinations
+from typing import Any, Literal
+
+from label_studio_sdk.label_interface import LabelInterface
+
+
+class InvalidConfig(ValueError):
+    """The label config has no Pairwise or Ranker control this backend can serve."""
+
+
+class InvalidAnnotation(ValueError):
+    """An annotation result does not match the project's label config."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a label config reads the prompt and candidates, and which control ranks them."""
+
+    kind: Literal["pairwise", "ranker"]
+    control: str  # name of the Pairwise / Ranker tag
+    to_name: str  # first toName (Label Studio puts it in results)
+    prompt_key: str  # task data key of the prompt
+    answer_keys: tuple[str, ...]  # pairwise: (left, right) data keys; ranker: (list key,)
+    buckets: tuple[str, ...] = ()  # ranker buckets in config order (earlier = better)
+
+    def num_candidates(self, ranker_k: int) -> int:
+        return 2 if self.kind == "pairwise" else ranker_k
+
+    def empty_candidates(self) -> dict[str, Any]:
+        """Task data fields Label Studio requires at import, with no candidates yet."""
+        if self.kind == "pairwise":
+            return {key: "" for key in self.answer_keys}
+        return {self.answer_keys[0]: []}
+
+    def candidates_to_data(self, answers: list[str]) -> dict[str, Any]:
+        """Task data fields holding these candidate answers, in the shape the config reads."""
+        if self.kind == "pairwise":
+            return dict(zip(self.answer_keys, answers))
+        items = [{"id": f"c{i}", "title": f"Answer {i + 1}", "body": text} for i, text in enumerate(answers)]
+        return {self.answer_keys[0]: items}
+
+    def candidates_from_data(self, data: dict[str, Any]) -> list[str] | None:
+        """The candidate answers present in task data, or None when they are missing or empty."""
+        if self.kind == "pairwise":
+            answers = [data.get(key) for key in self.answer_keys]
+            ok = all(isinstance(a, str) and a.strip() for a in answers)
+        else:
+            items = data.get(self.answer_keys[0])
+            answers = [i.get("body") for i in items] if isinstance(items, list) and all(isinstance(i, dict) for i in items) else []
+            ok = len(answers) >= 2 and all(isinstance(a, str) and a.strip() for a in answers)
+        return answers if ok else None
+
+    def prompt_of(self, data: dict[str, Any]) -> str:
+        prompt = data.get(self.prompt_key)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidAnnotation(f"task data has no {self.prompt_key!r} text")
+        return prompt
+
+
+@lru_cache(maxsize=64)
+def parse_layout(label_config: str) -> Layout:
+    """Find the ranking control, the prompt and the candidate fields of a label config."""
+    try:
+        interface = LabelInterface(label_config)
+    except Exception as exc:  # the SDK raises assorted XML/validation errors
+        raise InvalidConfig(f"cannot parse label config: {exc}") from exc
+    controls = [c for c in interface.controls if c.tag in ("Pairwise", "Ranker")]
+    if not controls:
+        raise InvalidConfig("label config needs a <Pairwise> or a <Ranker> control")
+    control = controls[0]
+    answer_keys = tuple(_data_key(o.value) for o in control.objects)
+    texts = [o for o in interface.objects if o.tag in ("Text", "HyperText", "Paragraphs")]
+    prompt = next((o for o in texts if o.name == "prompt" or _data_key(o.value) == "prompt"), None)
+    prompt = prompt or next((o for o in texts if _data_key(o.value) not in answer_keys), None)
+    if prompt is None:
+        raise InvalidConfig("label config needs a <Text> showing the prompt")
+    if control.tag == "Pairwise":
+        if len(answer_keys) != 2:
+            raise InvalidConfig("<Pairwise> needs toName with exactly two answers")
+        return Layout("pairwise", control.name, control.to_name[0], _data_key(prompt.value), answer_keys)
+    if not control.objects or control.objects[0].tag != "List":
+        raise InvalidConfig("<Ranker> must point at a <List> of candidate items")
+    return Layout("ranker", control.name, control.to_name[0], _data_key(prompt.value), answer_keys[:1],
+                  _buckets(label_config, control.name))
+
+
+def _data_key(value: str | None) -> str:
+    return (value or "").lstrip("$")
+
+
+def _buckets(label_config: str, ranker: str) -> tuple[str, ...]:
+    """Bucket names of a Ranker in config order (the SDK does not expose them)."""
+    root = ET.fromstring(label_config)
+    node = next((n for n in root.iter("Ranker") if n.get("name") == ranker), None)
+    return tuple(b.get("name", "") for b in node.iter("Bucket")) if node is not None else ()
+
+
+def pairs_from_result(layout: Layout, data: dict[str, Any], result: Any) -> list[Pair]:
+    """Every preference pair an annotation result implies; raises InvalidAnnotation on a mismatch."""
+    if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+        raise InvalidAnnotation("annotation result must be a list of objects")
+    mine = [r for r in result if r.get("from_name") == layout.control]
+    if len(mine) > 1:
+        raise InvalidAnnotation(f"more than one result for control {layout.control!r}")
+    if not mine:
+        if result:
+            names = sorted({str(r.get("from_name")) for r in result})
+            raise InvalidAnnotation(f"result names {names} but the config ranks with {layout.control!r}")
+        return []
+    prompt = layout.prompt_of(data)
+    value = mine[0].get("value")
+    if not isinstance(value, dict):
+        raise InvalidAnnotation("result value must be an object")
+    if layout.kind == "pairwise":
+        return _pairwise(layout, data, prompt, value)
+    return _ranked(layout, data, prompt, value)
+
+
+def _pairwise(layout: Layout, data: dict[str, Any], prompt: str, value: dict[str, Any]) -> list[Pair]:
+    selected = value.get("selected")
+    if selected not in ("left", "right"):
+        raise InvalidAnnotation("pairwise value.selected must be 'left' or 'right'")
+    left, right = (data.get(k) for k in layout.answer_keys)
+    if not isinstance(left, str) or not isinstance(right, str):
+        raise InvalidAnnotation(f"task data lacks the answers {list(layout.answer_keys)}")
+    chosen, rejected = (left, right) if selected == "left" else (right, left)
+    return [Pair(prompt, chosen, rejected)] if chosen != rejected else []
+
+
+def _ranked(layout: Layout, data: dict[str, Any], prompt: str, value: dict[str, Any]) -> list[Pair]:
+    items = data.get(layout.answer_keys[0])
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise InvalidAnnotation(f"task data {layout.answer_keys[0]!r} must be a list of items")
+    bodies = {str(i.get("id")): i.get("body") for i in items}
+    ranker = value.get("ranker")
+    tiers = _tiers(layout, ranker)
+    unplaced = ranker.get("_", []) if isinstance(ranker, dict) else []
+    seen = [item for tier in tiers for item in tier] + list(unplaced)
+    if len(seen) != len(set(seen)) or not set(seen) <= set(bodies):
+        raise InvalidAnnotation("ranker ids must be distinct ids of the task's items")
+    pairs = []
+    for better, worse in combinations(range(len(tiers)), 2):
+        for a in tiers[better]:
+            for b in tiers[worse]:
+                if bodies[a] != bodies[b]:
+                    pairs.append(Pair(prompt, str(bodies[a]), str(bodies[b])))
+    return pairs
+
+
+def _tiers(layout: Layout, ranker: Any) -> list[list[str]]:
+    """Ranked tiers of item ids, best first: one item per tier for a full order, else one bucket per tier.
+
+    Unplaced items (key "_") carry no preference and are left out.
+    """
+    if isinstance(ranker, list):  # older form {"ranker": [...]}
+        ranker = {layout.control: ranker}
+    if not isinstance(ranker, dict) or not all(isinstance(v, list) for v in ranker.values()):
+        raise InvalidAnnotation("ranker value must be {'ranker': {name: [ids]}} or {'ranker': [ids]}")
+    if not all(isinstance(i, str) for v in ranker.values() for i in v):
+        raise InvalidAnnotation("ranker ids must be strings")
+    placed = {k: v for k, v in ranker.items() if k != "_"}
+    if not layout.buckets or set(placed) == {layout.control}:
+        if set(placed) - {layout.control, layout.to_name}:
+            raise InvalidAnnotation(f"unknown ranker keys {sorted(set(placed))}")
+        order = next(iter(placed.values()), [])
+        return [[item] for item in order]
+    unknown = set(placed) - set(layout.buckets)
+    if unknown:
+        raise InvalidAnnotation(f"unknown buckets {sorted(unknown)}; the config has {list(layout.buckets)}")
+    return [placed.get(b, []) for b in layout.buckets]

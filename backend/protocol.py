@@ -1,0 +1,113 @@
+"""The Label Studio ML-backend HTTP protocol: /health /setup /predict /webhook /versions, plus /status."""
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from backend.model import InvalidRequest, RLHFModel, project_id_of
+from backend.status import status_report
+
+log = logging.getLogger(__name__)
+bp = Blueprint("ml_backend", __name__)
+OPEN_ENDPOINTS = {"ml_backend.health"}
+
+
+def _model() -> RLHFModel:
+    return current_app.extensions["rlhf"]
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    return body
+
+
+@bp.before_app_request
+def _basic_auth() -> Response | None:
+    """Every endpoint but /health needs BASIC_AUTH_USER/PASS when they are set (constant-time compare)."""
+    settings = current_app.extensions["rlhf_settings"]
+    if not settings.auth_enabled or request.endpoint in OPEN_ENDPOINTS:
+        return None
+    expected = base64.b64encode(f"{settings.basic_auth_user}:{settings.basic_auth_pass}".encode()).decode()
+    given = request.headers.get("Authorization", "")
+    if hmac.compare_digest(given.encode(), f"Basic {expected}".encode()):
+        return None
+    response = jsonify(error="authentication required")
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = 'Basic realm="rlhf-backend"'
+    return response
+
+
+@bp.get("/health")
+@bp.get("/")
+def health() -> dict[str, Any]:
+    return {"status": "UP", "model_class": type(_model()).__name__, "model_version": _model().model_version}
+
+
+@bp.post("/setup")
+def setup() -> dict[str, Any]:
+    return _model().setup(_json_body())
+
+
+@bp.post("/predict")
+def predict() -> dict[str, Any]:
+    body = _json_body()
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise InvalidRequest("'tasks' must be a non-empty list")
+    first = tasks[0] if isinstance(tasks[0], dict) else {}
+    project_id = project_id_of(body.get("project") or first.get("project"))
+    params = body.get("params") if isinstance(body.get("params"), dict) else {}
+    results = _model().predict(tasks, params.get("context"), project_id=project_id,
+                               label_config=body.get("label_config"))
+    return {"results": results, "model_version": _model().model_version}
+
+
+@bp.post("/webhook")
+def webhook() -> dict[str, Any]:
+    body = _json_body()
+    action = body.get("action")
+    if not isinstance(action, str):
+        raise InvalidRequest("'action' must be a string")
+    return _model().fit(action, body)
+
+
+@bp.get("/versions")
+def versions() -> dict[str, Any]:
+    registry = current_app.extensions["rlhf_registry"]
+    policies, rewards = registry.versions("policy"), registry.versions("reward")
+    current = _model().model_version
+    names = {current} | {f"policy-v{p}" for p in policies} | {f"reward-v{r}" for r in rewards}
+    return {"versions": sorted(names), "current": current}
+
+
+@bp.get("/status")
+def status() -> dict[str, Any]:
+    model = _model()
+    return status_report(model.model_version, model.store, model.queue, current_app.extensions["rlhf_registry"])
+
+
+def register_errors(app: Flask) -> None:
+    """Every failure answers JSON: 4xx for bad input, 503 when Redis or the database is down."""
+
+    @app.errorhandler(InvalidRequest)
+    def _invalid(exc: InvalidRequest) -> tuple[Response, int]:
+        return jsonify(error=str(exc)), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> tuple[Response, int]:
+        return jsonify(error=exc.description, status=exc.code), exc.code or 500
+
+    @app.errorhandler(RedisError)
+    @app.errorhandler(SQLAlchemyError)
+    def _unavailable(exc: Exception) -> tuple[Response, int]:
+        log.exception("backing service failed")
+        return jsonify(error=f"backing service unavailable: {type(exc).__name__}"), 503

@@ -1,0 +1,149 @@
+"""RQ queues: enqueue jobs by dotted name (the backend never imports workers) and coalesce duplicates."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Dependency, Job, JobStatus
+from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GENERATE_JOB = "workers.jobs.generate.refresh_candidates"
+REWARD_JOB = "workers.jobs.train.train_reward"
+POLICY_JOB = "workers.jobs.train.train_policy"
+SFT_JOB = "workers.jobs.train.train_sft"
+PENDING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+BROKEN = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+
+
+class JobQueue:
+    """The two queues: `generate` (fast, annotator-facing) and `train` (long GPU jobs)."""
+
+    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = redis or Redis.from_url(settings.redis_url)
+        self.generate = Queue(f"{settings.queue_prefix}-generate", connection=self.redis)
+        self.train = Queue(f"{settings.queue_prefix}-train", connection=self.redis)
+
+    @property
+    def models_channel(self) -> str:
+        """Redis pub/sub channel on which workers announce promoted models."""
+        return f"{self.settings.queue_prefix}:models"
+
+    def _key(self, *parts: Any) -> str:
+        return ":".join([self.settings.queue_prefix, *map(str, parts)])
+
+    def enqueue_generation(self, project_id: int, task_ids: list[int] | None = None, reason: str = "") -> Job | None:
+        """Queue candidate generation; a pending whole-project job already covers any task of it."""
+        whole = self._pending(self._key("gen", project_id, "all"))
+        if whole is not None:
+            return None
+        key = self._key("gen", project_id, "all" if task_ids is None else "tasks")
+        pending = self._pending(key)
+        if pending is not None and task_ids is not None:
+            wanted = set(pending.meta.get("task_ids", [])) | set(task_ids)
+            if wanted == set(pending.meta.get("task_ids", [])):
+                return None
+        meta = {"kind": "generate", "project": project_id, "reason": reason, "task_ids": task_ids}
+        job = self.generate.enqueue(GENERATE_JOB, project_id, task_ids, job_timeout=self.settings.generate_timeout,
+                                    meta=meta, result_ttl=7 * 86400, failure_ttl=30 * 86400)
+        self.redis.set(key, job.id, ex=7 * 86400)
+        log.info("queued generation %s for project %s (%s)", job.id, project_id, reason)
+        return job
+
+    def enqueue_training(self, project_id: int, algorithm: str, reason: str = "") -> tuple[list[Job], bool]:
+        """Queue reward -> policy for a project; returns (jobs, coalesced).
+
+        At most one chain waits per project; a new one starts after the running one (RQ dependency).
+        """
+        with self.redis.lock(self._key("lock", "train", project_id), timeout=10, blocking_timeout=5):
+            key = self._key("train", project_id, "last")
+            last = self._fetch(self.redis.get(key))
+            after = None
+            if last is not None and last.get_status(refresh=True) in PENDING | {JobStatus.STARTED}:
+                chain = [j for j in (self._fetch(i) for i in last.meta.get("chain", [])) if j is not None]
+                if any(j.get_status() in BROKEN for j in chain):
+                    last.cancel()  # an earlier step failed: it would wait forever
+                elif chain and chain[0].get_status() in PENDING:
+                    return chain, True  # nothing of it started yet: it will see the new pairs
+                else:
+                    after = last  # running: the new chain waits for it
+            jobs = self._enqueue_chain(project_id, algorithm, reason, after)
+            self.redis.set(key, jobs[-1].id)
+            return jobs, False
+
+    def _enqueue_chain(self, project_id: int, algorithm: str, reason: str, after: Job | None) -> list[Job]:
+        common = {"job_timeout": self.settings.train_timeout, "result_ttl": 30 * 86400, "failure_ttl": 30 * 86400}
+        depends = Dependency(jobs=[after], allow_failure=True) if after is not None else None
+        meta = {"project": project_id, "reason": reason}
+        jobs = [self.train.enqueue(REWARD_JOB, project_id, depends_on=depends, meta={**meta, "kind": "reward"},
+                                   **common)]
+        jobs.append(self.train.enqueue(POLICY_JOB, project_id, algorithm, depends_on=jobs[-1],
+                                       meta={**meta, "kind": algorithm}, **common))
+        for job in jobs:
+            job.meta["chain"] = [j.id for j in jobs]
+            job.save_meta()
+        log.info("queued training %s for project %s (%s)", [j.id for j in jobs], project_id, reason)
+        return jobs
+
+    def enqueue_sft(self, rows: list[dict[str, str]], project_id: int | None = None) -> Job:
+        return self.train.enqueue(SFT_JOB, rows, job_timeout=self.settings.train_timeout, result_ttl=30 * 86400,
+                                  failure_ttl=30 * 86400, meta={"kind": "sft", "project": project_id})
+
+    def _pending(self, key: str) -> Job | None:
+        job = self._fetch(self.redis.get(key))
+        return job if job is not None and job.get_status(refresh=True) in PENDING else None
+
+    def _fetch(self, job_id: bytes | str | None) -> Job | None:
+        if not job_id:
+            return None
+        try:
+            return Job.fetch(job_id.decode() if isinstance(job_id, bytes) else job_id, connection=self.redis)
+        except NoSuchJobError:
+            return None
+
+    def recent_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Jobs of both queues, newest first, with status, progress and errors."""
+        ids: set[str] = set()
+        for queue in (self.generate, self.train):
+            ids.update(queue.get_job_ids())
+            for registry in (StartedJobRegistry, DeferredJobRegistry, FinishedJobRegistry, FailedJobRegistry):
+                ids.update(registry(queue=queue).get_job_ids())
+        jobs = [j for j in Job.fetch_many(list(ids), connection=self.redis) if j is not None]
+        jobs.sort(key=lambda j: j.enqueued_at or j.created_at, reverse=True)
+        return [describe(job) for job in jobs[:limit]]
+
+    def cancel(self, job_id: str) -> str:
+        """Stop a running job or cancel a waiting one; returns what was done."""
+        job = self._fetch(job_id)
+        if job is None:
+            raise LookupError(f"no job {job_id!r}")
+        status = job.get_status()
+        if status == JobStatus.STARTED:
+            send_stop_job_command(self.redis, job.id)
+            return "stop sent"
+        try:
+            job.cancel()
+        except InvalidJobOperation as exc:
+            raise LookupError(f"job {job_id} is {status}: {exc}") from exc
+        return "cancelled"
+
+
+def describe(job: Job) -> dict[str, Any]:
+    """The public view of a job for /status."""
+    status = job.get_status(refresh=False)
+    view = {"id": job.id, "kind": job.meta.get("kind"), "status": str(status.value if status else "unknown"),
+            "project": job.meta.get("project"), "reason": job.meta.get("reason"),
+            "progress": job.meta.get("progress"), "enqueued_at": job.enqueued_at and job.enqueued_at.isoformat(),
+            "ended_at": job.ended_at and job.ended_at.isoformat()}
+    if status == JobStatus.FAILED:
+        exc = job.latest_result().exc_string if job.latest_result() else (job.exc_info or "")
+        view["error"] = (exc or "").strip().splitlines()[-1] if exc else "failed"
+    return view

@@ -1,0 +1,122 @@
+"""The model registry under MODEL_DIR: policy/vN and reward/vN with meta.json, and atomic promotion."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["policy", "reward"]
+KINDS: tuple[Kind, ...] = ("policy", "reward")
+_VERSION = re.compile(r"^v(\d+)$")
+
+
+class RegistryError(ValueError):
+    """A version that does not exist, or a kind that is not policy/reward."""
+
+
+class Registry:
+    """Versions live in `<root>/<kind>/vN`; `<root>/<kind>/CURRENT` names the one being served."""
+
+    def __init__(self, root: Path, keep: int = 5) -> None:
+        self.root, self.keep = Path(root), keep
+
+    def _dir(self, kind: str) -> Path:
+        if kind not in KINDS:
+            raise RegistryError(f"unknown model kind {kind!r}: use one of {KINDS}")
+        return self.root / kind
+
+    def versions(self, kind: Kind) -> list[int]:
+        base = self._dir(kind)
+        found = (_VERSION.match(p.name) for p in base.iterdir()) if base.is_dir() else ()
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def current(self, kind: Kind) -> int | None:
+        """The served version: CURRENT's, or the newest when the pointer is missing."""
+        pointer = self._dir(kind) / "CURRENT"
+        try:
+            match = _VERSION.match(pointer.read_text().strip())
+            if match and self.path(kind, int(match.group(1))).is_dir():
+                return int(match.group(1))
+        except FileNotFoundError:
+            pass
+        versions = self.versions(kind)
+        return versions[-1] if versions else None
+
+    def path(self, kind: Kind, version: int) -> Path:
+        return self._dir(kind) / f"v{version}"
+
+    def current_path(self, kind: Kind) -> Path | None:
+        version = self.current(kind)
+        return None if version is None else self.path(kind, version)
+
+    def meta(self, kind: Kind, version: int) -> dict[str, Any]:
+        try:
+            return json.loads((self.path(kind, version) / "meta.json").read_text())
+        except FileNotFoundError:
+            return {}
+
+    def catalog(self) -> dict[str, list[dict[str, Any]]]:
+        """Every version of both kinds with its metadata, for /status and reports."""
+        return {kind: [{"version": v, "current": v == self.current(kind), **self.meta(kind, v)}
+                       for v in self.versions(kind)] for kind in KINDS}
+
+    def model_version(self) -> str:
+        """The name Label Studio sees, e.g. `policy-v2.reward-v1`; it changes with every promotion."""
+        policy, reward = self.current("policy"), self.current("reward")
+        name = f"policy-v{policy if policy is not None else 0}"
+        return name if reward is None else f"{name}.reward-v{reward}"
+
+    def staging(self, kind: Kind) -> Path:
+        """A fresh directory to train into; never served until promoted."""
+        base = self._dir(kind)
+        base.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
+
+    def promote(self, kind: Kind, staging: Path, meta: dict[str, Any], version: int | None = None) -> int:
+        """Move a trained, verified model into the next free vN, then flip CURRENT to it atomically."""
+        meta = {**meta, "kind": kind, "promoted_at": time.time()}
+        while True:
+            number = version if version is not None else (max(self.versions(kind), default=-1) + 1)
+            (staging / "meta.json").write_text(json.dumps({**meta, "version": number}, indent=2, default=str))
+            try:
+                os.rename(staging, self.path(kind, number))  # atomic; fails if another job took vN
+                break
+            except OSError:
+                if version is not None:
+                    raise
+        self.set_current(kind, number)
+        self.prune(kind)
+        log.info("promoted %s v%d", kind, number)
+        return number
+
+    def set_current(self, kind: Kind, version: int) -> None:
+        """Point CURRENT at an existing version (promotion and rollback)."""
+        if not self.path(kind, version).is_dir():
+            raise RegistryError(f"{kind} v{version} does not exist; have {self.versions(kind)}")
+        pointer = self._dir(kind) / "CURRENT"
+        tmp = pointer.with_name(f".CURRENT.{os.getpid()}")
+        tmp.write_text(f"v{version}\n")
+        os.replace(tmp, pointer)
+
+    def prune(self, kind: Kind) -> None:
+        """Delete old versions beyond `keep`, never v0 (the SFT reference) nor the current one."""
+        current = self.current(kind)
+        old = [v for v in self.versions(kind) if v not in (0, current)]
+        for version in old[: max(len(old) - self.keep, 0)]:
+            shutil.rmtree(self.path(kind, version), ignore_errors=True)
+
+    def discard_stale_staging(self, older_than_s: float = 24 * 3600) -> None:
+        """Remove staging dirs left by killed jobs."""
+        for kind in KINDS:
+            base = self._dir(kind)
+            for tmp in base.glob(".tmp-*") if base.is_dir() else ():
+                if time.time() - tmp.stat().st_mtime > older_than_s:
+                    shutil.rmtree(tmp, ignore_errors=True)

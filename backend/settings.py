@@ -1,0 +1,88 @@
+"""All configuration, read once from the environment (pydantic-settings); imports nothing of ours."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+POLICY_ALGORITHMS = ("ppo", "dpo", "grpo", "rloo")
+
+
+class Settings(BaseSettings):
+    """Every knob of the backend and the workers; field names map to upper-case env vars."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # serving
+    port: int = Field(9090, description="Port the backend listens on.")
+    basic_auth_user: str = Field("", description="When set with BASIC_AUTH_PASS, every endpoint but /health needs them.")
+    basic_auth_pass: str = Field("", description="Password for HTTP basic auth.")
+    max_body_bytes: int = Field(20 * 1024 * 1024, description="Requests larger than this get a 413.")
+    model_poll_seconds: float = Field(5.0, description="Fallback polling period for new model versions.")
+
+    # storage and queue
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for RQ queues and notifications.")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite (WAL) under DATA_DIR.")
+    data_dir: Path = Field(Path("data"), description="Where the default SQLite store lives.")
+    model_dir: Path = Field(Path("models"), description="Model registry: policy/vN and reward/vN.")
+    queue_prefix: str = Field("rlhf", description="Prefix of the RQ queue names (generate, train).")
+
+    # models
+    policy_model: str = Field("", description="HF model id or local dir for policy v0; empty = embedded SmolLM2-135M-Instruct.")
+    keep_versions: int = Field(5, description="Older versions beyond this many are pruned (current is always kept).")
+
+    # Label Studio
+    label_studio_url: str = Field("", description="Label Studio URL, used when /setup did not provide one.")
+    label_studio_api_key: str = Field("", description="Label Studio API token (legacy or personal access token).")
+
+    # generation
+    num_candidates: int = Field(4, description="K answers per prompt for a Ranker config (Pairwise always uses 2).")
+    temperature: float = Field(0.9, description="Sampling temperature for candidates.")
+    top_p: float = Field(0.95, description="Nucleus sampling for candidates.")
+    max_new_tokens: int = Field(128, description="Token budget of each candidate answer.")
+    generation_batch_size: int = Field(64, description="Sequences per generate() call.")
+    regenerate_stale: bool = Field(True, description="Regenerate unlabeled tasks' candidates after a new policy.")
+
+    # training
+    retrain_every: int = Field(50, description="Retrain once this many new preference pairs arrived.")
+    algorithm: str = Field("ppo", description="Policy recipe after the reward model: ppo, dpo, grpo or rloo.")
+    train_args: dict[str, Any] = Field(default_factory=dict, description="JSON overrides for recipe configs.")
+    use_lora: bool = Field(False, description="Train LoRA adapters (peft) and merge them, for big models.")
+    train_timeout: int = Field(6 * 3600, description="RQ job timeout of a training job, seconds.")
+    generate_timeout: int = Field(3600, description="RQ job timeout of a generation job, seconds.")
+    seed: int = Field(0, description="Seed of the held-out splits and of training.")
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        if value not in POLICY_ALGORITHMS:
+            raise ValueError(f"ALGORITHM must be one of {POLICY_ALGORITHMS}, got {value!r}")
+        return value
+
+    @field_validator("train_args", mode="before")
+    @classmethod
+    def _parse_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) and value else (value or {})
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The store's URL: DATABASE_URL, or SQLite under DATA_DIR."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'rlhf.sqlite3').resolve()}"
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        return url
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user and self.basic_auth_pass)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,211 @@
+"""The durable store (SQLAlchemy): projects, tasks with their candidates, annotations and preference pairs."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, create_engine, delete, event, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from backend.preferences import Pair
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    label_config: Mapped[str | None] = mapped_column(Text)
+    ls_url: Mapped[str | None] = mapped_column(String(512))
+    ls_token: Mapped[str | None] = mapped_column(String(512))
+    algorithm: Mapped[str | None] = mapped_column(String(16))
+    trained_pair_id: Mapped[int] = mapped_column(Integer, default=0)  # pairs up to this id fed a training
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    project_id: Mapped[int] = mapped_column(Integer, index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    candidates: Mapped[list[str] | None] = mapped_column(JSON)
+    policy_version: Mapped[int | None] = mapped_column(Integer)  # None: candidates came with the task
+    scores: Mapped[list[float] | None] = mapped_column(JSON)  # reward of each candidate
+    reward_version: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class Annotation(Base):
+    __tablename__ = "annotations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    project_id: Mapped[int] = mapped_column(Integer, index=True)
+    task_id: Mapped[int] = mapped_column(Integer, index=True)
+    result: Mapped[Any] = mapped_column(JSON)
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False)  # cancelled or empty: no pairs
+    updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
+
+
+class PairRow(Base):
+    __tablename__ = "pairs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(Integer, index=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    chosen: Mapped[str] = mapped_column(Text)
+    rejected: Mapped[str] = mapped_column(Text)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the URL; SQLite gets WAL, full sync and a busy timeout for concurrent writers."""
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """All reads and writes of the backend's durable state, one short transaction each."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # projects
+    def save_project(self, project_id: int, **fields: Any) -> Project:
+        """Create or update a project; None values leave a field as it is."""
+        with self.session() as s:
+            project = s.get(Project, project_id) or Project(id=project_id, trained_pair_id=0)
+            for name, value in fields.items():
+                if value is not None:
+                    setattr(project, name, value)
+            s.add(project)
+            return project
+
+    def project(self, project_id: int) -> Project | None:
+        with self.session() as s:
+            return s.get(Project, project_id)
+
+    def project_ids(self) -> list[int]:
+        with self.session() as s:
+            ids = set(s.scalars(select(Project.id))) | set(s.scalars(select(Annotation.project_id).distinct()))
+            return sorted(ids)
+
+    # tasks
+    def save_tasks(self, project_id: int, tasks: Iterable[tuple[int, dict[str, Any]]]) -> None:
+        """Record tasks' data; candidates already generated are kept."""
+        with self.session() as s:
+            for task_id, data in tasks:
+                task = s.get(Task, task_id) or Task(id=task_id, project_id=project_id)
+                task.project_id, task.data = project_id, data
+                s.add(task)
+
+    def tasks(self, task_ids: Iterable[int]) -> dict[int, Task]:
+        with self.session() as s:
+            return {t.id: t for t in s.scalars(select(Task).where(Task.id.in_(list(task_ids))))}
+
+    def project_tasks(self, project_id: int) -> list[Task]:
+        with self.session() as s:
+            return list(s.scalars(select(Task).where(Task.project_id == project_id).order_by(Task.id)))
+
+    def labeled_task_ids(self, project_id: int) -> set[int]:
+        with self.session() as s:
+            q = select(Annotation.task_id).where(Annotation.project_id == project_id, Annotation.skipped.is_(False))
+            return set(s.scalars(q))
+
+    def set_candidates(self, task_id: int, candidates: list[str], policy_version: int | None,
+                       data: dict[str, Any]) -> None:
+        with self.session() as s:
+            task = s.get(Task, task_id)
+            task.candidates, task.policy_version, task.data = candidates, policy_version, data
+            task.scores = task.reward_version = None
+
+    def set_scores(self, task_id: int, scores: list[float], reward_version: int) -> None:
+        with self.session() as s:
+            task = s.get(Task, task_id)
+            task.scores, task.reward_version = scores, reward_version
+
+    # annotations and pairs
+    def save_annotation(self, project_id: int, annotation_id: int, task_id: int, result: Any,
+                        pairs: list[Pair], skipped: bool) -> None:
+        """Replace an annotation and its pairs atomically (an update replaces, a repeat is a no-op)."""
+        with self.session() as s:
+            s.execute(delete(PairRow).where(PairRow.annotation_id == annotation_id))
+            s.merge(Annotation(id=annotation_id, project_id=project_id, task_id=task_id, result=result,
+                               skipped=skipped, updated_at=_now()))
+            s.flush()
+            s.add_all(PairRow(annotation_id=annotation_id, project_id=project_id, prompt=p.prompt,
+                              chosen=p.chosen, rejected=p.rejected) for p in pairs)
+
+    def delete_annotations(self, annotation_ids: Iterable[int]) -> int:
+        ids = list(annotation_ids)
+        with self.session() as s:
+            s.execute(delete(PairRow).where(PairRow.annotation_id.in_(ids)))
+            return s.execute(delete(Annotation).where(Annotation.id.in_(ids))).rowcount
+
+    def clear_project(self, project_id: int) -> None:
+        """Drop a project's annotations and pairs (before a resync from Label Studio)."""
+        with self.session() as s:
+            s.execute(delete(PairRow).where(PairRow.project_id == project_id))
+            s.execute(delete(Annotation).where(Annotation.project_id == project_id))
+
+    def pairs(self, project_id: int) -> list[dict[str, Any]]:
+        with self.session() as s:
+            rows = s.execute(select(PairRow.id, PairRow.prompt, PairRow.chosen, PairRow.rejected)
+                             .where(PairRow.project_id == project_id).order_by(PairRow.id))
+            return [dict(r._mapping) for r in rows]
+
+    def counts(self) -> dict[int, dict[str, int]]:
+        """Per project: annotations that gave pairs, pairs, and pairs not yet fed to a training."""
+        with self.session() as s:
+            anns = dict(s.execute(select(Annotation.project_id, func.count()).where(Annotation.skipped.is_(False))
+                                  .group_by(Annotation.project_id)).all())
+            pairs = dict(s.execute(select(PairRow.project_id, func.count()).group_by(PairRow.project_id)).all())
+            trained = dict(s.execute(select(Project.id, Project.trained_pair_id)).all())
+            new = {pid: self._new_pairs(s, pid, trained.get(pid, 0)) for pid in pairs}
+        ids = sorted(set(anns) | set(pairs) | set(trained))
+        return {pid: {"annotations": anns.get(pid, 0), "pairs": pairs.get(pid, 0), "new_pairs": new.get(pid, 0)}
+                for pid in ids}
+
+    @staticmethod
+    def _new_pairs(s: Session, project_id: int, trained_pair_id: int) -> int:
+        q = select(func.count()).where(PairRow.project_id == project_id, PairRow.id > trained_pair_id)
+        return s.scalar(q) or 0
+
+    def untrained_pairs(self, project_id: int) -> tuple[int, int]:
+        """(pairs that arrived since the last training trigger, newest pair id): the retrain trigger,
+        derived from the store so that it survives restarts."""
+        with self.session() as s:
+            project = s.get(Project, project_id)
+            trained = project.trained_pair_id if project else 0
+            newest = s.scalar(select(func.max(PairRow.id)).where(PairRow.project_id == project_id)) or 0
+            return self._new_pairs(s, project_id, trained), newest
+
+    def mark_trained(self, project_id: int, upto_pair_id: int) -> None:
+        """Record that pairs up to this id have been handed to a training."""
+        self.save_project(project_id, trained_pair_id=upto_pair_id)

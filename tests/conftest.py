@@ -1,0 +1,93 @@
+"""Shared fixtures: real Redis (own database number, flushed), real SQLite/PostgreSQL, tiny local models."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from tiny import build_tiny_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parent.parent
+PAYLOADS = Path(__file__).resolve().parent / "payloads"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+from backend.settings import Settings  # noqa: E402
+
+
+def payload(name: str) -> dict[str, Any]:
+    """The body of a request Label Studio 1.23.2 really sent (captured into tests/payloads)."""
+    data = json.loads((PAYLOADS / name).read_text())
+    return data.get("body", data)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def redis() -> Redis:
+    conn = Redis.from_url(TEST_REDIS_URL)
+    try:
+        conn.ping()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"Redis is needed at {TEST_REDIS_URL} (make test starts one): {exc}")
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+
+
+def make_settings(tmp_path: Path, tiny_model: Path, **overrides: Any) -> Settings:
+    values = dict(redis_url=TEST_REDIS_URL, data_dir=tmp_path / "data", model_dir=tmp_path / "models",
+                  policy_model=str(tiny_model), queue_prefix="rlhf-test", max_new_tokens=12, num_candidates=3,
+                  generation_batch_size=16, model_poll_seconds=0.2, retrain_every=4, label_studio_url="",
+                  label_studio_api_key="")
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tiny_model: Path, redis: Redis) -> Settings:
+    return make_settings(tmp_path, tiny_model)
+
+
+@pytest.fixture
+def app(settings: Settings):
+    from backend.app import create_app
+
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a subprocess (worker, gunicorn) needs to see the same settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        env[name.upper()] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def run_worker(settings: Settings, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """A real RQ worker in burst mode, as `python -m workers --burst` runs it."""
+    proc = subprocess.run([sys.executable, "-m", "workers", "--burst", *extra], env=settings_env(settings), cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc

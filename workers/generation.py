@@ -1,0 +1,69 @@
+"""Batched candidate generation: all prompts x K samples through the chat template, one generate() per batch."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    k: int = 2
+    temperature: float = 0.9
+    top_p: float = 0.95
+    max_new_tokens: int = 128
+    batch_size: int = 64
+    retries: int = 3  # rounds of regeneration for exact duplicates
+
+
+def chat_prompt(tokenizer: Any, prompt: str) -> str:
+    """The prompt as the policy sees it: a user turn plus the assistant header."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+@torch.inference_mode()
+def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) -> tuple[list[str], int]:
+    """One sampled answer per entry of `prompts` (repeat a prompt for several); returns (answers, new tokens).
+
+    Prompts are sorted by length so that each batch pads little.
+    """
+    texts = [chat_prompt(tokenizer, p) for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    answers: list[str] = [""] * len(texts)
+    new_tokens = 0
+    for start in tqdm(range(0, len(order), cfg.batch_size), desc="generate", disable=len(order) <= cfg.batch_size):
+        index = order[start:start + cfg.batch_size]
+        batch = tokenizer([texts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = batch.to(model.device)
+        out = model.generate(**batch, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
+                             max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+        generated = out[:, batch["input_ids"].shape[1]:]
+        new_tokens += int((generated != tokenizer.pad_token_id).sum())
+        for i, text in zip(index, tokenizer.batch_decode(generated, skip_special_tokens=True)):
+            answers[i] = text.strip()
+    return answers, new_tokens
+
+
+def candidates(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) -> list[list[str]]:
+    """K distinct answers per prompt; exact duplicates (and empty answers) are regenerated a few rounds."""
+    result: list[list[str]] = [[] for _ in prompts]
+    for _ in range(cfg.retries + 1):
+        missing = [(i, cfg.k - len(result[i])) for i in range(len(prompts)) if len(result[i]) < cfg.k]
+        if not missing:
+            break
+        flat = [i for i, n in missing for _ in range(n)]
+        answers, _ = sample(model, tokenizer, [prompts[i] for i in flat], cfg)
+        for i, answer in zip(flat, answers):
+            if answer and answer not in result[i] and len(result[i]) < cfg.k:
+                result[i].append(answer)
+    for i, found in enumerate(result):  # still short after retries: repeat the last answer, loudly
+        if len(found) < cfg.k:
+            log.warning("prompt %d: only %d distinct answers after %d rounds", i, len(found), cfg.retries + 1)
+            found.extend([found[-1] if found else ""] * (cfg.k - len(found)))
+    return result

@@ -1,0 +1,93 @@
+"""RQ job: give every task of a project K candidate answers from the current policy, write them back to
+Label Studio, and score them with the current reward model (for predictions)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from backend import labelstudio
+from backend.preferences import Layout, parse_layout
+from backend.store import Project, Task
+from workers.context import JobContext, context
+from workers.generation import SamplingConfig, candidates
+from workers.loading import load_policy, load_reward, score
+
+log = logging.getLogger(__name__)
+
+
+def refresh_candidates(project_id: int, task_ids: list[int] | None = None) -> dict[str, Any]:
+    """Generate for tasks without candidates (or with a stale policy's, unlabeled), then score them."""
+    ctx = context()
+    project = ctx.store.project(project_id)
+    if project is None or not project.label_config:
+        raise ValueError(f"project {project_id} is not set up (no label config)")
+    layout = parse_layout(project.label_config)
+    tasks = list(ctx.store.tasks(task_ids).values()) if task_ids else ctx.store.project_tasks(project_id)
+    ctx.policy_dir()  # makes sure policy v0 exists
+    policy_version = ctx.registry.current("policy")
+    todo = _needing_candidates(ctx, project_id, layout, tasks, policy_version)
+    generated = _generate(ctx, project, layout, todo, policy_version) if todo else 0
+    scored = _score(ctx, layout, project_id, [t.id for t in tasks])
+    return {"project": project_id, "generated": generated, "scored": scored, "policy_version": policy_version}
+
+
+def _needing_candidates(ctx: JobContext, project_id: int, layout: Layout, tasks: list[Task],
+                        policy_version: int | None) -> list[Task]:
+    labeled = ctx.store.labeled_task_ids(project_id)
+    stale = ctx.settings.regenerate_stale
+    return [t for t in tasks if layout.candidates_from_data(t.data) is None
+            or (stale and t.id not in labeled and t.policy_version is not None and t.policy_version != policy_version)]
+
+
+def _generate(ctx: JobContext, project: Project, layout: Layout, tasks: list[Task], policy_version: int | None) -> int:
+    s = ctx.settings
+    cfg = SamplingConfig(k=layout.num_candidates(s.num_candidates), temperature=s.temperature, top_p=s.top_p,
+                         max_new_tokens=s.max_new_tokens, batch_size=s.generation_batch_size)
+    model, tokenizer = load_policy(ctx.policy_dir(policy_version))
+    client = _label_studio(ctx, project)
+    done = 0
+    chunk = max(cfg.batch_size // cfg.k, 1)
+    for start in range(0, len(tasks), chunk):  # write back chunk by chunk: annotators see tasks fill in
+        part = tasks[start:start + chunk]
+        answers = candidates(model, tokenizer, [layout.prompt_of(t.data) for t in part], cfg)
+        for task, texts in zip(part, answers):
+            data = {**task.data, **layout.candidates_to_data(texts)}
+            if client is not None:
+                labelstudio.update_task_data(client, task.id, data)
+            ctx.store.set_candidates(task.id, texts, policy_version, data)
+        done += len(part)
+        ctx.progress(stage="generate", step=done, total=len(tasks))
+    log.info("project %s: generated candidates for %d tasks with policy v%s", project.id, done, policy_version)
+    return done
+
+
+def _score(ctx: JobContext, layout: Layout, project_id: int, task_ids: list[int]) -> int:
+    """Reward of each candidate, stored for /predict; tasks already scored by this reward version are skipped."""
+    reward_version = ctx.registry.current("reward")
+    if reward_version is None:
+        return 0
+    rows = [t for t in ctx.store.tasks(task_ids).values() if t.reward_version != reward_version]
+    rows = [(t, layout.candidates_from_data(t.data)) for t in rows]
+    rows = [(t, c) for t, c in rows if c is not None]
+    if not rows:
+        return 0
+    model, tokenizer = load_reward(ctx.registry.path("reward", reward_version))
+    prompts = [layout.prompt_of(t.data) for t, c in rows for _ in c]
+    answers = [a for _, c in rows for a in c]
+    scores = iter(score(model, tokenizer, prompts, answers))
+    for task, cands in rows:
+        if task.candidates != cands:  # candidates came with the task: record them as they are
+            ctx.store.set_candidates(task.id, cands, None, task.data)
+        ctx.store.set_scores(task.id, [next(scores) for _ in cands], reward_version)
+    log.info("project %s: scored %d tasks with reward v%d", project_id, len(rows), reward_version)
+    return len(rows)
+
+
+def _label_studio(ctx: JobContext, project: Project) -> Any:
+    """A client for the project's Label Studio (from /setup, else LABEL_STUDIO_URL/API_KEY), or None."""
+    url = project.ls_url or ctx.settings.label_studio_url
+    token = ctx.settings.label_studio_api_key or project.ls_token
+    if not url or not token:
+        log.warning("project %s: no Label Studio URL/token; candidates stay in the store only", project.id)
+        return None
+    return labelstudio.client(url, token)
