@@ -86,27 +86,33 @@ def _ensure_project(c: LabelStudio, project_id: int | None, title: str | None, l
     return project.id
 
 
+def _find_ml(c: LabelStudio, project_id: int, backend_url: str) -> Any | None:
+    """The project's ML backend registered at backend_url (listing makes Label Studio call /health, /setup)."""
+    want = backend_url.rstrip("/")
+    return next((ml for ml in c.ml.list(project=project_id) if ml.url.rstrip("/") == want), None)
+
+
 def find_ml_backend(c: LabelStudio, project_id: int, backend_url: str) -> int | None:
     """The id of the project's ML backend registered at backend_url, or None."""
-    want = backend_url.rstrip("/")
-    for ml in c.ml.list(project=project_id):
-        if ml.url.rstrip("/") == want:
-            return ml.id
-    return None
+    ml = _find_ml(c, project_id, backend_url)
+    return ml.id if ml is not None else None
 
 
 def _ensure_ml_backend(c: LabelStudio, project_id: int, backend_url: str, auth_user: str, auth_pass: str,
                        actions: list[str]) -> tuple[int, bool]:
     """Register backend_url with the project unless it is there; return (id, created)."""
-    ml_id = find_ml_backend(c, project_id, backend_url)
-    if ml_id is not None:
-        ml = c.ml.get(ml_id)
+    ml = _find_ml(c, project_id, backend_url)
+    if ml is not None:
         if auth_user and (ml.auth_method != "BASIC_AUTH" or ml.basic_auth_user != auth_user):
-            c.ml.update(ml_id, auth_method="BASIC_AUTH", basic_auth_user=auth_user, basic_auth_pass=auth_pass)
-            actions.append(f"set basic auth on ML backend {ml_id} ({backend_url})")
+            try:  # Label Studio 1.23 re-runs /health and /setup on PATCH and needs url and project for it
+                c.ml.update(ml.id, url=ml.url, project=project_id, auth_method="BASIC_AUTH",
+                            basic_auth_user=auth_user, basic_auth_pass=auth_pass)
+            except ApiError as e:
+                raise LabelStudioError(f"could not set basic auth on ML backend {ml.id}: {_reason(e)}") from e
+            actions.append(f"set basic auth on ML backend {ml.id} ({backend_url})")
         else:
-            actions.append(f"already registered ML backend {ml_id} ({backend_url}) in project {project_id}")
-        return ml_id, False
+            actions.append(f"already registered ML backend {ml.id} ({backend_url}) in project {project_id}")
+        return ml.id, False
     auth: dict[str, Any] = {}
     if auth_user:
         auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": auth_user, "basic_auth_pass": auth_pass}

@@ -1,0 +1,159 @@
+"""The ML-backend protocol over HTTP (Flask test client), driven by payloads Label Studio 1.23.2 really sent."""
+from __future__ import annotations
+
+import base64
+import copy
+
+import pytest
+from conftest import ROOT, make_settings, payload
+
+from backend.app import create_app
+from backend.store import Store
+
+
+def setup_project(client, config: str | None = None, project: str = "1.1795861662") -> dict:
+    body = payload("setup.pairwise.json")
+    if config:
+        body["schema"] = config
+    body["project"] = project
+    body["hostname"] = body["access_token"] = ""  # no Label Studio here: candidates stay in the store
+    response = client.post("/setup", json=body)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def test_health_and_setup(client) -> None:
+    health = client.get("/health").json
+    assert health["status"] == "UP" and health["model_class"] == "RLHFModel"
+    assert setup_project(client)["model_version"] == "policy-v0"
+
+
+def test_webhooks_store_pairs_update_replaces_delete_removes(client, settings) -> None:
+    setup_project(client)
+    created = payload("webhook-annotation-created.pairwise.json")
+    assert client.post("/webhook", json=created).json["pairs"] == 1
+    assert client.post("/webhook", json=created).json["pairs"] == 1  # a repeat is idempotent
+    store = Store(settings.sqlalchemy_url)
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs(1)] == [("good answer 0", "bad answer 0")]
+    client.post("/webhook", json=payload("webhook-annotation-updated.pairwise.json"))
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs(1)] == [("bad answer 0", "good answer 0")]
+    status = client.get("/status").json
+    assert status["projects"]["1"]["annotations"] == 1 and status["projects"]["1"]["pairs"] == 1
+    assert client.post("/webhook", json=payload("webhook-annotations-deleted.pairwise.json")).json["deleted"] == 1
+    assert store.pairs(1) == []
+
+
+def test_bulk_annotations_created_ranker(client) -> None:
+    body = payload("webhook-annotations-created.ranker.json")
+    setup_project(client, body["project"]["label_config"], project=str(body["project"]["id"]))
+    answer = client.post("/webhook", json=body).json
+    assert answer["annotations"] == 2 and answer["pairs"] == 2
+
+
+def test_cancelled_and_empty_annotations_give_no_pairs(client) -> None:
+    setup_project(client)
+    body = payload("webhook-annotation-created.pairwise.json")
+    body["annotation"]["was_cancelled"] = True
+    assert client.post("/webhook", json=body).json["pairs"] == 0
+    body["annotation"].update(was_cancelled=False, result=[])
+    assert client.post("/webhook", json=body).json["pairs"] == 0
+
+
+def test_predict_answers_in_order_and_queues_generation(client, settings) -> None:
+    setup_project(client)
+    body = payload("predict.pairwise.json")
+    body["tasks"] = [dict(body["tasks"][0], id=10 + i, data={"prompt": f"Q{i}?", "answer1": "", "answer2": ""})
+                     for i in range(3)]
+    answer = client.post("/predict", json=body).json
+    assert len(answer["results"]) == 3
+    assert all(r["result"] == [] and r["model_version"] == "policy-v0" for r in answer["results"])
+    jobs = client.get("/status").json["jobs"]
+    assert [(j["kind"], j["status"]) for j in jobs] == [("generate", "queued")]
+    client.post("/predict", json=body)  # asking again does not queue twice
+    assert len(client.get("/status").json["jobs"]) == 1
+
+
+def test_start_training_is_coalesced(client) -> None:
+    setup_project(client)
+    client.post("/webhook", json=payload("webhook-annotation-created.pairwise.json"))
+    first = client.post("/webhook", json=payload("webhook-start-training.pairwise.json")).json
+    second = client.post("/webhook", json=payload("webhook-start-training.pairwise.json")).json
+    assert len(first["training"]) == 2 and not first["coalesced"]
+    assert second["coalesced"] and second["training"] == first["training"]
+
+
+def test_retrain_threshold_from_store(client, settings) -> None:
+    """RETRAIN_EVERY=4 pairs in the test settings: the fourth new annotation queues one training."""
+    setup_project(client)
+    body = payload("webhook-annotation-created.pairwise.json")
+    answers = []
+    for i in range(6):
+        b = copy.deepcopy(body)
+        b["annotation"]["id"] = 100 + i
+        answers.append(client.post("/webhook", json=b).json)
+    assert [("training" in a) for a in answers] == [False, False, False, True, False, False]
+    assert answers[4]["new_pairs"] == 1  # counted again from the store after the trigger
+
+
+BAD_REQUESTS = [
+    ("/webhook", "not json", 400), ("/webhook", [], 400), ("/webhook", {"action": 5}, 400),
+    ("/webhook", {"action": "ANNOTATION_CREATED"}, 400),
+    ("/webhook", {"action": "ANNOTATION_CREATED", "annotation": {"id": "x"}, "project": {"id": 1}}, 400),
+    ("/webhook", {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": "1"}], "project": {"id": 1}}, 400),
+    ("/webhook", {"action": "TASKS_CREATED", "tasks": "x", "project": {"id": 1}}, 400),
+    ("/predict", {"tasks": [], "project": "1.1"}, 400), ("/predict", {"tasks": [{"id": 1}], "project": "1.1"}, 400),
+    ("/predict", {"tasks": [{"id": 1, "data": {"answer1": "", "answer2": ""}}], "project": "1.1"}, 422),
+    ("/predict", {"tasks": [{"id": 1, "data": {}}], "project": "x"}, 400),
+    ("/setup", {"project": "1.1", "schema": 5}, 400),
+    ("/setup", {"project": "1.1", "schema": "<View><Text name='t' value='$t'/></View>"}, 422),
+    ("/setup", {"project": "1.1", "schema": (ROOT / "label_config.xml").read_text(), "extra_params": "{not"}, 400),
+    ("/setup", {"project": "1.1", "schema": (ROOT / "label_config.xml").read_text(),
+                "extra_params": '{"algorithm": "magic"}'}, 400),
+]
+
+
+@pytest.mark.parametrize("path,body,status", BAD_REQUESTS)
+def test_bad_input_gets_4xx_json(client, path, body, status) -> None:
+    setup_project(client)
+    kwargs = {"data": body, "content_type": "application/json"} if isinstance(body, str) else {"json": body}
+    response = client.post(path, **kwargs)
+    assert response.status_code == status and "error" in response.json
+
+
+def test_result_not_matching_config_is_422_and_not_stored(client, settings) -> None:
+    setup_project(client)
+    body = payload("webhook-annotation-created.pairwise.json")
+    body["annotation"]["result"][0]["value"] = {"selected": 42}
+    response = client.post("/webhook", json=body)
+    assert response.status_code == 422 and "selected" in response.json["error"]
+    assert Store(settings.sqlalchemy_url).pairs(1) == []
+
+
+def test_unknown_action_is_acknowledged_and_ignored(client) -> None:
+    assert client.post("/webhook", json={"action": "SOMETHING_NEW"}).json["status"] == "ignored"
+
+
+def test_oversized_body_is_413(tmp_path, tiny_model, redis) -> None:
+    app = create_app(make_settings(tmp_path, tiny_model, max_body_bytes=1000))
+    response = app.test_client().post("/webhook", json={"action": "X", "pad": "x" * 5000})
+    assert response.status_code == 413 and "error" in response.json
+
+
+def test_basic_auth_guards_all_but_health(tmp_path, tiny_model, redis) -> None:
+    app = create_app(make_settings(tmp_path, tiny_model, basic_auth_user="ls", basic_auth_pass="s3cret"))
+    client = app.test_client()
+    assert client.get("/health").status_code == 200
+    assert client.post("/setup", json=payload("setup.pairwise.json")).status_code == 401
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"ls:nope").decode()}
+    assert client.get("/status", headers=wrong).status_code == 401
+    good = {"Authorization": "Basic " + base64.b64encode(b"ls:s3cret").decode()}
+    assert client.post("/setup", json=payload("setup.pairwise.json"), headers=good).status_code == 200
+
+
+def test_versions_lists_current(client) -> None:
+    answer = client.get("/versions").json
+    assert answer["current"] in answer["versions"]
+
+
+def test_ranker_config_ships_beside_pairwise() -> None:
+    assert "<Ranker" in (ROOT / "label_config_ranker.xml").read_text()

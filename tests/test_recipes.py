@@ -1,0 +1,185 @@
+"""Each recipe trains a tiny local model a couple of steps for real; evaluation and progress reporting work on it."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+from tiny import build_tiny_model  # noqa: E402
+from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+
+from workers import progress  # noqa: E402
+from workers.evaluate import policy_metrics  # noqa: E402
+from workers.loading import conversation_text, load_policy, load_reward, load_tokenizer, score  # noqa: E402
+from workers.progress import JobProgress  # noqa: E402
+from workers.recipes import RECIPES  # noqa: E402
+from workers.recipes.base import RecipeInputs, build_config  # noqa: E402
+from workers.recipes.grpo import GRPORecipeConfig  # noqa: E402
+
+PROMPTS = [
+    "What is the capital of France?", "Write a short poem about the sea.", "What is the boiling point of water?",
+    "Explain reinforcement learning in one sentence.", "Why do annotators rank answers?", "Say hello.",
+    "What does a reward model score?", "Where is Paris?",
+]
+CHOSEN, REJECTED = "The capital of France is Paris.", "The quick brown fox."
+PAIRS = [{"prompt": p, "chosen": CHOSEN, "rejected": REJECTED} for p in PROMPTS]
+SFT_ROWS = [{"prompt": p, "response": "A reward model scores answers."} for p in PROMPTS]
+COMMON = {"max_steps": 2, "learning_rate": 1e-3, "per_device_train_batch_size": 4}
+GROUPS = {"max_completion_length": 8, "num_generations": 2}
+OVERRIDES = {
+    "reward": {**COMMON, "max_length": 64},
+    "ppo": {**COMMON, "response_length": 8, "num_ppo_epochs": 1, "max_prompt_length": 64},
+    "dpo": {**COMMON, "max_length": 64},
+    "grpo": {**COMMON, **GROUPS},
+    "rloo": {**COMMON, **GROUPS},
+    "sft": {**COMMON, "max_length": 64},
+}
+METRICS = {
+    "reward": {"eval_accuracy", "eval_loss", "train_loss", "train_samples_per_second", "train_runtime"},
+    "ppo": {"objective/scores", "objective/kl", "loss/policy_avg", "loss/value_avg", "train_runtime"},
+    "dpo": {"train_loss", "train_runtime", "eval_loss", "eval_rewards/accuracies"},
+    "grpo": {"train_loss", "train_runtime", "reward", "kl"},
+    "rloo": {"train_loss", "train_runtime", "reward", "kl"},
+    "sft": {"train_loss", "train_runtime"},
+}
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A tiny policy, a different tiny policy, and an untrained reward model sharing their tokenizer."""
+    root = tmp_path_factory.mktemp("models")
+    policy = build_tiny_model(root / "policy")
+    other = build_tiny_model(root / "other", seed=1)
+    reward = root / "reward"
+    model = AutoModelForSequenceClassification.from_pretrained(str(policy), num_labels=1)
+    model.config.pad_token_id = model.config.eos_token_id
+    model.save_pretrained(reward)
+    AutoTokenizer.from_pretrained(str(policy)).save_pretrained(reward)
+    return SimpleNamespace(policy=policy, other=other, reward=reward)
+
+
+def make_inputs(models: SimpleNamespace, out_dir: Path, **changes: object) -> RecipeInputs:
+    """Inputs with every kind of data filled, so any recipe finds what it needs."""
+    inputs = RecipeInputs(
+        policy_dir=models.policy, reference_dir=models.policy, out_dir=out_dir, reward_dir=models.reward,
+        pairs=PAIRS, eval_pairs=PAIRS[:4], prompts=PROMPTS, sft_rows=SFT_ROWS,
+    )
+    for key, value in changes.items():
+        setattr(inputs, key, value)
+    return inputs
+
+
+def weights_changed(before: Path, after: Path) -> bool:
+    """True when any tensor the two checkpoints share (same name and shape) differs."""
+    a, b = load_file(before / "model.safetensors"), load_file(after / "model.safetensors")
+    shared = [k for k in a if k in b and a[k].shape == b[k].shape]
+    assert shared, "the checkpoints share no tensors"
+    return any(not torch.equal(a[k], b[k].to(a[k].dtype)) for k in shared)
+
+
+def test_registry_lists_every_recipe_with_a_documented_config() -> None:
+    assert set(RECIPES) == {"reward", "ppo", "dpo", "grpo", "rloo", "sft"}
+    for name, module in RECIPES.items():
+        configs = [v for v in vars(module).values() if is_dataclass(v) and v.__name__.endswith("RecipeConfig")]
+        assert configs and callable(module.train), name
+        for f in fields(configs[-1]):
+            assert f.metadata.get("help"), f"{name}.{f.name} has no help"
+
+
+@pytest.mark.parametrize("use_lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_trains_saves_and_reports(name: str, use_lora: bool, models: SimpleNamespace, tmp_path: Path) -> None:
+    inputs = make_inputs(models, tmp_path / "out", use_lora=use_lora, overrides=OVERRIDES[name])
+    metrics = RECIPES[name].train(inputs)
+    assert METRICS[name] <= set(metrics), METRICS[name] - set(metrics)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+    assert weights_changed(models.policy, inputs.out_dir)
+    assert not any("lora" in k for k in load_file(inputs.out_dir / "model.safetensors"))
+    if name == "reward":
+        assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+        model, tokenizer = load_reward(inputs.out_dir)
+        assert len(score(model, tokenizer, PROMPTS[:2], ["a", "b"])) == 2
+    else:
+        model, tokenizer = load_policy(inputs.out_dir)
+        assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+
+
+def test_overrides_apply_known_fields_and_ignore_others(caplog: pytest.LogCaptureFixture) -> None:
+    config = build_config(GRPORecipeConfig, {"num_generations": 2, "not_a_field": 1})
+    assert config.num_generations == 2
+    assert "not_a_field" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "match"),
+    [
+        ("reward", {"pairs": []}, "preference pairs"),
+        ("dpo", {"pairs": []}, "preference pairs"),
+        ("sft", {"sft_rows": []}, "SFT rows"),
+        ("ppo", {"prompts": PROMPTS[:2]}, "prompts"),
+        ("grpo", {"prompts": PROMPTS[:1]}, "prompts"),
+        ("rloo", {"overrides": {"per_device_train_batch_size": 3}}, "num_generations"),
+        ("ppo", {"reward_dir": None}, "reward_dir"),
+    ],
+)
+def test_insufficient_data_is_a_value_error(
+    name: str, changes: dict, match: str, models: SimpleNamespace, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        RECIPES[name].train(make_inputs(models, tmp_path / "out", **changes))
+
+
+def test_job_progress_writes_meta_inside_a_job(
+    models: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = SimpleNamespace(id="j", meta={}, saves=0)
+    job.save_meta = lambda: setattr(job, "saves", job.saves + 1)
+    monkeypatch.setattr(progress, "get_current_job", lambda: job)
+    callback = JobProgress(stage="sft", min_interval=0.0)
+    RECIPES["sft"].train(make_inputs(models, tmp_path / "out", callbacks=[callback], overrides=OVERRIDES["sft"]))
+    assert job.meta["step"] == job.meta["total"] == 2
+    assert job.meta["stage"] == "sft" and math.isfinite(job.meta["loss"]) and job.saves >= 2
+
+
+def test_job_progress_is_a_no_op_outside_a_job() -> None:
+    state = SimpleNamespace(global_step=1, max_steps=2)
+    JobProgress().on_log(None, state, None, logs={"loss": 1.0})  # type: ignore[arg-type]
+
+
+def test_load_tokenizer_pads_left_with_a_token_distinct_from_eos(models: SimpleNamespace, tmp_path: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(str(models.policy))
+    tokenizer.pad_token = tokenizer.eos_token  # like SmolLM2-Instruct, whose pad is <|im_end|>
+    tokenizer.save_pretrained(tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.padding_side == "left"
+    assert loaded.pad_token == tokenizer.unk_token != loaded.eos_token
+
+
+def test_score_matches_reward_trainer_tokens_and_ignores_padding(models: SimpleNamespace) -> None:
+    model, tokenizer = load_reward(models.reward)
+    messages = [{"role": "user", "content": PROMPTS[0]}, {"role": "assistant", "content": "Paris."}]
+    trl_ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    ours = tokenizer(conversation_text(tokenizer, PROMPTS[0], "Paris."), add_special_tokens=False)["input_ids"]
+    assert ours == trl_ids
+    answers = ["Paris.", "The quick brown fox jumps over the lazy dog.", "", "Numbers: 0 1 2"]
+    batched = score(model, tokenizer, PROMPTS[:4], answers, batch_size=4)
+    single = score(model, tokenizer, PROMPTS[:4], answers, batch_size=1)
+    assert batched == pytest.approx(single, abs=1e-5)
+
+
+def test_policy_metrics_are_finite_and_in_range(models: SimpleNamespace) -> None:
+    args = dict(reference_dir=models.policy, reward_dir=models.reward, prompts=PROMPTS[:4], max_new_tokens=8)
+    metrics = policy_metrics(models.other, models.policy, **args)
+    assert set(metrics) == {"reward_before", "reward_after", "win_rate", "kl"}
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert 0.0 <= metrics["win_rate"] <= 1.0
+    same = policy_metrics(models.policy, models.policy, **args)
+    assert same["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert same["win_rate"] == 0.5 and same["reward_before"] == same["reward_after"]
