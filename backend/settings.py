@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     temperature: float = Field(0.9, description="Sampling temperature for candidates.")
     top_p: float = Field(0.95, description="Nucleus sampling for candidates.")
     max_new_tokens: int = Field(128, description="Token budget of each candidate answer.")
-    generation_batch_size: int = Field(64, description="Sequences per generate() call.")
+    generation_batch_size: int = Field(128, description="Sequences per generate() call.")
+    generation_dtype: str = Field("auto", description="auto (bf16 where the GPU/CPU runs it natively), float32 or bfloat16.")
     regenerate_stale: bool = Field(True, description="Regenerate unlabeled tasks' candidates after a new policy.")
 
     # training

@@ -104,8 +104,8 @@ class LabelStudioServer:
 
 
 def venv_dir() -> Path:
-    """The Label Studio venv: $LS_VENV, else <repo>/.cache/ls-venv."""
-    return Path(os.environ.get("LS_VENV") or CACHE / "ls-venv")
+    """The Label Studio venv: $LS_VENV (relative to the repo root), else <repo>/.cache/ls-venv."""
+    return REPO / os.environ.get("LS_VENV", "") if os.environ.get("LS_VENV") else CACHE / "ls-venv"
 
 
 def ensure_venv(venv: Path | None = None) -> Path:

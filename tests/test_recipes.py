@@ -112,8 +112,10 @@ def test_recipe_trains_saves_and_reports(name: str, use_lora: bool, models: Simp
 
 
 def test_overrides_apply_known_fields_and_ignore_others(caplog: pytest.LogCaptureFixture) -> None:
-    config = build_config(GRPORecipeConfig, {"num_generations": 2, "not_a_field": 1})
-    assert config.num_generations == 2
+    inputs = RecipeInputs(policy_dir=Path(), reference_dir=Path(), out_dir=Path(),
+                          overrides={"num_generations": 2, "not_a_field": 1})
+    config = build_config(GRPORecipeConfig, inputs)
+    assert config.num_generations == 2 and inputs.hyperparameters["num_generations"] == 2
     assert "not_a_field" in caplog.text
 
 
@@ -137,15 +139,19 @@ def test_insufficient_data_is_a_value_error(
 
 
 def test_job_progress_writes_meta_inside_a_job(
-    models: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    models: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis
 ) -> None:
-    job = SimpleNamespace(id="j", meta={}, saves=0)
-    job.save_meta = lambda: setattr(job, "saves", job.saves + 1)
+    """Progress lands in a real RQ job's meta in Redis (the training job's, as a worker would run it)."""
+    from rq.job import Job
+
+    job = Job.create("builtins.print", connection=redis)
+    job.save()
     monkeypatch.setattr(progress, "get_current_job", lambda: job)
     callback = JobProgress(stage="sft", min_interval=0.0)
     RECIPES["sft"].train(make_inputs(models, tmp_path / "out", callbacks=[callback], overrides=OVERRIDES["sft"]))
-    assert job.meta["step"] == job.meta["total"] == 2
-    assert job.meta["stage"] == "sft" and math.isfinite(job.meta["loss"]) and job.saves >= 2
+    stored = Job.fetch(job.id, connection=redis).meta["progress"]
+    assert stored["step"] == stored["total"] == 2
+    assert stored["stage"] == "sft" and math.isfinite(stored["loss"])
 
 
 def test_job_progress_is_a_no_op_outside_a_job() -> None:

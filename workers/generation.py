@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from workers.loading import prompt_texts
+
 log = logging.getLogger(__name__)
 
 
@@ -21,19 +23,13 @@ class SamplingConfig:
     retries: int = 3  # rounds of regeneration for exact duplicates
 
 
-def chat_prompt(tokenizer: Any, prompt: str) -> str:
-    """The prompt as the policy sees it: a user turn plus the assistant header."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
-
-
 @torch.inference_mode()
 def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) -> tuple[list[str], int]:
     """One sampled answer per entry of `prompts` (repeat a prompt for several); returns (answers, new tokens).
 
     Prompts are sorted by length so that each batch pads little.
     """
-    texts = [chat_prompt(tokenizer, p) for p in prompts]
+    texts = prompt_texts(tokenizer, prompts)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     answers: list[str] = [""] * len(texts)
     new_tokens = 0

@@ -10,7 +10,7 @@ from backend.preferences import Layout, parse_layout
 from backend.store import Project, Task
 from workers.context import JobContext, context
 from workers.generation import SamplingConfig, candidates
-from workers.loading import load_policy, load_reward, score
+from workers.loading import inference_dtype, load_policy, load_reward, score
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _generate(ctx: JobContext, project: Project, layout: Layout, tasks: list[Tas
     s = ctx.settings
     cfg = SamplingConfig(k=layout.num_candidates(s.num_candidates), temperature=s.temperature, top_p=s.top_p,
                          max_new_tokens=s.max_new_tokens, batch_size=s.generation_batch_size)
-    model, tokenizer = load_policy(ctx.policy_dir(policy_version))
+    model, tokenizer = load_policy(ctx.policy_dir(policy_version), inference_dtype(s.generation_dtype))
     client = _label_studio(ctx, project)
     done = 0
     chunk = max(cfg.batch_size // cfg.k, 1)
@@ -71,7 +71,8 @@ def _score(ctx: JobContext, layout: Layout, project_id: int, task_ids: list[int]
     rows = [(t, c) for t, c in rows if c is not None]
     if not rows:
         return 0
-    model, tokenizer = load_reward(ctx.registry.path("reward", reward_version))
+    dtype = inference_dtype(ctx.settings.generation_dtype)
+    model, tokenizer = load_reward(ctx.registry.path("reward", reward_version), dtype)
     prompts = [layout.prompt_of(t.data) for t, c in rows for _ in c]
     answers = [a for _, c in rows for a in c]
     scores = iter(score(model, tokenizer, prompts, answers))

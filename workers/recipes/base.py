@@ -1,0 +1,222 @@
+"""What every recipe receives and returns, so that jobs can run any of them the same way."""
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import GenerationConfig
+
+from workers.loading import load_reward, load_tokenizer, user_message
+
+logger = logging.getLogger(__name__)
+C = TypeVar("C")
+
+
+@dataclass
+class RecipeInputs:
+    """Everything a recipe may train from; the job fills what the recipe needs."""
+
+    policy_dir: Path  # current policy (HF dir): the starting point
+    reference_dir: Path  # SFT reference policy (version 0 by default), for KL
+    out_dir: Path  # where the recipe saves the trained model + tokenizer (HF dir, safetensors)
+    reward_dir: Path | None = None  # current reward model (sequence classifier, num_labels=1)
+    pairs: list[dict[str, str]] = field(default_factory=list)  # train {prompt, chosen, rejected}
+    eval_pairs: list[dict[str, str]] = field(default_factory=list)  # held-out {prompt, chosen, rejected}
+    prompts: list[str] = field(default_factory=list)  # train prompts for on-policy RL
+    sft_rows: list[dict[str, str]] = field(default_factory=list)  # {prompt, response} for SFT
+    bf16: bool = False  # True only on GPUs that support it
+    use_lora: bool = False  # train LoRA adapters and merge them before saving
+    seed: int = 0
+    callbacks: list[Any] = field(default_factory=list)  # transformers TrainerCallbacks (job progress)
+    overrides: dict[str, Any] = field(default_factory=dict)  # TRAIN_ARGS: override recipe-config fields
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # filled by the recipe: the config it used
+
+
+# --- shared helpers: what recipes would otherwise repeat ---------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Training knobs every recipe has; a recipe redeclares a field to change its default."""
+
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate of AdamW."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the training data."})
+    max_steps: int = field(default=-1, metadata={"help": "If > 0, stop after this many optimizer steps instead."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Examples per device per micro-batch."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Examples per device per eval batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations to save memory; only worth it for big models on GPU."}
+    )
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "Learning-rate schedule (transformers name)."})
+
+
+def build_config(cls: type[C], inputs: RecipeInputs) -> C:
+    """Recipe defaults updated with the overrides that name a field (others are ignored, loudly); the values
+    used are recorded in inputs.hyperparameters for the version's meta.json."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(inputs.overrides) - names)
+    if unknown:
+        logger.warning("ignoring overrides %s: not fields of %s", unknown, cls.__name__)
+    config = cls(**{k: v for k, v in inputs.overrides.items() if k in names})
+    inputs.hyperparameters = asdict(config)
+    logger.info("%s: %s", cls.__name__, inputs.hyperparameters)
+    return config
+
+
+def trl_args(args_cls: type[C], config: Any, inputs: RecipeInputs, output_dir: Path) -> C:
+    """The trl config: recipe fields it knows, plus the settings every job shares (no checkpoints, no reporting)."""
+    accepted = {f.name for f in fields(args_cls)}
+    own = {k: v for k, v in asdict(config).items() if k in accepted and k != "gradient_checkpointing"}
+    return args_cls(
+        output_dir=str(output_dir), bf16=inputs.bf16, report_to="none", save_strategy="no", seed=inputs.seed,
+        logging_steps=1, activation_checkpointing=config.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(), **own,
+    )
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """Trainers want an output_dir; the model itself is saved to out_dir, so this is thrown away."""
+    with tempfile.TemporaryDirectory(prefix="recipe-") as tmp:
+        yield Path(tmp)
+
+
+def require(count: int, minimum: int, what: str, fix: str) -> None:
+    """Fail early with a ValueError naming the shortfall, instead of a trainer looping on an empty loader."""
+    if count < minimum:
+        raise ValueError(f"need at least {minimum} {what}, got {count}; {fix}")
+
+
+def assistant_turn(text: str) -> list[dict[str, str]]:
+    """An answer as conversational messages."""
+    return [{"role": "assistant", "content": text}]
+
+
+def preference_dataset(pairs: list[dict[str, str]]) -> Dataset:
+    """Conversational {prompt, chosen, rejected} rows, the format the Reward and DPO trainers expect."""
+    return Dataset.from_list([
+        {"prompt": user_message(p["prompt"]), "chosen": assistant_turn(p["chosen"]),
+         "rejected": assistant_turn(p["rejected"])}
+        for p in pairs
+    ])
+
+
+def prompt_dataset(prompts: list[str]) -> Dataset:
+    """Conversational prompt-only rows, for on-policy trainers."""
+    return Dataset.from_list([{"prompt": user_message(p)} for p in prompts])
+
+
+def completion_dataset(rows: list[dict[str, str]]) -> Dataset:
+    """Conversational {prompt, completion} rows for SFT: the loss covers only the answer."""
+    return Dataset.from_list(
+        [{"prompt": user_message(r["prompt"]), "completion": assistant_turn(r["response"])} for r in rows]
+    )
+
+
+def lora_config(
+    inputs: RecipeInputs, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None
+) -> LoraConfig | None:
+    """LoRA adapters on every linear layer when the job asks for them, else None (full fine-tuning)."""
+    if not inputs.use_lora:
+        return None
+    return LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type=task_type,
+        modules_to_save=modules_to_save,
+    )
+
+
+def train_and_save(
+    trainer: Any, tokenizer: Any, inputs: RecipeInputs, eval_dataset: Any = None, model: Any = None
+) -> dict[str, float]:
+    """Train, optionally evaluate, save the trained model (default: the trainer's) and return its metrics."""
+    metrics = run_training(trainer, eval_dataset)
+    save_model(model if model is not None else trainer.accelerator.unwrap_model(trainer.model), tokenizer, inputs)
+    return metrics
+
+
+def run_training(trainer: Any, eval_dataset: Any = None) -> dict[str, float]:
+    """Train, optionally evaluate, and flatten the logs into finite float metrics (the last value of a key wins)."""
+    start = time.perf_counter()
+    trainer.train()
+    metrics: dict[str, Any] = {}
+    for entry in trainer.state.log_history:
+        metrics.update(entry)
+    metrics.setdefault("train_runtime", time.perf_counter() - start)
+    if eval_dataset is not None:
+        metrics.update(trainer.evaluate(eval_dataset))
+    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: v for k, v in numbers.items() if math.isfinite(v)}
+
+
+def save_model(model: Any, tokenizer: Any, inputs: RecipeInputs) -> None:
+    """Merge LoRA, keep the starting policy's generation settings, and save safetensors + tokenizer to out_dir."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if inputs.bf16:
+        model = model.to(torch.bfloat16)
+    if model.can_generate():
+        _restore_generation_config(model, inputs.policy_dir)
+    inputs.out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(inputs.out_dir)
+    tokenizer.save_pretrained(inputs.out_dir)
+    logger.info("saved %s to %s", type(model).__name__, inputs.out_dir)
+
+
+def _restore_generation_config(model: Any, source: Path) -> None:
+    """Trainers edit generation_config (PPO sets eos to its stop token); the saved version must generate as before."""
+    try:
+        model.generation_config = GenerationConfig.from_pretrained(str(source))
+    except OSError:
+        logger.info("no generation_config.json in %s; keeping the trainer's", source)
+
+
+@dataclass
+class GroupRLConfig(TrainConfig):
+    """Knobs shared by the group-sampling trainers (GRPO, RLOO); names match trl's configs."""
+
+    learning_rate: float = field(default=3e-6, metadata={"help": "Peak learning rate of AdamW."})
+    per_device_train_batch_size: int = field(
+        default=8, metadata={"help": "Completions per micro-batch; × accumulation, a multiple of num_generations."}
+    )
+    num_generations: int = field(default=4, metadata={"help": "Completions sampled per prompt to form a group."})
+    max_completion_length: int = field(default=64, metadata={"help": "Token budget of each sampled completion."})
+    temperature: float = field(default=0.9, metadata={"help": "Sampling temperature of the completions."})
+    beta: float = field(default=0.04, metadata={"help": "KL coefficient to the starting policy (0 disables it)."})
+
+
+def train_group_rl(inputs: RecipeInputs, config: GroupRLConfig, trainer_cls: Any, args_cls: Any) -> dict[str, float]:
+    """Run a trl group-sampling trainer on inputs.prompts, rewarded by the model at inputs.reward_dir."""
+    check_groups(config, len(inputs.prompts))
+    if inputs.reward_dir is None:
+        raise ValueError(f"{trainer_cls.__name__} needs reward_dir: train a reward model first")
+    reward_model, reward_tokenizer = load_reward(inputs.reward_dir)
+    tokenizer = load_tokenizer(inputs.policy_dir)
+    with scratch_dir() as tmp:
+        trainer = trainer_cls(
+            model=str(inputs.policy_dir), reward_funcs=reward_model, args=trl_args(args_cls, config, inputs, tmp),
+            train_dataset=prompt_dataset(inputs.prompts), processing_class=tokenizer,
+            reward_processing_classes=reward_tokenizer, callbacks=inputs.callbacks, peft_config=lora_config(inputs),
+        )
+        return train_and_save(trainer, tokenizer, inputs)
+
+
+def check_groups(config: GroupRLConfig, n_prompts: int) -> None:
+    """Each step samples whole groups: the batch must split into groups, and there must be enough prompts."""
+    batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    if config.num_generations < 2 or batch % config.num_generations:
+        raise ValueError(
+            f"per_device_train_batch_size × gradient_accumulation_steps ({batch}) must be a multiple of "
+            f"num_generations ({config.num_generations}), which must be at least 2; change one of them"
+        )
+    require(n_prompts, batch // config.num_generations, "prompts", "add prompts or lower per_device_train_batch_size")

@@ -1,0 +1,35 @@
+"""Supervised fine-tuning on (prompt, response) rows: the answers' loss only."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import SFTConfig, SFTTrainer
+
+from workers.loading import load_tokenizer
+from workers.recipes.base import (
+    RecipeInputs, TrainConfig, build_config, completion_dataset, lora_config, require, scratch_dir, train_and_save,
+    trl_args,
+)
+
+
+@dataclass
+class SFTRecipeConfig(TrainConfig):
+    """SFT knobs; names match trl's SFTConfig."""
+
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of AdamW."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the rows."})
+    max_length: int = field(default=512, metadata={"help": "Prompt + answer tokens beyond this are truncated."})
+
+
+def train(inputs: RecipeInputs) -> dict[str, float]:
+    """Fine-tune the policy on inputs.sft_rows and save it to inputs.out_dir."""
+    config = build_config(SFTRecipeConfig, inputs)
+    require(len(inputs.sft_rows), 1, "SFT rows", "provide {prompt, response} rows")
+    tokenizer = load_tokenizer(inputs.policy_dir)
+    with scratch_dir() as tmp:
+        trainer = SFTTrainer(
+            model=str(inputs.policy_dir), args=trl_args(SFTConfig, config, inputs, tmp),
+            train_dataset=completion_dataset(inputs.sft_rows), processing_class=tokenizer, callbacks=inputs.callbacks,
+            peft_config=lora_config(inputs),
+        )
+        return train_and_save(trainer, tokenizer, inputs)
