@@ -111,11 +111,6 @@ class Store:
         with self.session() as s:
             return s.get(Project, project_id)
 
-    def project_ids(self) -> list[int]:
-        with self.session() as s:
-            ids = set(s.scalars(select(Project.id))) | set(s.scalars(select(Annotation.project_id).distinct()))
-            return sorted(ids)
-
     # tasks
     def save_tasks(self, project_id: int, tasks: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Record tasks' data; candidates already generated are kept."""

@@ -1,0 +1,213 @@
+"""What every bench shares: import paths, cached models, HH-RLHF pairs, percentiles and the verdict lines."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT, ROOT / "tests"):  # run as `python bench/x.py` from anywhere: backend, workers, tests/tiny.py
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # benches never download
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+MODEL_CACHE = ROOT / ".cache" / "bench-models"  # gitignored; converted models are reused between runs
+PAYLOADS = ROOT / "tests" / "payloads"
+LABEL_CONFIG = ROOT / "label_config.xml"
+HH_DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+ASSISTANT = "\n\nAssistant:"
+HUMAN = "\n\nHuman:"
+
+
+# --- models ------------------------------------------------------------------------------------------------------
+
+def embedded_policy() -> Path:
+    """The embedded SmolLM2-135M-Instruct as policy v0, converted once (about 20 s) into the bench cache."""
+    from backend.registry import Registry
+    from workers.bootstrap import ensure_base_policy
+
+    registry = Registry(MODEL_CACHE / "smollm2")
+    ensure_base_policy(registry, "")
+    return registry.path("policy", 0)
+
+
+def tiny_policy() -> Path:
+    """A 2-layer GPT-2 with a locally trained tokenizer (tests/tiny.py), built once into the bench cache."""
+    from tiny import build_tiny_model
+
+    out = MODEL_CACHE / "tiny"
+    if not (out / "config.json").is_file():
+        build_tiny_model(out)
+    return out
+
+
+def resolve_model(name: str) -> str:
+    """`embedded` and `tiny` name the cached models; anything else is a local directory or hub id."""
+    if name == "embedded":
+        return str(embedded_policy())
+    if name == "tiny":
+        return str(tiny_policy())
+    return name
+
+
+# --- data --------------------------------------------------------------------------------------------------------
+
+def payload(name: str) -> dict[str, Any]:
+    """The body of a request Label Studio 1.23.2 really sent (tests/payloads)."""
+    data = json.loads((PAYLOADS / name).read_text())
+    return data.get("body", data)
+
+
+def split_transcript(text: str) -> tuple[str, str] | None:
+    """(prompt, answer) of an HH-RLHF transcript: the answer is what follows the last `Assistant:` turn."""
+    cut = text.rfind(ASSISTANT)
+    if cut < 0:
+        return None
+    return text[:cut], text[cut + len(ASSISTANT):].strip()
+
+
+def prompt_message(prefix: str) -> str:
+    """The prompt as one user message: a single Human turn is the bare question; earlier turns stay as labelled text.
+
+    RecipeInputs carries a prompt as one string (the backend's task prompt), so a multi-turn history cannot be
+    a real conversation without bypassing the recipe: keeping `Human:`/`Assistant:` labels preserves the context.
+    """
+    text = prefix.strip()
+    if text.count("Human:") == 1 and text.startswith("Human:") and "Assistant:" not in text:
+        return text[len("Human:"):].strip()
+    return text
+
+
+def hh_pairs(path: Path = HH_DATA) -> tuple[list[dict[str, str]], int]:
+    """HH-RLHF rows as {prompt, chosen, rejected}; returns (pairs, skipped rows whose prompts differ or are empty)."""
+    pairs, skipped = [], 0
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            chosen, rejected = split_transcript(row["chosen"]), split_transcript(row["rejected"])
+            if chosen is None or rejected is None or chosen[0] != rejected[0] or not chosen[1] or not rejected[1] \
+                    or chosen[1] == rejected[1]:
+                skipped += 1
+                continue
+            pairs.append({"prompt": prompt_message(chosen[0]), "chosen": chosen[1], "rejected": rejected[1]})
+    return pairs, skipped
+
+
+def synthetic_pairs(n: int) -> list[dict[str, str]]:
+    """Distinct short pairs when no real data is at hand."""
+    return [{"prompt": f"Question {i}: what is {i} plus {i}?", "chosen": f"The answer is {2 * i}.",
+             "rejected": f"I do not know, maybe {i}."} for i in range(n)]
+
+
+def fits(tokenizer: Any, pair: dict[str, str], max_length: int) -> bool:
+    """Whether both sides fit max_length once rendered as trl renders them (trl drops longer pairs)."""
+    from workers.loading import conversation_text
+
+    return all(len(tokenizer(conversation_text(tokenizer, pair["prompt"], pair[side]), add_special_tokens=False)
+                   ["input_ids"]) <= max_length for side in ("chosen", "rejected"))
+
+
+# --- processes and services --------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flush_bench_redis() -> None:
+    """Empty the bench's own Redis database (never another one)."""
+    from redis import Redis
+
+    Redis.from_url(BENCH_REDIS_URL).flushdb()
+
+
+def settings_env(settings: Any, **extra: str) -> dict[str, str]:
+    """The environment a subprocess (gunicorn, worker) needs to read the same Settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[name.upper()] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Terminate a process group we started (SIGTERM, then SIGKILL)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout)
+    except ProcessLookupError:
+        pass
+
+
+# --- reporting ---------------------------------------------------------------------------------------------------
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); exact and dependency-free."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.4999)))
+    return ordered[rank - 1]
+
+
+def header(title: str) -> None:
+    """Say what ran where and when: load from other processes skews every figure on a 2-core machine."""
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+               platform.processor())
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"== {title} ==")
+    print(f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | {cpu}, {os.cpu_count()} cores | "
+          f"load average at start {load} | python {platform.python_version()}")
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def compare(what: str, unit: str, baseline: float, ours: float, goal_ratio: float, higher_is_better: bool = True,
+            baseline_label: str = "baseline", ours_label: str = "ours") -> bool:
+    """Print baseline, ours, their ratio and the verdict against a ratio goal; returns whether it passed."""
+    ratio = ours / baseline if higher_is_better else baseline / ours
+    print(f"{baseline_label}: {baseline:,.2f} {unit}")
+    print(f"{ours_label}: {ours:,.2f} {unit}")
+    return verdict(f"{what} ratio {ratio:.2f}x", f">= {goal_ratio:g}x", ratio >= goal_ratio)
+
+
+def verdict(measured: str, goal: str, ok: bool) -> bool:
+    """One PASS/FAIL line, so every bench ends the same way."""
+    print(f"{measured} | goal {goal} | {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
+class Timer:
+    """Wall-clock seconds of a `with` block."""
+
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
