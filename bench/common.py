@@ -19,6 +19,7 @@ for _path in (ROOT, ROOT / "tests"):  # run as `python bench/x.py` from anywhere
         sys.path.insert(0, str(_path))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # benches never download
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keep bench output to the figures
 
 BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 MODEL_CACHE = ROOT / ".cache" / "bench-models"  # gitignored; converted models are reused between runs
