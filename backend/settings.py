@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     retrain_every: int = Field(50, description="Retrain once this many new preference pairs arrived.")
     algorithm: str = Field("ppo", description="Policy recipe after the reward model: ppo, dpo, grpo or rloo.")
     train_args: dict[str, Any] = Field(default_factory=dict, description="JSON overrides for recipe configs.")
+    train_processes: int = Field(1, description="GPUs one training job spans (accelerate launch, DDP); 1 = in the job.")
     use_lora: bool = Field(False, description="Train LoRA adapters (peft) and merge them, for big models.")
     train_timeout: int = Field(6 * 3600, description="RQ job timeout of a training job, seconds.")
     generate_timeout: int = Field(3600, description="RQ job timeout of a generation job, seconds.")

@@ -146,9 +146,11 @@ def settings_env(settings: Any, **extra: str) -> dict[str, str]:
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
-    """Terminate a process group we started (SIGTERM, then SIGKILL)."""
+    """Terminate a process group we started (SIGTERM, then SIGKILL), and its children that left the group
+    (an RQ work-horse calls setpgrp, so killing the worker's group alone would leave it training)."""
     if proc.poll() is not None:
         return
+    children = _children(proc.pid)
     try:
         os.killpg(proc.pid, 15)
         proc.wait(timeout)
@@ -157,6 +159,19 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
         proc.wait(timeout)
     except ProcessLookupError:
         pass
+    for child in children:
+        try:
+            os.kill(child, 9)
+        except ProcessLookupError:
+            pass
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of a process, from /proc (Linux)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 # --- reporting ---------------------------------------------------------------------------------------------------

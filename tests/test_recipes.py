@@ -189,3 +189,14 @@ def test_policy_metrics_are_finite_and_in_range(models: SimpleNamespace) -> None
     same = policy_metrics(models.policy, models.policy, **args)
     assert same["kl"] == pytest.approx(0.0, abs=1e-6)
     assert same["win_rate"] == 0.5 and same["reward_before"] == same["reward_after"]
+
+
+def test_launched_training_saves_once_and_reports_back(models: SimpleNamespace, tmp_path: Path) -> None:
+    """TRAIN_PROCESSES > 1 goes through `accelerate launch -m workers.launch` (one CPU process here, DDP on GPUs)."""
+    from workers.launch import run_recipe
+
+    inputs = make_inputs(models, tmp_path / "out", overrides=OVERRIDES["sft"])
+    metrics = run_recipe("sft", inputs, processes=2)
+    assert "train_loss" in metrics and inputs.hyperparameters["max_steps"] == 2
+    assert weights_changed(models.policy, inputs.out_dir)
+    assert not list(inputs.out_dir.glob("launch*.json"))

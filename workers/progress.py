@@ -15,8 +15,9 @@ logger = logging.getLogger(__name__)
 class JobProgress(TrainerCallback):
     """Writes {step, total, loss, stage} to job.meta at most every `min_interval` seconds; a no-op outside a job."""
 
-    def __init__(self, stage: str = "train", min_interval: float = 2.0) -> None:
+    def __init__(self, stage: str = "train", min_interval: float = 2.0, job: Any = None) -> None:
         self.stage = stage
+        self.job = job  # the RQ job to report to; default: the job running this process
         self.min_interval = min_interval
         self.loss: float | None = None
         self._last_write = float("-inf")
@@ -47,7 +48,7 @@ class JobProgress(TrainerCallback):
         now = time.monotonic()
         if not force and now - self._last_write < self.min_interval:
             return
-        job = get_current_job()
+        job = self.job or get_current_job()
         if job is None:
             return
         self._last_write = now

@@ -13,6 +13,7 @@ from workers.context import JobContext, context
 from workers.evaluate import policy_metrics
 from workers.loading import load_policy, load_reward, use_bf16
 from workers.progress import JobProgress
+from workers.launch import run_recipe
 from workers.recipes import RECIPES
 from workers.recipes.base import RecipeInputs
 
@@ -96,6 +97,13 @@ def _inputs(ctx: JobContext, recipe: str, **fields: Any) -> RecipeInputs:
                         overrides=dict(s.train_args.get(recipe, {})), **fields)
 
 
+def _current_job_id() -> str | None:
+    from rq import get_current_job
+
+    job = get_current_job()
+    return job.id if job else None
+
+
 def _run(ctx: JobContext, kind: Kind, recipe: str, inputs: RecipeInputs, parents: dict[str, Any],
          data: dict[str, Any], verify: Callable[[Path], Any],
          assess: Callable[[Path], dict[str, float]] | None = None) -> dict[str, Any]:
@@ -105,7 +113,7 @@ def _run(ctx: JobContext, kind: Kind, recipe: str, inputs: RecipeInputs, parents
     staging = ctx.registry.staging(kind)
     inputs.out_dir = staging
     try:
-        metrics = RECIPES[recipe].train(inputs)
+        metrics = run_recipe(recipe, inputs, ctx.settings.train_processes, _current_job_id())
         verify(staging)
         if assess is not None:
             metrics = {**metrics, **assess(staging)}

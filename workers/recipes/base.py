@@ -141,7 +141,9 @@ def train_and_save(
 ) -> dict[str, float]:
     """Train, optionally evaluate, save the trained model (default: the trainer's) and return its metrics."""
     metrics = run_training(trainer, eval_dataset)
-    save_model(model if model is not None else trainer.accelerator.unwrap_model(trainer.model), tokenizer, inputs)
+    if trainer.accelerator.is_main_process:  # under `accelerate launch`, one process writes the model
+        save_model(model if model is not None else trainer.accelerator.unwrap_model(trainer.model), tokenizer, inputs)
+    trainer.accelerator.wait_for_everyone()
     return metrics
 
 

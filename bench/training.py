@@ -1,0 +1,320 @@
+"""Training: (a) our reward-job path against a plain trl RewardTrainer script, (b) the label -> served-model overhead.
+
+(a) runs workers.recipes.RECIPES["reward"].train and an inline plain trl script on the same pairs, model,
+max_length, batch size and steps (fp32, no gradient checkpointing in either), alternating, and compares
+samples/s end to end (model load, tokenization, training, save) and inside trainer.train().
+(b) runs the real backend (Flask app in-process) and a real RQ worker (`python -m workers --queues train`,
+started beforehand as `make run` does), posts webhooks until one crosses RETRAIN_EVERY, and times until
+/health serves the new model_version. The trainers' own time is subtracted; the rest is overhead, broken down
+from the versions' meta.json and the worker's log timestamps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import common
+
+GOAL_RATIO = 0.9
+GOAL_OVERHEAD_S = 2.0
+SMALL = {"max_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-3}
+TINY_TRAIN = {  # tests/test_training_loop.py's TINY_TRAIN for the recipes the loop runs
+    "reward": {**SMALL, "max_steps": 2, "max_length": 96},
+    "ppo": {**SMALL, "response_length": 8, "num_ppo_epochs": 1, "max_prompt_length": 64},
+    "dpo": {**SMALL, "max_length": 96},
+    "grpo": {**SMALL, "max_completion_length": 8, "num_generations": 2},
+    "rloo": {**SMALL, "max_completion_length": 8, "num_generations": 2},
+}
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--model", default="tiny", help="policy dir, hub id, `tiny` (2-layer GPT-2) or `embedded`")
+    parser.add_argument("--pairs", type=int, default=256, help="(a) preference pairs (HH-RLHF slice, else synthetic)")
+    parser.add_argument("--max-length", type=int, default=256, help="(a) max_length of both trainers")
+    parser.add_argument("--batch-size", type=int, default=8, help="(a) per_device_train_batch_size")
+    parser.add_argument("--steps", type=int, default=32, help="(a) max_steps")
+    parser.add_argument("--repeats", type=int, default=3, help="(a) runs of each, alternating; medians reported")
+    parser.add_argument("--algorithm", default="ppo", choices=["ppo", "dpo", "grpo", "rloo"], help="(b) policy recipe")
+    parser.add_argument("--tasks", type=int, default=10, help="(b) tasks in the project (prompts for the policy job)")
+    parser.add_argument("--retrain-every", type=int, default=4, help="(b) RETRAIN_EVERY: webhooks until the trigger")
+    parser.add_argument("--worker-log", type=Path, help="(b) keep a copy of the worker's log here")
+    return parser
+
+
+# --- (a) recipe vs plain trl -------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """One training run: wall seconds end to end and trl's own train_samples_per_second."""
+
+    wall: float
+    train_sps: float
+
+
+def training_pairs(model_path: str, n: int, max_length: int) -> tuple[list[dict[str, str]], str]:
+    """n pairs that fit max_length for this tokenizer (so neither trainer drops any), and where they came from."""
+    from workers.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(model_path)
+    if common.HH_DATA.is_file():
+        pairs, _ = common.hh_pairs()
+        kept = [p for p in pairs[: n * 8] if common.fits(tokenizer, p, max_length)][:n]
+        if len(kept) == n:
+            return kept, f"HH-RLHF harmless-base test, first {n} pairs that fit {max_length} tokens"
+    return common.synthetic_pairs(n), "synthetic"
+
+
+def run_recipe(model_path: str, pairs: list[dict[str, str]], args: argparse.Namespace, out: Path) -> Run:
+    """Our job path: RecipeInputs -> RECIPES['reward'].train (tokenizer, dataset, trainer, train, save)."""
+    from workers.recipes import RECIPES
+    from workers.recipes.base import RecipeInputs
+
+    inputs = RecipeInputs(policy_dir=Path(model_path), reference_dir=Path(model_path), out_dir=out, pairs=pairs,
+                          overrides={"max_steps": args.steps, "per_device_train_batch_size": args.batch_size,
+                                     "max_length": args.max_length, "learning_rate": 1e-4})
+    with common.Timer() as wall:
+        metrics = RECIPES["reward"].train(inputs)
+    return Run(wall.seconds, metrics["train_samples_per_second"])
+
+
+def run_plain_trl(model_path: str, pairs: list[dict[str, str]], args: argparse.Namespace, out: Path) -> Run:
+    """What a user would write with trl alone: conversational dataset, RewardConfig, RewardTrainer, train, save."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    with common.Timer() as wall:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": p["prompt"]}],
+                                      "chosen": [{"role": "assistant", "content": p["chosen"]}],
+                                      "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in pairs])
+        config = RewardConfig(output_dir=str(out / "trl"), max_steps=args.steps, max_length=args.max_length,
+                              per_device_train_batch_size=args.batch_size, learning_rate=1e-4, bf16=False,
+                              gradient_checkpointing=False, use_cpu=True, report_to="none", save_strategy="no")
+        trainer = RewardTrainer(model=model_path, args=config, train_dataset=dataset, processing_class=tokenizer)
+        result = trainer.train()
+        trainer.save_model(str(out))
+    return Run(wall.seconds, result.metrics["train_samples_per_second"])
+
+
+def part_a(args: argparse.Namespace, model_path: str) -> bool:
+    """Alternate the two, take medians, print both figures, their ratio and the verdict."""
+    import logging
+
+    logging.getLogger("workers").setLevel(logging.WARNING)
+    pairs, source = training_pairs(model_path, args.pairs, args.max_length)
+    samples = args.steps * args.batch_size
+    print(f"(a) reward training | model {model_path} | {len(pairs)} pairs ({source}) | max_length {args.max_length} "
+          f"| batch {args.batch_size} | {args.steps} steps = {samples} pairs trained | {args.repeats} runs each")
+    runs: dict[str, list[Run]] = {"trl": [], "ours": []}
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        for i in range(args.repeats + 1):  # run 0 warms both up (imports, kernels) and is discarded
+            for name, fn in (("trl", run_plain_trl), ("ours", run_recipe)):
+                out = Path(tmp) / f"{name}{i}"
+                run = fn(model_path, pairs, args, out)
+                shutil.rmtree(out, ignore_errors=True)
+                if i:
+                    runs[name].append(run)
+    walls = {k: statistics.median(r.wall for r in v) for k, v in runs.items()}
+    inner = {k: statistics.median(r.train_sps for r in v) for k, v in runs.items()}
+    print(f"end to end wall s, each run: trl {[round(r.wall, 2) for r in runs['trl']]}, "
+          f"ours {[round(r.wall, 2) for r in runs['ours']]}")
+    print(f"inside trainer.train() (trl's train_samples_per_second): trl {inner['trl']:.1f}, ours {inner['ours']:.1f} "
+          f"samples/s, ratio {inner['ours'] / inner['trl']:.2f}x")
+    return common.compare("reward samples/s end to end", "samples/s", samples / walls["trl"], samples / walls["ours"],
+                          GOAL_RATIO, baseline_label="plain trl RewardTrainer script",
+                          ours_label="ours (RECIPES['reward'].train)")
+
+
+# --- (b) label -> served model overhead --------------------------------------------------------------------------
+
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ ([\w.]+): (.*)$")
+
+
+@dataclass
+class Event:
+    at: float  # epoch seconds
+    logger: str
+    message: str
+
+
+def read_log(path: Path) -> list[Event]:
+    """The worker's log lines (configure_logging's format, millisecond stamps) as events."""
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        match = LOG_LINE.match(line)
+        if match:
+            stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            events.append(Event(stamp, match.group(2), match.group(3)))
+    return events
+
+
+def first(events: list[Event], after: float, pattern: str) -> float:
+    """Time of the first log line at or after `after` whose message matches pattern (nan when absent)."""
+    regex = re.compile(pattern)
+    return next((e.at for e in events if e.at >= after - 0.0005 and regex.search(e.message)), float("nan"))
+
+
+def start_worker(settings: Any, log: Path) -> tuple[subprocess.Popen, float]:
+    """`python -m workers --queues train` as `make run` starts it; returns it once RQ lists it, and its start-up s."""
+    from redis import Redis
+    from rq import Worker
+
+    env = common.settings_env(settings, LOG_LEVEL="INFO")
+    began = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "workers", "--queues", "train"], cwd=common.ROOT, env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    redis = Redis.from_url(settings.redis_url)
+    while not Worker.all(connection=redis):
+        if proc.poll() is not None or time.perf_counter() - began > 120:
+            raise RuntimeError(f"worker did not start: {log.read_text()[-3000:]}")
+        time.sleep(0.05)
+    return proc, time.perf_counter() - began
+
+
+def annotation_body(task_id: int, data: dict[str, str], label_config: str) -> dict[str, Any]:
+    """An ANNOTATION_CREATED body as Label Studio sends it, for one task of the bench project."""
+    body = common.payload("webhook-annotation-created.pairwise.json")
+    body["project"]["label_config"] = label_config
+    body["task"] = {"id": task_id, "data": data, "project": 1}
+    body["annotation"].update(id=1000 + task_id, task=task_id, result=[
+        {"from_name": "comparison", "to_name": "answer1", "type": "pairwise",
+         "value": {"selected": "left" if task_id % 2 else "right"}}])
+    return body
+
+
+def wait_for_version(client: Any, wanted: str, timeout: float, seen: dict[str, float]) -> float:
+    """Poll /health every 5 ms until it serves `wanted`; records when each version first appeared."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        version = client.get("/health").json["model_version"]
+        seen.setdefault(version, time.time())
+        if version == wanted:
+            return seen[version]
+        time.sleep(0.005)
+    raise RuntimeError(f"/health never served {wanted} within {timeout} s (saw {list(seen)})")
+
+
+def part_b(args: argparse.Namespace, model_path: str) -> bool:
+    """Webhooks -> trigger -> reward job -> policy job -> promotion -> notification -> served, timed."""
+    from backend.app import create_app
+    from backend.registry import Registry
+    from backend.settings import Settings
+    from workers.bootstrap import ensure_base_policy
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))
+    common.flush_bench_redis()
+    settings = Settings(redis_url=common.BENCH_REDIS_URL, queue_prefix="bench", data_dir=tmp / "data",
+                        model_dir=tmp / "models", policy_model=model_path, retrain_every=args.retrain_every,
+                        train_args=TINY_TRAIN, algorithm=args.algorithm, label_studio_url="", label_studio_api_key="")
+    registry = Registry(settings.model_dir)
+    ensure_base_policy(registry, model_path)  # v0 exists, as on any start after the first
+    config = common.LABEL_CONFIG.read_text()
+    client = create_app(settings).test_client()
+    setup = common.payload("setup.pairwise.json") | {"schema": config, "hostname": "", "access_token": "", "project": "1.1"}
+    client.post("/setup", json=setup)
+    tasks = {i: {"prompt": f"Tell me fact number {i} about the sea.", "answer1": f"Fact {i}: it is salty.",
+                 "answer2": f"I am not sure about fact {i}."} for i in range(1, args.tasks + 1)}
+    created = common.payload("webhook-annotation-created.pairwise.json")
+    client.post("/webhook", json={"action": "TASKS_CREATED", "project": created["project"] | {"label_config": config},
+                                  "tasks": [{"id": i, "data": d, "project": 1} for i, d in tasks.items()]})
+    worker, startup = start_worker(settings, tmp / "worker.log")
+    try:
+        for task_id in range(1, args.retrain_every):
+            client.post("/webhook", json=annotation_body(task_id, tasks[task_id], config))
+        seen: dict[str, float] = {}
+        t0 = time.time()
+        answer = client.post("/webhook", json=annotation_body(args.retrain_every, tasks[args.retrain_every], config)).json
+        if "training" not in answer:
+            raise RuntimeError(f"the threshold webhook queued no training: {answer}")
+        served = wait_for_version(client, f"policy-v1.reward-v0", 600, seen)
+        time.sleep(0.5)  # let the worker log its last lines
+    finally:
+        common.stop(worker)
+    if args.worker_log:
+        shutil.copy(tmp / "worker.log", args.worker_log)
+    report = breakdown(t0, served, seen, registry, read_log(tmp / "worker.log"), startup)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+def breakdown(t0: float, served: float, seen: dict[str, float], registry: Any, log: list[Event], startup: float) -> bool:
+    """Split label -> served into trainer time and overhead, phase by phase, and judge the overhead."""
+    reward, policy = registry.meta("reward", 0), registry.meta("policy", 1)
+    print("DEBUG", t0, reward["started_at"], reward["promoted_at"], policy["started_at"], policy["promoted_at"], served)
+    rm, pm = reward["metrics"], policy["metrics"]
+    trainers = rm["train_runtime"] + rm.get("eval_runtime", 0.0) + pm["train_runtime"]
+    total = served - t0
+    phases: list[tuple[str, float]] = []
+    clock = t0
+    for label, job in (("reward", reward), ("policy", policy)):
+        dequeued = first(log, clock, rf"train_{'reward' if label == 'reward' else 'policy'}\(")
+        recipe = first(log, job["started_at"], r"Config: \{")
+        saved = first(log, recipe, r"^saved ")
+        verified = first(log, saved, r"^loaded (policy|reward model) ")
+        assessed = first(log, verified, r" on \d+ prompts: ") if label == "policy" else verified
+        announced = first(log, job["promoted_at"], r"^announced ")
+        done = first(log, announced, r"Job OK|Successfully completed")
+        train = job["metrics"]["train_runtime"] + (job["metrics"].get("eval_runtime", 0.0) if label == "reward" else 0)
+        phases += [
+            (f"{label}: queue -> dequeued by the worker", dequeued - clock),
+            (f"{label}: fork work-horse + import torch/transformers/trl + job context + read pairs",
+             job["started_at"] - dequeued),
+            (f"{label}: recipe start (tokenizer, dataset, model load into trainer)", recipe - job["started_at"]),
+            (f"{label}: trainer build + save, around trainer time", saved - recipe - train),
+            (f"{label}: TRAINER TIME (train_runtime{' + eval_runtime' if label == 'reward' else ''}; subtracted)", train),
+            (f"{label}: verify (reload the saved model)", verified - saved),
+            (f"{label}: held-out evaluation (policy_metrics: 4 policy loads + reward load, sampling, KL)",
+             assessed - verified),
+            (f"{label}: promote (meta.json, rename, CURRENT)", job["promoted_at"] - assessed),
+            (f"{label}: notify (Redis publish)", announced - job["promoted_at"]),
+            (f"{label}: job end (rmtree staging, enqueue generation, RQ bookkeeping)", done - announced),
+        ]
+        clock = done
+    phases.append(("policy announced -> /health serves it (watcher pub/sub + 5 ms polling)", served - clock))
+    print(f"(b) label -> model | worker start-up (imports, context, registering; paid once, not counted): "
+          f"{startup:.2f} s")
+    print(f"threshold webhook -> reward served: {seen.get('policy-v0.reward-v0', float('nan')) - t0:.2f} s, "
+          f"-> policy-v1.reward-v0 served: {total:.2f} s")
+    for label, seconds in phases:
+        print(f"  {seconds:8.3f} s  {label}")
+    print(f"  {total - sum(s for _, s in phases):8.3f} s  unaccounted")
+    print(f"meta.json seconds (job _run: train..promote): reward {reward['seconds']:.2f}, policy {policy['seconds']:.2f}")
+    overhead = total - trainers
+    outside_run = total - reward["seconds"] - policy["seconds"]
+    evaluation = next(s for label, s in phases if label.startswith("policy: held-out"))
+    print(f"subtracted trainer time {trainers:.2f} s = reward train_runtime {rm['train_runtime']:.2f} + eval_runtime "
+          f"{rm.get('eval_runtime', 0.0):.2f} + policy train_runtime {pm['train_runtime']:.2f}")
+    print(f"overhead beyond the jobs' own _run time (meta seconds): {outside_run:.2f} s; "
+          f"beyond trainer time and policy evaluation ({evaluation:.2f} s): {overhead - evaluation:.2f} s")
+    return common.verdict(f"label -> model overhead (total {total:.2f} s - trainer time {trainers:.2f} s) = "
+                          f"{overhead:.2f} s", f"<= {GOAL_OVERHEAD_S:g} s", overhead <= GOAL_OVERHEAD_S)
+
+
+def main(argv: list[str] | None = None) -> bool:
+    args = make_parser().parse_args(argv)
+    common.header("training: reward recipe throughput and label -> model overhead")
+    model_path = common.resolve_model(args.model)
+    ok = True
+    if args.part in ("a", "both"):
+        ok &= part_a(args, model_path)
+    if args.part in ("b", "both"):
+        ok &= part_b(args, model_path)
+    return ok
+
+
+if __name__ == "__main__":
+    raise SystemExit(0 if main() else 1)
