@@ -10,7 +10,7 @@ from typing import Any
 
 from backend import labelstudio
 from backend.model import RLHFModel
-from backend.preferences import parse_layout
+from backend.preferences import demonstrations, parse_layout
 from backend.prompts_file import read_prompts
 from backend.queue import JobQueue
 from backend.registry import Registry
@@ -87,12 +87,7 @@ def cmd_generate(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
     model = _model(settings)
     if args.recipe == "sft":
-        if not args.data:
-            raise SystemExit("train sft needs --data FILE.jsonl of {prompt, response}")
-        rows = [json.loads(line) for line in Path(args.data).read_text().splitlines() if line.strip()]
-        bad = [i for i, r in enumerate(rows) if not (isinstance(r.get("prompt"), str) and isinstance(r.get("response"), str))]
-        if bad:
-            raise SystemExit(f"rows {bad[:5]} lack string 'prompt' and 'response'")
+        rows = _sft_rows(settings, args)
         print(f"queued SFT job {model.queue.enqueue_sft(rows, args.project).id} on {len(rows)} rows")
         return
     if args.project is None:
@@ -100,6 +95,23 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
     if args.recipe:
         model.store.save_project(args.project, algorithm=args.recipe)
     print(json.dumps(model.train_now(args.project, reason="cli"), indent=2))
+
+
+def _sft_rows(settings: Settings, args: argparse.Namespace) -> list[dict[str, str]]:
+    """{prompt, response} rows from --data FILE.jsonl, or from the written answers of --project N."""
+    if args.data:
+        rows = [json.loads(line) for line in Path(args.data).read_text().splitlines() if line.strip()]
+    elif args.project is not None:
+        client = _client(settings, args)
+        rows = demonstrations(labelstudio.label_config_of(client, args.project),
+                              labelstudio.export_annotations(client, args.project))
+    else:
+        raise SystemExit("train sft needs --data FILE.jsonl of {prompt, response}, or --project N")
+    bad = [i for i, r in enumerate(rows) if not (isinstance(r, dict) and isinstance(r.get("prompt"), str)
+                                                 and isinstance(r.get("response"), str))]
+    if bad or not rows:
+        raise SystemExit(f"no usable rows: rows {bad[:5]} lack string 'prompt' and 'response'")
+    return rows
 
 
 def cmd_resync(settings: Settings, args: argparse.Namespace) -> None:
@@ -170,6 +182,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", nargs="?", choices=["ppo", "dpo", "grpo", "rloo", "sft"])
     t.add_argument("--project", type=int)
     t.add_argument("--data", help="JSONL of {prompt, response} for sft")
+    t.add_argument("--url", help="Label Studio URL, for sft --project")
+    t.add_argument("--api-key", help="Label Studio token, for sft --project")
     t.set_defaults(func=cmd_train)
     st = sub.add_parser("status", help="versions, counts and jobs")
     st.add_argument("--json", action="store_true")

@@ -181,3 +181,28 @@ def _tiers(layout: Layout, ranker: Any) -> list[list[str]]:
     if unknown:
         raise InvalidAnnotation(f"unknown buckets {sorted(unknown)}; the config has {list(layout.buckets)}")
     return [placed.get(b, []) for b in layout.buckets]
+
+
+def demonstrations(label_config: str, exported: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """(prompt, response) rows for SFT from a project whose annotators write the ideal answer in a <TextArea>
+    (Label Studio's "Supervised LLM fine-tuning" layout), read from its JSON export."""
+    try:
+        interface = LabelInterface(label_config)
+    except Exception as exc:  # the SDK raises assorted XML/validation errors
+        raise InvalidConfig(f"cannot parse label config: {exc}") from exc
+    areas = [c for c in interface.controls if c.tag == "TextArea"]
+    if not areas:
+        raise InvalidConfig("SFT from a project needs a <TextArea> where annotators write the answer")
+    area = areas[0]
+    prompt_key = _data_key(area.objects[0].value) if area.objects else "prompt"
+    rows = []
+    for task in exported:
+        prompt = (task.get("data") or {}).get(prompt_key)
+        for annotation in task.get("annotations") or []:
+            if annotation.get("was_cancelled") or not isinstance(prompt, str):
+                continue
+            for item in annotation.get("result") or []:
+                text = (item.get("value") or {}).get("text") if item.get("from_name") == area.name else None
+                if isinstance(text, list) and "".join(map(str, text)).strip():
+                    rows.append({"prompt": prompt, "response": "\n".join(map(str, text)).strip()})
+    return rows

@@ -94,7 +94,7 @@ class JobQueue:
         return jobs
 
     def enqueue_sft(self, rows: list[dict[str, str]], project_id: int | None = None) -> Job:
-        return self.train.enqueue(SFT_JOB, rows, job_timeout=self.settings.train_timeout, result_ttl=30 * 86400,
+        return self.train.enqueue(SFT_JOB, rows, project_id, job_timeout=self.settings.train_timeout, result_ttl=30 * 86400,
                                   failure_ttl=30 * 86400, meta={"kind": "sft", "project": project_id})
 
     def _pending(self, key: str) -> Job | None:

@@ -6,7 +6,9 @@ import json
 import pytest
 from conftest import PAYLOADS, ROOT, SHARED_DATA, payload
 
-from backend.preferences import InvalidAnnotation, InvalidConfig, Pair, pairs_from_result, parse_layout
+from backend.preferences import (
+    InvalidAnnotation, InvalidConfig, Pair, demonstrations, pairs_from_result, parse_layout,
+)
 
 RANKER = (PAYLOADS / "ranker-annotation-stored.json")
 LLM_RANKER = """<View><Text name="prompt" value="$prompt"/><List name="answers" value="$items" title="All"/>
@@ -98,3 +100,16 @@ def test_real_label_studio_export() -> None:
     assert (len(pairs), selected.count("left"), selected.count("right")) == (32, 18, 14)
     first = tasks[0]
     assert pairs[0] == Pair(first["data"]["prompt"], first["data"]["answer1"], first["data"]["answer2"])
+
+
+def test_sft_demonstrations_from_a_supervised_project_export() -> None:
+    config = (PAYLOADS / "generative-ai__supervised-llm.xml").read_text()
+    answer = {"from_name": "instruction", "to_name": "prompt", "type": "textarea", "value": {"text": ["def f(): pass"]}}
+    exported = [
+        {"id": 1, "data": {"prompt": "Write f"}, "annotations": [{"id": 1, "result": [answer], "was_cancelled": False}]},
+        {"id": 2, "data": {"prompt": "skip me"}, "annotations": [{"id": 2, "result": [answer], "was_cancelled": True}]},
+        {"id": 3, "data": {"prompt": "empty"}, "annotations": [{"id": 3, "result": [], "was_cancelled": False}]},
+    ]
+    assert demonstrations(config, exported) == [{"prompt": "Write f", "response": "def f(): pass"}]
+    with pytest.raises(InvalidConfig):
+        demonstrations((ROOT / "label_config.xml").read_text(), exported)

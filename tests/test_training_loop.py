@@ -177,3 +177,22 @@ def test_rollback_and_report_cli(loop, tmp_path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "eval_accuracy" in out.stdout
     status = subprocess.run([*cli, "status"], env=env, cwd=ROOT, capture_output=True, text=True)
     assert "policy v1" in status.stdout and "reward v0 (current)" in status.stdout
+
+
+def test_sft_from_a_file_makes_a_new_policy_version(tmp_path, tiny_model, redis) -> None:
+    settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN)
+    rows = tmp_path / "sft.jsonl"
+    rows.write_text("\n".join(json.dumps({"prompt": p, "response": "The sea is salty."}) for p in PROMPTS))
+    out = subprocess.run([sys.executable, "-m", "backend", "train", "sft", "--data", str(rows)],
+                         env=settings_env(settings), cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "queued SFT job" in out.stdout, out.stderr
+    worker = run_worker(settings)
+    registry = Registry(settings.model_dir)
+    assert registry.current("policy") == 1, worker.stderr[-3000:]
+    assert registry.meta("policy", 1)["recipe"] == "sft"
+    assert registry.meta("policy", 1)["data"]["rows"] == len(PROMPTS)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": 1}\n')
+    out = subprocess.run([sys.executable, "-m", "backend", "train", "sft", "--data", str(bad)],
+                         env=settings_env(settings), cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0 and "prompt" in out.stderr

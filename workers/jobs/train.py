@@ -87,7 +87,10 @@ def train_sft(rows: list[dict[str, str]], project_id: int | None = None) -> dict
     ctx = context()
     inputs = _inputs(ctx, "sft", sft_rows=rows)
     parents = {"policy": ctx.registry.current("policy")}
-    return _run(ctx, "policy", "sft", inputs, parents, {"rows": len(rows), "project": project_id}, verify=load_policy)
+    result = _run(ctx, "policy", "sft", inputs, parents, {"rows": len(rows), "project": project_id}, verify=load_policy)
+    if project_id is not None:
+        ctx.queue.enqueue_generation(project_id, reason=f"policy v{result['version']}")
+    return result
 
 
 def _inputs(ctx: JobContext, recipe: str, **fields: Any) -> RecipeInputs:
