@@ -1,7 +1,9 @@
 """What every bench shares: import paths, cached models, HH-RLHF pairs, percentiles and the verdict lines."""
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import os
 import platform
@@ -9,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ for _path in (ROOT, ROOT / "tests"):  # run as `python bench/x.py` from anywhere
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # benches never download
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keep bench output to the figures
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 MODEL_CACHE = ROOT / ".cache" / "bench-models"  # gitignored; converted models are reused between runs
@@ -215,6 +219,20 @@ def verdict(measured: str, goal: str, ok: bool) -> bool:
     """One PASS/FAIL line, so every bench ends the same way."""
     print(f"{measured} | goal {goal} | {'PASS' if ok else 'FAIL'}")
     return ok
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence trainers' per-step log prints and load reports, so a bench's own lines stay readable."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 class Timer:

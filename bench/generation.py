@@ -100,13 +100,15 @@ def main(argv: list[str] | None = None) -> bool:
     prompts = load_prompts(max(args.prompts, args.seed_prompts))
     print(f"model {model_path} | max_new_tokens {args.max_new_tokens} | k {args.k} | "
           f"temperature {args.temperature} top_p {args.top_p}")
-    seconds, tokens, load = seed_recipe(model_path, prompts[:args.seed_prompts], args)
+    with common.quiet():
+        seconds, tokens, load = seed_recipe(model_path, prompts[:args.seed_prompts], args)
     seed_rate = tokens / seconds
     print(f"seed: pipeline per prompt, fp32, {args.seed_prompts} prompts x {args.k} = {args.seed_prompts * args.k} "
           f"sequences: {tokens} tokens in {seconds:.1f} s (load {load:.1f} s)")
     passed = True
     for name in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
-        seconds, tokens, load, dtype = ours(model_path, prompts[:args.prompts], name, args)
+        with common.quiet():
+            seconds, tokens, load, dtype = ours(model_path, prompts[:args.prompts], name, args)
         print(f"ours ({name} -> {dtype}): batched sample(), {args.prompts} prompts x {args.k} = {args.prompts * args.k} "
               f"sequences, batch {args.batch_size}: {tokens} tokens in {seconds:.1f} s (load {load:.1f} s)")
         ok = common.compare(f"tokens/s {dtype}", "tokens/s", seed_rate, tokens / seconds, GOAL_RATIO,

@@ -128,7 +128,8 @@ def part_a(args: argparse.Namespace, model_path: str) -> bool:
         for i in range(args.repeats + 1):  # run 0 warms both up (imports, kernels) and is discarded
             for name, fn in (("trl", run_plain_trl), ("ours", run_recipe)):
                 out = Path(tmp) / f"{name}{i}"
-                run = fn(model_path, pairs, args, out)
+                with common.quiet():
+                    run = fn(model_path, pairs, args, out)
                 shutil.rmtree(out, ignore_errors=True)
                 if i:
                     runs[name].append(run)
@@ -284,7 +285,7 @@ def job_phases(kind: str, meta: dict[str, Any], log: list[Event], since: float) 
     trainer = metrics["train_runtime"] + metrics.get("eval_runtime", 0.0)
     phases = [
         (f"{kind}: queue -> dequeued by the worker", dequeued - since),
-        (f"{kind}: fork work-horse, imports not preloaded, job context, read pairs/tasks", meta["started_at"] - dequeued),
+        (f"{kind}: fork work-horse + job-module imports (unless preloaded) + job context + read data", meta["started_at"] - dequeued),
         (f"{kind}: recipe config", recipe - meta["started_at"]),
         (f"{kind}: model loads, tokenization, trainer build, save (recipe time minus trainer time)",
          saved - recipe - trainer),

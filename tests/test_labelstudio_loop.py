@@ -41,18 +41,20 @@ def backend(tmp_path_factory, tiny_model):
     proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--workers", "1"],
                             env=settings_env(settings), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{url}/health", timeout=1).ok:
-                break
-        except requests.RequestException:  # gunicorn listens before the app is imported
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-3000:]
-        time.sleep(0.2)
-    yield settings, url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=1).ok:
+                    break
+            except requests.RequestException:  # gunicorn listens before the app is imported
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-3000:]
+            time.sleep(0.2)
+        yield settings, url
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def cli(settings, *args: str) -> str:

