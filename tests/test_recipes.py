@@ -17,10 +17,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer  # no
 
 from workers import progress  # noqa: E402
 from workers.evaluate import policy_metrics  # noqa: E402
-from workers.loading import conversation_text, load_policy, load_reward, load_tokenizer, score  # noqa: E402
+from workers.loading import load_policy, load_reward, load_tokenizer, reward_ids, score  # noqa: E402
 from workers.progress import JobProgress  # noqa: E402
 from workers.recipes import RECIPES  # noqa: E402
-from workers.recipes.base import RecipeInputs, build_config  # noqa: E402
+from workers.recipes.base import RecipeInputs, build_config, reward_dataset  # noqa: E402
 from workers.recipes.grpo import GRPORecipeConfig  # noqa: E402
 
 PROMPTS = [
@@ -168,12 +168,16 @@ def test_load_tokenizer_pads_left_with_a_token_distinct_from_eos(models: SimpleN
     assert loaded.pad_token == tokenizer.unk_token != loaded.eos_token
 
 
-def test_score_matches_reward_trainer_tokens_and_ignores_padding(models: SimpleNamespace) -> None:
+def test_reward_is_read_at_the_eos_token_as_ppo_reads_it(models: SimpleNamespace) -> None:
+    """Reward training, scoring and PPO all end the sequence at the answer's EOS (no trailing template newline)."""
     model, tokenizer = load_reward(models.reward)
+    ids = reward_ids(tokenizer, PROMPTS[0], "Paris.")
+    assert ids[-1] == tokenizer.eos_token_id
     messages = [{"role": "user", "content": PROMPTS[0]}, {"role": "assistant", "content": "Paris."}]
-    trl_ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-    ours = tokenizer(conversation_text(tokenizer, PROMPTS[0], "Paris."), add_special_tokens=False)["input_ids"]
-    assert ours == trl_ids
+    full = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    assert full[: len(ids)] == ids  # the template's own tokens, cut after EOS
+    dataset = reward_dataset([{"prompt": PROMPTS[0], "chosen": "Paris.", "rejected": "No."}], tokenizer)
+    assert dataset[0]["chosen_ids"] == ids
     answers = ["Paris.", "The quick brown fox jumps over the lazy dog.", "", "Numbers: 0 1 2"]
     batched = score(model, tokenizer, PROMPTS[:4], answers, batch_size=4)
     single = score(model, tokenizer, PROMPTS[:4], answers, batch_size=1)

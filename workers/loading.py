@@ -103,9 +103,17 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> Ba
 
 
 def conversation_text(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str) -> str:
-    """Render (prompt, answer) exactly as trl's RewardTrainer renders conversational pairs."""
+    """(prompt, answer) through the chat template, ending at the answer's EOS token: the position where PPO
+    reads the reward of a response (trl truncates after the stop token), so the reward model learns there."""
     messages = user_message(prompt) + [{"role": "assistant", "content": answer}]
-    return tokenizer.apply_chat_template(messages, tokenize=False)
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    end = text.rfind(tokenizer.eos_token) if tokenizer.eos_token else -1
+    return text[: end + len(tokenizer.eos_token)] if end >= 0 else text
+
+
+def reward_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str) -> list[int]:
+    """Token ids the reward model sees for (prompt, answer), in training and in scoring alike."""
+    return tokenizer(conversation_text(tokenizer, prompt, answer), add_special_tokens=False)["input_ids"]
 
 
 @torch.no_grad()
@@ -119,12 +127,9 @@ def score(
     """Reward scalars for (prompt, answer) pairs; right padding keeps positions as in reward training."""
     if len(prompts) != len(answers):
         raise ValueError(f"score() got {len(prompts)} prompts but {len(answers)} answers; pass one answer per prompt.")
-    texts = [conversation_text(tokenizer, p, a) for p, a in zip(prompts, answers)]
+    rows = [{"input_ids": reward_ids(tokenizer, p, a)} for p, a in zip(prompts, answers)]
     rewards: list[float] = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            texts[start : start + batch_size], return_tensors="pt", padding=True, padding_side="right",
-            add_special_tokens=False,
-        ).to(model.device)
+    for start in range(0, len(rows), batch_size):
+        batch = tokenizer.pad(rows[start : start + batch_size], return_tensors="pt", padding_side="right").to(model.device)
         rewards.extend(model(**batch).logits[:, 0].float().tolist())
     return rewards

@@ -16,7 +16,7 @@ from datasets import Dataset
 from peft import LoraConfig
 from transformers import GenerationConfig
 
-from workers.loading import load_reward, load_tokenizer, user_message
+from workers.loading import load_reward, load_tokenizer, reward_ids, score, user_message
 
 logger = logging.getLogger(__name__)
 C = TypeVar("C")
@@ -112,6 +112,15 @@ def preference_dataset(pairs: list[dict[str, str]]) -> Dataset:
     ])
 
 
+def reward_dataset(pairs: list[dict[str, str]], tokenizer: Any) -> Dataset:
+    """Pre-tokenized {chosen_ids, rejected_ids}: exactly the tokens `loading.score` and PPO's reward read."""
+    return Dataset.from_list([
+        {"chosen_ids": reward_ids(tokenizer, p["prompt"], p["chosen"]),
+         "rejected_ids": reward_ids(tokenizer, p["prompt"], p["rejected"])}
+        for p in pairs
+    ])
+
+
 def prompt_dataset(prompts: list[str]) -> Dataset:
     """Conversational prompt-only rows, for on-policy trainers."""
     return Dataset.from_list([{"prompt": user_message(p)} for p in prompts])
@@ -202,15 +211,26 @@ def train_group_rl(inputs: RecipeInputs, config: GroupRLConfig, trainer_cls: Any
     check_groups(config, len(inputs.prompts))
     if inputs.reward_dir is None:
         raise ValueError(f"{trainer_cls.__name__} needs reward_dir: train a reward model first")
-    reward_model, reward_tokenizer = load_reward(inputs.reward_dir)
     tokenizer = load_tokenizer(inputs.policy_dir)
     with scratch_dir() as tmp:
         trainer = trainer_cls(
-            model=str(inputs.policy_dir), reward_funcs=reward_model, args=trl_args(args_cls, config, inputs, tmp),
-            train_dataset=prompt_dataset(inputs.prompts), processing_class=tokenizer,
-            reward_processing_classes=reward_tokenizer, callbacks=inputs.callbacks, peft_config=lora_config(inputs),
+            model=str(inputs.policy_dir), reward_funcs=reward_function(inputs.reward_dir),
+            args=trl_args(args_cls, config, inputs, tmp), train_dataset=prompt_dataset(inputs.prompts),
+            processing_class=tokenizer, callbacks=inputs.callbacks, peft_config=lora_config(inputs),
         )
         return train_and_save(trainer, tokenizer, inputs)
+
+
+def reward_function(reward_dir: Path) -> Any:
+    """The reward model as a trl reward function, scoring exactly as reward training and PPO do (at EOS)."""
+    model, tokenizer = load_reward(reward_dir)
+
+    def reward_model(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+        texts = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
+        answers = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return score(model, tokenizer, texts, answers)
+
+    return reward_model
 
 
 def check_groups(config: GroupRLConfig, n_prompts: int) -> None:

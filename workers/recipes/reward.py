@@ -8,7 +8,7 @@ from trl import RewardConfig, RewardTrainer
 
 from workers.loading import load_tokenizer
 from workers.recipes.base import (
-    RecipeInputs, TrainConfig, build_config, lora_config, preference_dataset, require, scratch_dir, train_and_save,
+    RecipeInputs, TrainConfig, build_config, lora_config, require, reward_dataset, scratch_dir, train_and_save,
     trl_args,
 )
 
@@ -32,13 +32,13 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
     config = build_config(RewardRecipeConfig, inputs)
     require(len(inputs.pairs), 1, "preference pairs", "annotate more tasks before training the reward model")
     tokenizer = load_tokenizer(inputs.policy_dir)
-    eval_dataset = preference_dataset(inputs.eval_pairs) if inputs.eval_pairs else None
+    eval_dataset = reward_dataset(inputs.eval_pairs, tokenizer) if inputs.eval_pairs else None
     if eval_dataset is None:
         logger.warning("no eval pairs: the reward model is trained without eval_accuracy/eval_loss")
     with scratch_dir() as tmp:
         trainer = RewardTrainer(
             model=str(inputs.policy_dir), args=trl_args(RewardConfig, config, inputs, tmp),
-            train_dataset=preference_dataset(inputs.pairs), processing_class=tokenizer, callbacks=inputs.callbacks,
+            train_dataset=reward_dataset(inputs.pairs, tokenizer), processing_class=tokenizer, callbacks=inputs.callbacks,
             peft_config=lora_config(inputs, task_type="SEQ_CLS", modules_to_save=["score"]),
         )
         return train_and_save(trainer, tokenizer, inputs, eval_dataset)
