@@ -70,7 +70,7 @@ class RLHFModel:
     def predict(self, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None, *,
                 project_id: int, label_config: str | None = None) -> list[dict[str, Any]]:
         """One result per task, in order, from the candidates and reward scores workers prepared."""
-        layout = self._layout(label_config or self._stored_config(project_id))
+        layout = self._layout(self._config(project_id, label_config))
         parsed = [self._task(t, layout) for t in tasks]
         self.store.save_tasks(project_id, [(tid, data) for tid, data in parsed])
         known = self.store.tasks(tid for tid, _ in parsed)
@@ -212,9 +212,16 @@ class RLHFModel:
         return {"new_pairs": new, "training": [j.id for j in jobs], "coalesced": coalesced}
 
     def _config(self, project_id: int, project: Any) -> str:
-        """The label config a webhook carries in its project object, else the one stored at /setup."""
-        config = project.get("label_config") if isinstance(project, dict) else None
-        return config if isinstance(config, str) and config else self._stored_config(project_id)
+        """The label config a request carries (webhook project object, /predict body), else the one stored at
+        /setup; a carried config is stored when none is, so that workers can read it."""
+        config = project.get("label_config") if isinstance(project, dict) else project
+        if not isinstance(config, str) or not config:
+            return self._stored_config(project_id)
+        stored = self.store.project(project_id)
+        if stored is None or not stored.label_config:
+            self._layout(config)
+            self.store.save_project(project_id, label_config=config)
+        return config
 
     def _stored_config(self, project_id: int) -> str:
         project = self.store.project(project_id)

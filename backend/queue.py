@@ -143,7 +143,8 @@ def describe(job: Job) -> dict[str, Any]:
             "project": job.meta.get("project"), "reason": job.meta.get("reason"),
             "progress": job.meta.get("progress"), "enqueued_at": job.enqueued_at and job.enqueued_at.isoformat(),
             "ended_at": job.ended_at and job.ended_at.isoformat()}
-    if status == JobStatus.FAILED:
-        exc = job.latest_result().exc_string if job.latest_result() else (job.exc_info or "")
-        view["error"] = (exc or "").strip().splitlines()[-1] if exc else "failed"
+    if status in (JobStatus.FAILED, JobStatus.STOPPED):
+        result = job.latest_result()
+        exc = (result.exc_string if result else None) or job.exc_info or ""
+        view["error"] = exc.strip().splitlines()[-1] if exc.strip() else str(status.value)
     return view

@@ -57,3 +57,12 @@ def test_tasks_that_came_with_answers_are_not_regenerated(client, settings) -> N
     setup_project(client)
     answer = client.post("/webhook", json=tasks_created(1, [(7, {"prompt": "p", "answer1": "a", "answer2": "b"})])).json
     assert answer["to_generate"] == 0 and answer["job"] is None
+
+
+def test_predict_before_setup_uses_the_config_it_carries(client, settings) -> None:
+    """A backend that missed /setup (e.g. restarted on an empty store) still serves and generates."""
+    body = payload("predict.pairwise.json")
+    body["tasks"][0]["data"] = {"prompt": "Name a colour", "answer1": "", "answer2": ""}
+    assert client.post("/predict", json=body).status_code == 200
+    run_worker(settings)
+    assert len(Store(settings.sqlalchemy_url).tasks([2])[2].candidates) == 2
