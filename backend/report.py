@@ -52,4 +52,5 @@ def _plot(ax: Any, rows: list[dict[str, Any]], metrics: tuple[str, ...], title: 
             ax.plot(*zip(*points), marker="o", label=metric)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("version")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend() if ax.lines else ax.text(0.5, 0.5, "no versions yet", ha="center", transform=ax.transAxes)
