@@ -84,22 +84,10 @@ class RLHFModel:
             if candidates is None or (served.reward is not None and not fresh):
                 stale.append(task_id)
             scores = row.scores if fresh and served.reward is not None else None
-            results.append(self._prediction(layout, scores))
+            results.append(_prediction(layout, data, scores) | {"model_version": served.model_version})
         if stale:
             self.queue.enqueue_generation(project_id, stale, reason="predict")
         return results
-
-    def _prediction(self, layout: Layout, scores: list[float] | None) -> dict[str, Any]:
-        if scores is None:
-            return {"result": [], "score": 0.0, "model_version": self.model_version}
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])
-        confidence = sum(_sigmoid(abs(scores[a] - scores[b])) for a, b in zip(order, order[1:])) / (len(order) - 1)
-        if layout.kind == "pairwise":
-            value: dict[str, Any] = {"selected": "left" if order[0] == 0 else "right"}
-        else:
-            value = {"ranker": {layout.control: [f"c{i}" for i in order]}}
-        item = {"from_name": layout.control, "to_name": layout.to_name, "type": layout.kind, "value": value}
-        return {"result": [item], "score": round(confidence, 6), "model_version": self.model_version}
 
     # /webhook
     def fit(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -266,6 +254,21 @@ def _algorithm(extra_params: Any) -> str | None:
     if algorithm is not None and algorithm not in POLICY_ALGORITHMS:
         raise InvalidRequest(f"extra_params.algorithm must be one of {POLICY_ALGORITHMS}")
     return algorithm
+
+
+def _prediction(layout: Layout, data: dict[str, Any], scores: list[float] | None) -> dict[str, Any]:
+    """The reward model's pick (pairwise) or order (ranker); score = its mean confidence over adjacent pairs."""
+    if scores is None:
+        return {"result": [], "score": 0.0}
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    confidence = sum(_sigmoid(abs(scores[a] - scores[b])) for a, b in zip(order, order[1:])) / (len(order) - 1)
+    if layout.kind == "pairwise":
+        value: dict[str, Any] = {"selected": "left" if order[0] == 0 else "right"}
+    else:
+        ids = [str(item.get("id")) for item in data[layout.answer_keys[0]]]
+        value = {"ranker": {layout.control: [ids[i] for i in order]}}
+    item = {"from_name": layout.control, "to_name": layout.to_name, "type": layout.kind, "value": value}
+    return {"result": [item], "score": round(confidence, 6)}
 
 
 def _sigmoid(x: float) -> float:

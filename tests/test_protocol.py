@@ -157,3 +157,21 @@ def test_versions_lists_current(client) -> None:
 
 def test_ranker_config_ships_beside_pairwise() -> None:
     assert "<Ranker" in (ROOT / "label_config_ranker.xml").read_text()
+
+
+def test_ranker_prediction_orders_items_by_reward(client, settings) -> None:
+    """Once a reward model scored the candidates, /predict returns its order over the task's own item ids."""
+    import time
+
+    setup_project(client, (ROOT / "label_config_ranker.xml").read_text(), project="2.1")
+    (settings.model_dir / "reward" / "v0").mkdir(parents=True)  # a promoted reward version, as the registry sees it
+    data = {"prompt": "p", "items": [{"id": i, "title": i, "body": f"answer {i}"} for i in ("x", "y", "z")]}
+    store = Store(settings.sqlalchemy_url)
+    store.save_tasks(2, [(60, data)])
+    store.set_candidates(60, ["answer x", "answer y", "answer z"], 0, data)
+    store.set_scores(60, [0.1, 2.0, -1.0], 0)
+    time.sleep(settings.model_poll_seconds + 0.1)
+    result = client.post("/predict", json={"tasks": [{"id": 60, "data": data}], "project": "2.1"}).json["results"][0]
+    assert result["model_version"] == "policy-v0.reward-v0"
+    assert result["result"][0]["value"] == {"ranker": {"rank": ["y", "x", "z"]}}
+    assert 0.5 < result["score"] < 1.0
