@@ -5,6 +5,7 @@ import contextlib
 import gzip
 import io
 import json
+import math
 import os
 import platform
 import socket
@@ -31,7 +32,6 @@ PAYLOADS = ROOT / "tests" / "payloads"
 LABEL_CONFIG = ROOT / "label_config.xml"
 HH_DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 ASSISTANT = "\n\nAssistant:"
-HUMAN = "\n\nHuman:"
 
 
 # --- models ------------------------------------------------------------------------------------------------------
@@ -185,8 +185,7 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.4999)))
-    return ordered[rank - 1]
+    return ordered[min(len(ordered), max(1, math.ceil(q / 100 * len(ordered)))) - 1]
 
 
 def header(title: str) -> None:
@@ -199,17 +198,23 @@ def header(title: str) -> None:
           f"load average at start {load} | python {platform.python_version()}")
 
 
+def load() -> str:
+    """The 1-minute load average beside each phase: a bench itself makes about 2; more means the cores were shared."""
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
 def _cpuinfo() -> list[str]:
+    """Lines of /proc/cpuinfo, or none off Linux."""
     try:
         return Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return []
 
 
-def compare(what: str, unit: str, baseline: float, ours: float, goal_ratio: float, higher_is_better: bool = True,
-            baseline_label: str = "baseline", ours_label: str = "ours") -> bool:
-    """Print baseline, ours, their ratio and the verdict against a ratio goal; returns whether it passed."""
-    ratio = ours / baseline if higher_is_better else baseline / ours
+def compare(what: str, unit: str, baseline: float, ours: float, goal_ratio: float, baseline_label: str = "baseline",
+            ours_label: str = "ours") -> bool:
+    """Print baseline, ours, their ratio (higher is better) and the verdict against a ratio goal."""
+    ratio = ours / baseline
     print(f"{baseline_label}: {baseline:,.2f} {unit}")
     print(f"{ours_label}: {ours:,.2f} {unit}")
     return verdict(f"{what} ratio {ratio:.2f}x", f">= {goal_ratio:g}x", ratio >= goal_ratio)

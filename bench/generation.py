@@ -19,7 +19,7 @@ GOAL_RATIO = 10.0
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded", help="policy dir, hub id, `embedded` (SmolLM2-135M) or `tiny`")
     parser.add_argument("--prompts", type=int, default=64, help="prompts for ours (x k sequences)")
     parser.add_argument("--seed-prompts", type=int, default=8, help="prompts for the seed's recipe (its rate is per prompt)")
@@ -28,8 +28,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=128, help="sequences per generate() call (Settings default 128)")
     parser.add_argument("--dtypes", default="auto,float32",
                         help="our dtypes to run, comma-separated: auto (bf16 on AMX/AVX512-BF16 CPUs), float32, bfloat16")
-    parser.add_argument("--temperature", type=float, default=0.9)
-    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (Settings default)")
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (Settings default)")
     return parser
 
 
@@ -104,13 +104,14 @@ def main(argv: list[str] | None = None) -> bool:
         seconds, tokens, load = seed_recipe(model_path, prompts[:args.seed_prompts], args)
     seed_rate = tokens / seconds
     print(f"seed: pipeline per prompt, fp32, {args.seed_prompts} prompts x {args.k} = {args.seed_prompts * args.k} "
-          f"sequences: {tokens} tokens in {seconds:.1f} s (load {load:.1f} s)")
+          f"sequences: {tokens} tokens in {seconds:.1f} s (model load {load:.1f} s) | {common.load()}")
     passed = True
     for name in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
         with common.quiet():
             seconds, tokens, load, dtype = ours(model_path, prompts[:args.prompts], name, args)
         print(f"ours ({name} -> {dtype}): batched sample(), {args.prompts} prompts x {args.k} = {args.prompts * args.k} "
-              f"sequences, batch {args.batch_size}: {tokens} tokens in {seconds:.1f} s (load {load:.1f} s)")
+              f"sequences, batch {args.batch_size}: {tokens} tokens in {seconds:.1f} s (model load {load:.1f} s) | "
+              f"{common.load()}")
         ok = common.compare(f"tokens/s {dtype}", "tokens/s", seed_rate, tokens / seconds, GOAL_RATIO,
                             baseline_label="seed (fp32 pipeline)", ours_label=f"ours ({dtype})")
         passed = passed and (ok or name != "auto")  # the goal is set for the production default (auto)

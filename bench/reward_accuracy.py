@@ -18,7 +18,7 @@ import common
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=common.HH_DATA, help="HH-RLHF jsonl.gz with {chosen, rejected}")
     parser.add_argument("--model", default="embedded",
                         help="starting policy: dir, hub id, `embedded` (SmolLM2-135M-Instruct policy v0) or `tiny`")

@@ -11,7 +11,6 @@ from the versions' meta.json and the worker's log timestamps.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import statistics
@@ -28,24 +27,17 @@ import common
 
 GOAL_RATIO = 0.9
 GOAL_OVERHEAD_S = 2.0
-SMALL = {"max_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-3}
-TINY_TRAIN = {  # tests/test_training_loop.py's TINY_TRAIN for the recipes the loop runs
-    "reward": {**SMALL, "max_steps": 2, "max_length": 96},
-    "ppo": {**SMALL, "response_length": 8, "num_ppo_epochs": 1, "max_prompt_length": 64},
-    "dpo": {**SMALL, "max_length": 96},
-    "grpo": {**SMALL, "max_completion_length": 8, "num_generations": 2},
-    "rloo": {**SMALL, "max_completion_length": 8, "num_generations": 2},
-}
+LEARNING_RATE = 1e-4  # (a): the same for both; it does not change the speed
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["a", "b", "both"], default="both")
     parser.add_argument("--model", default="tiny", help="policy dir, hub id, `tiny` (2-layer GPT-2) or `embedded`")
     parser.add_argument("--pairs", type=int, default=256, help="(a) preference pairs (HH-RLHF slice, else synthetic)")
     parser.add_argument("--max-length", type=int, default=256, help="(a) max_length of both trainers")
     parser.add_argument("--batch-size", type=int, default=8, help="(a) per_device_train_batch_size")
-    parser.add_argument("--steps", type=int, default=32, help="(a) max_steps")
+    parser.add_argument("--steps", type=int, default=64, help="(a) max_steps")
     parser.add_argument("--repeats", type=int, default=3, help="(a) runs of each, alternating; medians reported")
     parser.add_argument("--algorithm", default="ppo", choices=["ppo", "dpo", "grpo", "rloo"], help="(b) policy recipe")
     parser.add_argument("--tasks", type=int, default=10, help="(b) tasks in the project (prompts for the policy job)")
@@ -75,7 +67,7 @@ def training_pairs(model_path: str, n: int, max_length: int) -> tuple[list[dict[
     tokenizer = load_tokenizer(model_path)
     if common.HH_DATA.is_file():
         pairs, _ = common.hh_pairs()
-        kept = [p for p in pairs[: n * 8] if common.fits(tokenizer, p, max_length)][:n]
+        kept = [p for p in pairs[: n * 8] if common.fits(tokenizer, p, max_length)][:n]  # 8x: enough to find n
         if len(kept) == n:
             return kept, f"HH-RLHF harmless-base test, first {n} pairs that fit {max_length} tokens"
     return common.synthetic_pairs(n), "synthetic"
@@ -88,7 +80,7 @@ def run_recipe(model_path: str, pairs: list[dict[str, str]], args: argparse.Name
 
     inputs = RecipeInputs(policy_dir=Path(model_path), reference_dir=Path(model_path), out_dir=out, pairs=pairs,
                           overrides={"max_steps": args.steps, "per_device_train_batch_size": args.batch_size,
-                                     "max_length": args.max_length, "learning_rate": 1e-4})
+                                     "max_length": args.max_length, "learning_rate": LEARNING_RATE})
     with common.Timer() as wall:
         metrics = RECIPES["reward"].train(inputs)
     return Run(wall.seconds, metrics["train_samples_per_second"])
@@ -106,8 +98,8 @@ def run_plain_trl(model_path: str, pairs: list[dict[str, str]], args: argparse.N
                                       "chosen": [{"role": "assistant", "content": p["chosen"]}],
                                       "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in pairs])
         config = RewardConfig(output_dir=str(out / "trl"), max_steps=args.steps, max_length=args.max_length,
-                              per_device_train_batch_size=args.batch_size, learning_rate=1e-4, bf16=False,
-                              gradient_checkpointing=False, use_cpu=True, report_to="none", save_strategy="no")
+                              per_device_train_batch_size=args.batch_size, learning_rate=LEARNING_RATE, bf16=False,
+                              activation_checkpointing=False, use_cpu=True, report_to="none", save_strategy="no")
         trainer = RewardTrainer(model=model_path, args=config, train_dataset=dataset, processing_class=tokenizer)
         result = trainer.train()
         trainer.save_model(str(out))
@@ -118,7 +110,7 @@ def part_a(args: argparse.Namespace, model_path: str) -> bool:
     """Alternate the two, take medians, print both figures, their ratio and the verdict."""
     import logging
 
-    logging.getLogger("workers").setLevel(logging.WARNING)
+    logging.getLogger("workers").setLevel(logging.ERROR)  # "no eval pairs" is expected: neither side evaluates
     pairs, source = training_pairs(model_path, args.pairs, args.max_length)
     samples = args.steps * args.batch_size
     print(f"(a) reward training | model {model_path} | {len(pairs)} pairs ({source}) | max_length {args.max_length} "
@@ -146,13 +138,14 @@ def part_a(args: argparse.Namespace, model_path: str) -> bool:
 
 # --- (b) label -> served model overhead --------------------------------------------------------------------------
 
-LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ ([\w.]+): (.*)$")
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: (.*)$")
 
 
 @dataclass
 class Event:
-    at: float  # epoch seconds
-    logger: str
+    """One worker log line: when (epoch seconds) and what."""
+
+    at: float
     message: str
 
 
@@ -163,7 +156,7 @@ def read_log(path: Path) -> list[Event]:
         match = LOG_LINE.match(line)
         if match:
             stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            events.append(Event(stamp, match.group(2), match.group(3)))
+            events.append(Event(stamp, match.group(2)))
     return events
 
 
@@ -219,8 +212,22 @@ def wait_for_version(client: Any, wanted: str, timeout: float, seen: dict[str, f
     raise RuntimeError(f"/health never served {wanted} within {timeout} s (saw {list(seen)})")
 
 
+def seed_project(client: Any, config: str, n_tasks: int) -> dict[int, dict[str, str]]:
+    """Connect project 1 (/setup) and create tasks that come with their two answers (no generation job needed)."""
+    setup = common.payload("setup.pairwise.json") | {"schema": config, "hostname": "", "access_token": "", "project": "1.1"}
+    client.post("/setup", json=setup)
+    tasks = {i: {"prompt": f"Tell me fact number {i} about the sea.", "answer1": f"Fact {i}: it is salty.",
+                 "answer2": f"I am not sure about fact {i}."} for i in range(1, n_tasks + 1)}
+    project = common.payload("webhook-annotation-created.pairwise.json")["project"] | {"label_config": config}
+    client.post("/webhook", json={"action": "TASKS_CREATED", "project": project,
+                                  "tasks": [{"id": i, "data": d, "project": 1} for i, d in tasks.items()]})
+    return tasks
+
+
 def part_b(args: argparse.Namespace, model_path: str) -> bool:
     """Webhooks -> trigger -> reward job -> policy job -> promotion -> notification -> served, timed."""
+    from test_training_loop import TINY_TRAIN  # the training sizes the end-to-end tests use
+
     from backend.app import create_app
     from backend.registry import Registry
     from backend.settings import Settings
@@ -235,13 +242,7 @@ def part_b(args: argparse.Namespace, model_path: str) -> bool:
     ensure_base_policy(registry, model_path)  # v0 exists, as on any start after the first
     config = common.LABEL_CONFIG.read_text()
     client = create_app(settings).test_client()
-    setup = common.payload("setup.pairwise.json") | {"schema": config, "hostname": "", "access_token": "", "project": "1.1"}
-    client.post("/setup", json=setup)
-    tasks = {i: {"prompt": f"Tell me fact number {i} about the sea.", "answer1": f"Fact {i}: it is salty.",
-                 "answer2": f"I am not sure about fact {i}."} for i in range(1, args.tasks + 1)}
-    created = common.payload("webhook-annotation-created.pairwise.json")
-    client.post("/webhook", json={"action": "TASKS_CREATED", "project": created["project"] | {"label_config": config},
-                                  "tasks": [{"id": i, "data": d, "project": 1} for i, d in tasks.items()]})
+    tasks = seed_project(client, config, args.tasks)
     worker, startup = start_worker(settings, tmp / "worker.log", args.preload)
     try:
         for task_id in range(1, args.retrain_every):
@@ -251,7 +252,7 @@ def part_b(args: argparse.Namespace, model_path: str) -> bool:
         answer = client.post("/webhook", json=annotation_body(args.retrain_every, tasks[args.retrain_every], config)).json
         if "training" not in answer:
             raise RuntimeError(f"the threshold webhook queued no training: {answer}")
-        served = wait_for_version(client, f"policy-v1.reward-v0", 600, seen)
+        served = wait_for_version(client, "policy-v1.reward-v0", 600, seen)
         time.sleep(0.5)  # let the worker log its last lines
     finally:
         common.stop(worker)
