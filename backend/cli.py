@@ -158,7 +158,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve the ML backend with gunicorn (the default)")
     s.add_argument("--host", default="0.0.0.0")
     s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--threads", type=int, default=4)
+    s.add_argument("--threads", type=int, default=1,
+                   help="threads per worker; 1 avoids SQLite lock waits between threads (see bench/README.md)")
     s.set_defaults(func=cmd_serve)
     c = sub.add_parser("connect", help="create/find a Label Studio project and connect this backend to it")
     c.add_argument("--url", help="Label Studio URL (default LABEL_STUDIO_URL)")

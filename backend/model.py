@@ -51,6 +51,7 @@ class RLHFModel:
 
     def __init__(self, settings: Settings, store: Store, queue: JobQueue, watcher: ModelWatcher) -> None:
         self.settings, self.store, self.queue, self.watcher = settings, store, queue, watcher
+        self._configured: set[int] = set()  # projects known to have a stored label config
 
     @property
     def model_version(self) -> str:
@@ -106,8 +107,8 @@ class RLHFModel:
         annotation = _require(data, "annotation", dict)
         project_id = project_id_of(data.get("project") or annotation.get("project"))
         config = self._config(project_id, data.get("project"))
-        pairs = self._save_annotation(project_id, config, annotation, data.get("task"))
-        return {"pairs": pairs, **self._maybe_train(project_id)}
+        pairs, untrained = self._save_annotation(project_id, config, annotation, data.get("task"))
+        return {"pairs": pairs, **self._maybe_train(project_id, untrained=untrained)}
 
     def _annotations(self, data: dict[str, Any]) -> dict[str, Any]:
         annotations = data.get("annotations", data.get("annotation"))
@@ -117,10 +118,14 @@ class RLHFModel:
         tasks = {t.get("id"): t for t in listed if isinstance(t, dict)} if isinstance(listed, list) else {}
         project_id = project_id_of(data.get("project") or (annotations[0].get("project") if annotations else None))
         config = self._config(project_id, data.get("project"))
-        pairs = sum(self._save_annotation(project_id, config, a, tasks.get(_task_ref(a))) for a in annotations)
-        return {"annotations": len(annotations), "pairs": pairs, **self._maybe_train(project_id)}
+        saved = [self._save_annotation(project_id, config, a, tasks.get(_task_ref(a))) for a in annotations]
+        pairs = sum(count for count, _ in saved)
+        untrained = saved[-1][1] if saved else None
+        return {"annotations": len(annotations), "pairs": pairs, **self._maybe_train(project_id, untrained=untrained)}
 
-    def _save_annotation(self, project_id: int, config: str, annotation: dict[str, Any], task: Any) -> int:
+    def _save_annotation(self, project_id: int, config: str, annotation: dict[str, Any],
+                         task: Any) -> tuple[int, tuple[int, int]]:
+        """Validate and store one annotation; returns (its pairs, the project's untrained pairs)."""
         annotation_id = _require(annotation, "id", int)
         task_id = _task_ref(annotation) if not isinstance(task, dict) else task.get("id")
         if not isinstance(task_id, int) or isinstance(task_id, bool):
@@ -138,8 +143,8 @@ class RLHFModel:
             pairs = [] if skipped else pairs_from_result(layout, task_data, result)
         except InvalidAnnotation as exc:
             raise InvalidRequest(f"annotation {annotation_id}: {exc}", status=422) from None
-        self.store.save_annotation(project_id, annotation_id, task_id, result, pairs, skipped)
-        return len(pairs)
+        untrained = self.store.save_annotation(project_id, annotation_id, task_id, result, pairs, skipped)
+        return len(pairs), untrained
 
     def record_export(self, project_id: int, config: str, exported: list[dict[str, Any]]) -> dict[str, int]:
         """Store every annotation of a Label Studio JSON export (resync); mismatching ones are counted, not stored."""
@@ -147,7 +152,7 @@ class RLHFModel:
         for task in exported:
             for annotation in task.get("annotations") or []:
                 try:
-                    counts["pairs"] += self._save_annotation(project_id, config, annotation, task)
+                    counts["pairs"] += self._save_annotation(project_id, config, annotation, task)[0]
                     counts["annotations"] += 1
                 except InvalidRequest as exc:
                     log.warning("resync: %s", exc)
@@ -188,9 +193,10 @@ class RLHFModel:
         """Queue a retraining on whatever pairs exist (START_TRAINING, CLI)."""
         return self._maybe_train(project_id, force=True, reason=reason)
 
-    def _maybe_train(self, project_id: int, force: bool = False, reason: str = "") -> dict[str, Any]:
+    def _maybe_train(self, project_id: int, force: bool = False, reason: str = "",
+                     untrained: tuple[int, int] | None = None) -> dict[str, Any]:
         """Queue reward -> policy once RETRAIN_EVERY pairs are new (or on request); coalesced per project."""
-        new, newest = self.store.untrained_pairs(project_id)
+        new, newest = untrained or self.store.untrained_pairs(project_id)
         if not newest or (not force and new < self.settings.retrain_every):
             return {"new_pairs": new}
         project = self.store.project(project_id)
@@ -205,10 +211,12 @@ class RLHFModel:
         config = project.get("label_config") if isinstance(project, dict) else project
         if not isinstance(config, str) or not config:
             return self._stored_config(project_id)
-        stored = self.store.project(project_id)
-        if stored is None or not stored.label_config:
-            self._layout(config)
-            self.store.save_project(project_id, label_config=config)
+        if project_id not in self._configured:  # one lookup per project and process, not per webhook
+            stored = self.store.project(project_id)
+            if stored is None or not stored.label_config:
+                self._layout(config)
+                self.store.save_project(project_id, label_config=config)
+            self._configured.add(project_id)
         return config
 
     def _stored_config(self, project_id: int) -> str:

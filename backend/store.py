@@ -1,14 +1,19 @@
 """The durable store (SQLAlchemy): projects, tasks with their candidates, annotations and preference pairs."""
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, create_engine, delete, event, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import (
+    JSON, Boolean, ForeignKey, Integer, String, Text, create_engine, delete, event, func, insert, select,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from backend.preferences import Pair
@@ -80,7 +85,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_recycle=1800)  # no pre-ping: it costs a round-trip per session
 
 
 class Store:
@@ -88,7 +93,13 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
+        try:
+            Base.metadata.create_all(self.engine)
+        except (OperationalError, ProgrammingError, IntegrityError):
+            Base.metadata.create_all(self.engine)  # another process (gunicorn worker) created them meanwhile
+        # A forked RQ work-horse must not reuse the parent's pooled connections.
+        engine = weakref.ref(self.engine)
+        os.register_at_fork(after_in_child=lambda: (e := engine()) is not None and e.dispose(close=False))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -147,15 +158,19 @@ class Store:
 
     # annotations and pairs
     def save_annotation(self, project_id: int, annotation_id: int, task_id: int, result: Any,
-                        pairs: list[Pair], skipped: bool) -> None:
-        """Replace an annotation and its pairs atomically (an update replaces, a repeat is a no-op)."""
-        with self.session() as s:
-            s.execute(delete(PairRow).where(PairRow.annotation_id == annotation_id))
-            s.merge(Annotation(id=annotation_id, project_id=project_id, task_id=task_id, result=result,
-                               skipped=skipped, updated_at=_now()))
-            s.flush()
-            s.add_all(PairRow(annotation_id=annotation_id, project_id=project_id, prompt=p.prompt,
-                              chosen=p.chosen, rejected=p.rejected) for p in pairs)
+                        pairs: list[Pair], skipped: bool) -> tuple[int, int]:
+        """Replace an annotation and its pairs atomically (an update replaces, a repeat is a no-op); returns the
+        project's untrained pairs as `untrained_pairs` does, from the same transaction."""
+        with self.engine.begin() as conn:  # Core statements: this is the webhook's hot path
+            conn.execute(delete(PairRow).where(PairRow.annotation_id == annotation_id))
+            conn.execute(delete(Annotation).where(Annotation.id == annotation_id))
+            conn.execute(insert(Annotation).values(id=annotation_id, project_id=project_id, task_id=task_id,
+                                                   result=result, skipped=skipped, updated_at=_now()))
+            if pairs:
+                conn.execute(insert(PairRow), [{"annotation_id": annotation_id, "project_id": project_id,
+                                                "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
+                                               for p in pairs])
+            return self._untrained(conn, project_id)
 
     def delete_annotations(self, annotation_ids: Iterable[int]) -> int:
         ids = list(annotation_ids)
@@ -196,10 +211,15 @@ class Store:
         """(pairs that arrived since the last training trigger, newest pair id): the retrain trigger,
         derived from the store so that it survives restarts."""
         with self.session() as s:
-            project = s.get(Project, project_id)
-            trained = project.trained_pair_id if project else 0
-            newest = s.scalar(select(func.max(PairRow.id)).where(PairRow.project_id == project_id)) or 0
-            return self._new_pairs(s, project_id, trained), newest
+            return self._untrained(s, project_id)
+
+    @staticmethod
+    def _untrained(s: Session | Connection, project_id: int) -> tuple[int, int]:
+        trained = select(Project.trained_pair_id).where(Project.id == project_id).scalar_subquery()
+        new, newest = s.execute(select(func.count(), func.max(PairRow.id)).where(
+            PairRow.project_id == project_id, PairRow.id > func.coalesce(trained, 0))).one()
+        newest = newest or s.scalar(select(func.max(PairRow.id)).where(PairRow.project_id == project_id)) or 0
+        return new, newest
 
     def mark_trained(self, project_id: int, upto_pair_id: int) -> None:
         """Record that pairs up to this id have been handed to a training."""

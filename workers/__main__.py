@@ -16,9 +16,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="queues to serve, in priority order (default: generate,train)")
     parser.add_argument("--burst", action="store_true", help="drain the queues, then exit")
     parser.add_argument("--name", help="worker name (default: RQ's)")
+    parser.add_argument("--no-preload", action="store_true",
+                        help="import the job modules in each work-horse instead of once in the worker")
     args = parser.parse_args(argv)
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
+    # torch.cuda.is_available() through NVML does not initialise CUDA, so the parent stays fork-safe.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     from backend.logs import configure_logging
     from rq import Worker
 
@@ -33,8 +37,21 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(names) - set(queues)
     if unknown:
         parser.error(f"unknown queues {sorted(unknown)}; choose from {sorted(queues)}")
+    if not args.no_preload:
+        preload()
     worker = Worker([queues[n] for n in names], connection=ctx.queue.redis, name=args.name)
     worker.work(burst=args.burst, with_scheduler=False)
+
+
+def preload() -> None:
+    """Import torch/transformers/trl once, before RQ forks a work-horse per job: saves ~4 s per job. gc.freeze()
+    keeps the collector off the ~500k imported objects (and their pages shared with the children)."""
+    import gc
+
+    import workers.jobs.generate  # noqa: F401
+    import workers.jobs.train  # noqa: F401
+
+    gc.freeze()
 
 
 if __name__ == "__main__":
