@@ -43,10 +43,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", type=int, default=10, help="(b) tasks in the project (prompts for the policy job)")
     parser.add_argument("--retrain-every", type=int, default=4, help="(b) RETRAIN_EVERY: webhooks until the trigger")
     parser.add_argument("--worker-log", type=Path, help="(b) keep a copy of the worker's log here")
-    parser.add_argument("--preload", action="store_true",
-                        help="(b) start the worker with the job modules imported and gc.freeze()d before it forks (the "
-                             "proposed fix: work-horses inherit torch/transformers/trl instead of importing them per "
-                             "job, and their garbage collections skip the inherited heap)")
+    parser.add_argument("--no-preload", action="store_true",
+                        help="(b) start the worker with --no-preload: each work-horse imports torch/transformers/trl "
+                             "itself (the behaviour before the worker preloaded them), to see what preloading saves")
     return parser
 
 
@@ -166,18 +165,14 @@ def first(events: list[Event], after: float, pattern: str) -> float:
     return next((e.at for e in events if e.at >= after - 0.0005 and regex.search(e.message)), float("nan"))
 
 
-PRELOADED_WORKER = ("import gc, workers.jobs.train, workers.jobs.generate; gc.freeze(); "
-                    "from workers.__main__ import main; main(['--queues', 'train'])")
-
-
 def start_worker(settings: Any, log: Path, preload: bool) -> tuple[subprocess.Popen, float]:
-    """`python -m workers --queues train` as `make run` starts it (or with the job modules preloaded); returns it
-    once RQ lists it, and its start-up seconds."""
+    """`python -m workers --queues train` as `make run` starts it (or with --no-preload); returns it once RQ lists
+    it, and its start-up seconds."""
     from redis import Redis
     from rq import Worker
 
     env = common.settings_env(settings, LOG_LEVEL="INFO")
-    command = ["-c", PRELOADED_WORKER] if preload else ["-m", "workers", "--queues", "train"]
+    command = ["-m", "workers", "--queues", "train", *([] if preload else ["--no-preload"])]
     began = time.perf_counter()
     proc = subprocess.Popen([sys.executable, *command], cwd=common.ROOT, env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -243,7 +238,7 @@ def part_b(args: argparse.Namespace, model_path: str) -> bool:
     config = common.LABEL_CONFIG.read_text()
     client = create_app(settings).test_client()
     tasks = seed_project(client, config, args.tasks)
-    worker, startup = start_worker(settings, tmp / "worker.log", args.preload)
+    worker, startup = start_worker(settings, tmp / "worker.log", not args.no_preload)
     try:
         for task_id in range(1, args.retrain_every):
             client.post("/webhook", json=annotation_body(task_id, tasks[task_id], config))
@@ -258,7 +253,7 @@ def part_b(args: argparse.Namespace, model_path: str) -> bool:
         common.stop(worker)
     if args.worker_log:
         shutil.copy(tmp / "worker.log", args.worker_log)
-    print(f"(b) label -> model | worker {'with job modules preloaded + gc.freeze()' if args.preload else 'as shipped'} | "
+    print(f"(b) label -> model | worker {'with --no-preload' if args.no_preload else 'as shipped (job modules preloaded)'} | "
           f"start-up (imports, context, registering; paid once per worker, not counted): {startup:.2f} s | "
           f"`import workers.jobs.train` in a fresh process: {import_seconds():.2f} s")
     report = breakdown(t0, served, seen, registry, read_log(tmp / "worker.log"))
