@@ -10,7 +10,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 LS_VENV ?= .cache/ls-venv
 export REDIS_URL TEST_REDIS_URL LS_VENV HF_HUB_OFFLINE ?= 1
 
-.PHONY: install run serve worker test test-fast redis ls-venv bench clean
+.PHONY: install run test redis ls-venv bench clean
 
 install: $(VENV)/.installed
 
@@ -54,6 +54,7 @@ bench: install redis
 	$(PY) bench/generation.py
 	$(PY) bench/webhooks.py
 	$(PY) bench/training.py
+	$(PY) bench/reward_accuracy.py  # needs ../shared/data/hh-rlhf-harmless-base-test.jsonl.gz or --data
 
 clean:
 	rm -rf $(VENV) .cache data models .pytest_cache
