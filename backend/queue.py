@@ -9,7 +9,9 @@ from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
-from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.registry import (
+    CanceledJobRegistry, DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry,
+)
 
 from backend.settings import Settings
 
@@ -114,7 +116,8 @@ class JobQueue:
         ids: set[str] = set()
         for queue in (self.generate, self.train):
             ids.update(queue.get_job_ids())
-            for registry in (StartedJobRegistry, DeferredJobRegistry, FinishedJobRegistry, FailedJobRegistry):
+            for registry in (StartedJobRegistry, DeferredJobRegistry, FinishedJobRegistry, FailedJobRegistry,
+                             CanceledJobRegistry):
                 ids.update(registry(queue=queue).get_job_ids())
         jobs = [j for j in Job.fetch_many(list(ids), connection=self.redis) if j is not None]
         jobs.sort(key=lambda j: j.enqueued_at or j.created_at, reverse=True)

@@ -175,3 +175,22 @@ def test_ranker_prediction_orders_items_by_reward(client, settings) -> None:
     assert result["model_version"] == "policy-v0.reward-v0"
     assert result["result"][0]["value"] == {"ranker": {"rank": ["y", "x", "z"]}}
     assert 0.5 < result["score"] < 1.0
+
+
+def test_cancel_a_queued_training_from_the_cli(client, settings) -> None:
+    import subprocess
+    import sys
+
+    from conftest import settings_env
+
+    setup_project(client)
+    client.post("/webhook", json=payload("webhook-annotation-created.pairwise.json"))
+    reward_job, _ = client.post("/webhook", json=payload("webhook-start-training.pairwise.json")).json["training"]
+    out = subprocess.run([sys.executable, "-m", "backend", "cancel", reward_job], env=settings_env(settings),
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "cancelled" in out.stdout, out.stderr
+    jobs = {j["id"]: j for j in client.get("/status").json["jobs"]}
+    assert jobs[reward_job]["status"] == "canceled"
+    missing = subprocess.run([sys.executable, "-m", "backend", "cancel", "no-such-job"], env=settings_env(settings),
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "no job" in missing.stderr
