@@ -49,10 +49,8 @@ class JobQueue:
             return None
         key = self._key("gen", project_id, "all" if task_ids is None else "tasks")
         pending = self._pending(key)
-        if pending is not None and task_ids is not None:
-            wanted = set(pending.meta.get("task_ids", [])) | set(task_ids)
-            if wanted == set(pending.meta.get("task_ids", [])):
-                return None
+        if pending is not None and task_ids is not None and set(task_ids) <= set(pending.meta.get("task_ids") or []):
+            return None  # a waiting job already covers these tasks
         meta = {"kind": "generate", "project": project_id, "reason": reason, "task_ids": task_ids}
         job = self.generate.enqueue(GENERATE_JOB, project_id, task_ids, job_timeout=self.settings.generate_timeout,
                                     meta=meta, result_ttl=7 * 86400, failure_ttl=30 * 86400)
