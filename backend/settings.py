@@ -79,6 +79,11 @@ class Settings(BaseSettings):
             url = "postgresql+psycopg://" + url[len("postgresql://"):]
         return url
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as environment variables, for a process started with them (worker, gunicorn, CLI)."""
+        return {name.upper(): json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+                for name, value in self.model_dump().items() if value is not None}
+
     @property
     def auth_enabled(self) -> bool:
         return bool(self.basic_auth_user and self.basic_auth_pass)

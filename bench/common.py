@@ -8,7 +8,6 @@ import json
 import math
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -124,11 +123,7 @@ def fits(tokenizer: Any, pair: dict[str, str], max_length: int) -> bool:
 
 # --- processes and services --------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from labelstudio_server import free_port  # noqa: E402,F401  (tests/ is on sys.path above)
 
 
 def flush_bench_redis() -> None:
@@ -140,13 +135,7 @@ def flush_bench_redis() -> None:
 
 def settings_env(settings: Any, **extra: str) -> dict[str, str]:
     """The environment a subprocess (gunicorn, worker) needs to read the same Settings."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[name.upper()] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
+    return {**os.environ, **settings.as_env(), "PYTHONPATH": str(ROOT), **extra}
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10) -> None:

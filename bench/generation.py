@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-from pathlib import Path
 from typing import Any
 
 import common

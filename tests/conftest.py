@@ -75,13 +75,7 @@ def client(app):
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment a subprocess (worker, gunicorn) needs to see the same settings."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        env[name.upper()] = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+    return {**os.environ, **settings.as_env(), "PYTHONPATH": str(ROOT)}
 
 
 def run_worker(settings: Settings, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -206,7 +206,7 @@ def ensure_template(exe: Path, template: Path = TEMPLATE_DIR) -> dict:
     return creds
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -266,7 +266,7 @@ def start_label_studio(tmp_dir: Path, *, timeout: float = START_TIMEOUT_S) -> La
     shutil.copytree(TEMPLATE_DIR, data_dir, symlinks=True)
     log_path = tmp_dir / "label-studio.log"
     for _attempt in range(3):
-        port = _free_port()
+        port = free_port()
         proc = _launch(exe, data_dir, tmp_dir / "home", log_path, port)
         server = LabelStudioServer(f"http://127.0.0.1:{port}", creds["token"], creds["email"], creds["password"],
                                    data_dir, log_path, proc)

@@ -4,11 +4,9 @@ Label Studio listing the new model version."""
 from __future__ import annotations
 
 import base64
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -19,16 +17,10 @@ from test_training_loop import TINY_TRAIN
 from backend import labelstudio as ls
 from backend.registry import Registry
 from backend.store import Store
-from labelstudio_server import LabelStudioServer, label_studio  # noqa: F401  (session fixture)
+from labelstudio_server import LabelStudioServer, free_port, label_studio  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.labelstudio
 AUTH = ("ls-backend", "s3cret")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, make_settings, payload, run_worker, settings_env
 from test_generation import tasks_created
-from test_protocol import setup_project
 
 from backend.app import create_app
 from backend.registry import Registry
