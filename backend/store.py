@@ -197,15 +197,10 @@ class Store:
                                   .group_by(Annotation.project_id)).all())
             pairs = dict(s.execute(select(PairRow.project_id, func.count()).group_by(PairRow.project_id)).all())
             trained = dict(s.execute(select(Project.id, Project.trained_pair_id)).all())
-            new = {pid: self._new_pairs(s, pid, trained.get(pid, 0)) for pid in pairs}
+            new = {pid: self._untrained(s, pid)[0] for pid in pairs}
         ids = sorted(set(anns) | set(pairs) | set(trained))
         return {pid: {"annotations": anns.get(pid, 0), "pairs": pairs.get(pid, 0), "new_pairs": new.get(pid, 0)}
                 for pid in ids}
-
-    @staticmethod
-    def _new_pairs(s: Session, project_id: int, trained_pair_id: int) -> int:
-        q = select(func.count()).where(PairRow.project_id == project_id, PairRow.id > trained_pair_id)
-        return s.scalar(q) or 0
 
     def untrained_pairs(self, project_id: int) -> tuple[int, int]:
         """(pairs that arrived since the last training trigger, newest pair id): the retrain trigger,
