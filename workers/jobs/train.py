@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from backend.preferences import parse_layout
 from backend.registry import Kind
 from workers.context import JobContext, context
 from workers.evaluate import policy_metrics
@@ -56,12 +57,13 @@ def train_policy(project_id: int, algorithm: str) -> dict[str, Any]:
     ctx = context()
     if algorithm not in RECIPES or algorithm in ("reward", "sft"):
         raise ValueError(f"unknown policy algorithm {algorithm!r}")
-    prompts = sorted({t.data.get("prompt") for t in ctx.store.project_tasks(project_id) if t.data.get("prompt")}
-                     | {p["prompt"] for p in ctx.store.pairs(project_id)})
+    all_pairs = ctx.store.pairs(project_id)
+    prompts = sorted(_task_prompts(ctx, project_id) | {p["prompt"] for p in all_pairs})
     train_prompts, eval_prompts = split(prompts, lambda p: p, ctx.settings.seed)
     if not eval_prompts:  # a single prompt: nothing to hold out, so assess on it (recorded in meta)
         eval_prompts = train_prompts
-    pairs = [p for p in ctx.store.pairs(project_id) if p["prompt"] in set(train_prompts)]
+    trainable = set(train_prompts)
+    pairs = [p for p in all_pairs if p["prompt"] in trainable]
     reward = ctx.registry.current("reward")
     if reward is None:
         raise ValueError("no reward model yet: the reward job must succeed first")
@@ -80,6 +82,13 @@ def train_policy(project_id: int, algorithm: str) -> dict[str, Any]:
     result = _run(ctx, "policy", algorithm, inputs, parents, data, verify=load_policy, assess=assess)
     ctx.queue.enqueue_generation(project_id, reason=f"policy v{result['version']}")
     return result
+
+
+def _task_prompts(ctx: JobContext, project_id: int) -> set[str]:
+    """Prompts of the project's tasks, read where its label config shows them."""
+    project = ctx.store.project(project_id)
+    key = parse_layout(project.label_config).prompt_key if project and project.label_config else "prompt"
+    return {t.data[key] for t in ctx.store.project_tasks(project_id) if isinstance(t.data.get(key), str) and t.data[key]}
 
 
 def train_sft(rows: list[dict[str, str]], project_id: int | None = None) -> dict[str, Any]:
