@@ -75,7 +75,8 @@ def _generate(model: RLHFModel, client: Any, project_id: int, reason: str) -> No
 def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
     model, client = _model(settings), _client(settings, args)
     layout = parse_layout(_project_config(model, client, args.project))
-    count = labelstudio.import_prompts(client, args.project, read_prompts(Path(args.file)), layout.empty_candidates())
+    count = labelstudio.import_prompts(client, args.project, read_prompts(Path(args.file)), layout.empty_candidates(),
+                                       layout.prompt_key)
     print(f"imported {count} prompts into project {args.project}")
     _generate(model, client, args.project, "import")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
 from dataclasses import dataclass, field
@@ -163,12 +164,13 @@ def connect(url: str, api_key: str, backend_url: str, *, project_id: int | None 
     return result
 
 
-def import_prompts(c: LabelStudio, project_id: int, prompts: list[str], data_keys: dict[str, Any]) -> int:
-    """Import one task per prompt with empty candidate fields (Label Studio requires every $key)."""
+def import_prompts(c: LabelStudio, project_id: int, prompts: list[str], data_keys: dict[str, Any],
+                   prompt_key: str = "prompt") -> int:
+    """Import one task per prompt, under the key the label config reads it from, with empty candidate fields
+    (Label Studio requires every $key)."""
     count = 0
     for start in range(0, len(prompts), IMPORT_BATCH):
-        batch = [{"data": {"prompt": p, **json.loads(json.dumps(data_keys))}}
-                 for p in prompts[start : start + IMPORT_BATCH]]
+        batch = [{"data": {prompt_key: p, **copy.deepcopy(data_keys)}} for p in prompts[start : start + IMPORT_BATCH]]
         try:
             r = c.projects.import_tasks(project_id, request=batch)
         except ApiError as e:
@@ -183,9 +185,18 @@ def list_tasks(c: LabelStudio, project_id: int, page_size: int = 100) -> list[di
     return [{"id": t.id, "data": t.data} for t in c.tasks.list(project=project_id, page_size=page_size)]
 
 
+class TaskGone(LabelStudioError):
+    """The task no longer exists in Label Studio (deleted, or its project was)."""
+
+
 def update_task_data(c: LabelStudio, task_id: int, data: dict) -> None:
     """Replace a task's data (Label Studio does not validate it against the config here)."""
-    c.tasks.update(str(task_id), data=data)
+    try:
+        c.tasks.update(str(task_id), data=data)
+    except ApiError as e:
+        if e.status_code == 404:
+            raise TaskGone(f"task {task_id} no longer exists in Label Studio") from e
+        raise
 
 
 def export_annotations(c: LabelStudio, project_id: int, all_tasks: bool = False) -> list[dict]:

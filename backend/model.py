@@ -96,8 +96,9 @@ class RLHFModel:
         handler = {
             "ANNOTATION_CREATED": self._annotation, "ANNOTATION_UPDATED": self._annotation,
             "ANNOTATIONS_CREATED": self._annotations, "ANNOTATIONS_DELETED": self._deleted,
-            "TASKS_CREATED": self._tasks_created, "START_TRAINING": self._start_training,
-            "PROJECT_UPDATED": self._project_updated,
+            "TASKS_CREATED": self._tasks_created, "TASKS_DELETED": self._tasks_deleted,
+            "START_TRAINING": self._start_training, "PROJECT_UPDATED": self._project_updated,
+            "PROJECT_DELETED": self._project_deleted,
         }.get(event)
         if handler is None:
             return {"status": "ignored", "action": event}
@@ -175,6 +176,19 @@ class RLHFModel:
         missing = [tid for tid, d in parsed if layout.candidates_from_data(d) is None]
         job = self.queue.enqueue_generation(project_id, missing, reason="TASKS_CREATED") if missing else None
         return {"tasks": len(parsed), "to_generate": len(missing), "job": job.id if job else None}
+
+    def _tasks_deleted(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Label Studio sends `tasks: [{id}]`; the tasks' annotations went with them."""
+        ids = [t.get("id") if isinstance(t, dict) else t for t in _require(data, "tasks", list)]
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise InvalidRequest("'tasks' must be a list of {id: int}")
+        return self.store.delete_tasks(ids)
+
+    def _project_deleted(self, data: dict[str, Any]) -> dict[str, Any]:
+        """An organization webhook (Label Studio sends PROJECT_DELETED to no project webhook)."""
+        project_id = project_id_of(data.get("project"))
+        self._configured.discard(project_id)
+        return {"deleted_project": project_id, **self.store.delete_project(project_id)}
 
     def _start_training(self, data: dict[str, Any]) -> dict[str, Any]:
         project_id = project_id_of(data.get("project"))

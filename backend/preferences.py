@@ -151,12 +151,15 @@ def _ranked(layout: Layout, data: dict[str, Any], prompt: str, value: dict[str, 
     seen = [item for tier in tiers for item in tier] + list(unplaced)
     if len(seen) != len(set(seen)) or not set(seen) <= set(bodies):
         raise InvalidAnnotation("ranker ids must be distinct ids of the task's items")
+    textless = sorted(i for tier in tiers for i in tier if not isinstance(bodies[i], str))
+    if textless:
+        raise InvalidAnnotation(f"ranked items {textless} have no 'body' text to learn from")
     pairs = []
     for better, worse in combinations(range(len(tiers)), 2):
         for a in tiers[better]:
             for b in tiers[worse]:
                 if bodies[a] != bodies[b]:
-                    pairs.append(Pair(prompt, str(bodies[a]), str(bodies[b])))
+                    pairs.append(Pair(prompt, bodies[a], bodies[b]))
     return pairs
 
 

@@ -147,5 +147,6 @@ def describe(job: Job) -> dict[str, Any]:
     if status in (JobStatus.FAILED, JobStatus.STOPPED):
         result = job.latest_result()
         exc = (result.exc_string if result else None) or job.exc_info or ""
-        view["error"] = exc.strip().splitlines()[-1] if exc.strip() else str(status.value)
+        # the worker's own reason (a stalled horse it killed) says more than RQ's "terminated unexpectedly"
+        view["error"] = job.meta.get("error") or (exc.strip().splitlines()[-1] if exc.strip() else str(status.value))
     return view

@@ -1,6 +1,7 @@
 """The model registry under MODEL_DIR: policy/vN and reward/vN with meta.json, and atomic promotion."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -71,7 +72,9 @@ class Registry:
     def model_version(self) -> str:
         """The name Label Studio sees, e.g. `policy-v2.reward-v1`; it changes with every promotion."""
         policy, reward = self.current("policy"), self.current("reward")
-        name = f"policy-v{policy if policy is not None else 0}"
+        if policy is None:  # v0 is still being converted: name nothing that does not exist yet
+            return "policy-pending"
+        name = f"policy-v{policy}"
         return name if reward is None else f"{name}.reward-v{reward}"
 
     def staging(self, kind: Kind) -> Path:
@@ -89,8 +92,8 @@ class Registry:
             try:
                 os.rename(staging, self.path(kind, number))  # atomic; fails if another job took vN
                 break
-            except OSError:
-                if version is not None:
+            except OSError as exc:  # only "vN is taken" means try vN+1; anything else is a real failure
+                if version is not None or exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
         self.set_current(kind, number)
         self.prune(kind)

@@ -44,7 +44,10 @@ class Settings(BaseSettings):
     num_candidates: int = Field(4, description="K answers per prompt for a Ranker config (Pairwise always uses 2).")
     temperature: float = Field(0.9, description="Sampling temperature for candidates.")
     top_p: float = Field(0.95, description="Nucleus sampling for candidates.")
-    max_new_tokens: int = Field(128, description="Token budget of each candidate answer.")
+    max_new_tokens: int = Field(128, description="Token budget of every answer: candidates, PPO/GRPO/RLOO rollouts, "
+                                                 "evaluation (TRAIN_ARGS may shorten rollouts).")
+    missing_eos_penalty: float = Field(1.0, description="Subtracted from the reward of an answer cut off at "
+                                                        "MAX_NEW_TOKENS, in PPO and in evaluation.")
     generation_batch_size: int = Field(128, description="Sequences per generate() call.")
     generation_dtype: str = Field("auto", description="auto (bf16 where the GPU/CPU runs it natively), float32 or bfloat16.")
     regenerate_stale: bool = Field(True, description="Regenerate unlabeled tasks' candidates after a new policy.")
@@ -57,6 +60,10 @@ class Settings(BaseSettings):
     use_lora: bool = Field(False, description="Train LoRA adapters (peft) and merge them, for big models.")
     train_timeout: int = Field(6 * 3600, description="RQ job timeout of a training job, seconds.")
     generate_timeout: int = Field(3600, description="RQ job timeout of a generation job, seconds.")
+    job_stall_seconds: float = Field(
+        600.0, description="A job whose work-horse uses no CPU this long is killed and failed; 0 = never.")
+    worker_threads: int = Field(0, description="Torch CPU threads per worker; 0 = CPU cores / LOCAL_WORKERS.")
+    local_workers: int = Field(1, description="Workers sharing this host's CPUs (sizes WORKER_THREADS=0).")
     seed: int = Field(0, description="Seed of the held-out splits and of training.")
 
     @field_validator("algorithm")

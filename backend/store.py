@@ -146,15 +146,18 @@ class Store:
 
     def set_candidates(self, task_id: int, candidates: list[str], policy_version: int | None,
                        data: dict[str, Any]) -> None:
+        """A task deleted meanwhile (TASKS_DELETED) stays deleted."""
         with self.session() as s:
             task = s.get(Task, task_id)
-            task.candidates, task.policy_version, task.data = candidates, policy_version, data
-            task.scores = task.reward_version = None
+            if task is not None:
+                task.candidates, task.policy_version, task.data = candidates, policy_version, data
+                task.scores = task.reward_version = None
 
     def set_scores(self, task_id: int, scores: list[float], reward_version: int) -> None:
         with self.session() as s:
             task = s.get(Task, task_id)
-            task.scores, task.reward_version = scores, reward_version
+            if task is not None:
+                task.scores, task.reward_version = scores, reward_version
 
     # annotations and pairs
     def save_annotation(self, project_id: int, annotation_id: int, task_id: int, result: Any,
@@ -177,6 +180,26 @@ class Store:
         with self.session() as s:
             s.execute(delete(PairRow).where(PairRow.annotation_id.in_(ids)))
             return s.execute(delete(Annotation).where(Annotation.id.in_(ids))).rowcount
+
+    def delete_tasks(self, task_ids: Iterable[int]) -> dict[str, int]:
+        """Forget deleted tasks with their annotations and pairs (Label Studio deletes those with the task)."""
+        ids = list(task_ids)
+        with self.session() as s:
+            annotations = select(Annotation.id).where(Annotation.task_id.in_(ids))
+            s.execute(delete(PairRow).where(PairRow.annotation_id.in_(annotations)))
+            return {"deleted_annotations": s.execute(delete(Annotation).where(Annotation.task_id.in_(ids))).rowcount,
+                    "deleted_tasks": s.execute(delete(Task).where(Task.id.in_(ids))).rowcount}
+
+    def delete_project(self, project_id: int) -> dict[str, int]:
+        """Forget a deleted project entirely: its settings, tasks, annotations and pairs."""
+        with self.session() as s:
+            s.execute(delete(PairRow).where(PairRow.project_id == project_id))
+            counts = {
+                "deleted_annotations": s.execute(delete(Annotation).where(Annotation.project_id == project_id)).rowcount,
+                "deleted_tasks": s.execute(delete(Task).where(Task.project_id == project_id)).rowcount,
+            }
+            s.execute(delete(Project).where(Project.id == project_id))
+            return counts
 
     def clear_project(self, project_id: int) -> None:
         """Drop a project's annotations and pairs (before a resync from Label Studio)."""

@@ -137,3 +137,37 @@ def test_health_needs_no_auth_but_predict_does(backend) -> None:
     token = base64.b64encode(f"{AUTH[0]}:{AUTH[1]}".encode()).decode()
     r = requests.post(f"{url}/predict", json={"tasks": []}, headers={"Authorization": f"Basic {token}"}, timeout=5)
     assert r.status_code == 400 and "tasks" in r.json()["error"]
+
+
+def test_prompts_under_the_configs_key_and_deleted_tasks(label_studio: LabelStudioServer, backend, tmp_path) -> None:  # noqa: F811
+    """`import` writes prompts where the label config reads them; a task deleted in Label Studio leaves the store
+    (TASKS_DELETED), and one deleted behind the backend's back (webhook off) does not abort generation."""
+    settings, url = backend
+    store = Store(settings.sqlalchemy_url)
+    config = tmp_path / "question.xml"
+    config.write_text((ROOT / "label_config.xml").read_text().replace('value="$prompt"', 'value="$question"'))
+    out = cli(settings, "connect", "--url", label_studio.url, "--api-key", label_studio.token, "--title",
+              "Deleted tasks", "--backend-url", url, "--label-config", str(config))
+    project = int(out.split("project ")[-1].split()[0])
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"Name a colour, please ({i})." for i in range(4)) + "\n")
+    cli(settings, "import", "--project", str(project), str(prompts), "--url", label_studio.url,
+        "--api-key", label_studio.token)
+    c = ls.client(label_studio.url, label_studio.token)
+    tasks = ls.list_tasks(c, project)
+    assert [t["data"]["question"] for t in tasks] == [f"Name a colour, please ({i})." for i in range(4)]
+    wait_until(lambda: len(store.project_tasks(project)) == 4, what="TASKS_CREATED webhook")
+
+    [hook] = [w for w in c.webhooks.list(project=str(project)) if w.url == url + "/webhook"]
+    c.webhooks.update(hook.id, is_active=False)
+    c.tasks.delete(str(tasks[0]["id"]))  # the backend is not told: the write-back will get a 404
+    c.webhooks.update(hook.id, is_active=True)
+    run_worker(settings, "--queues", "generate")
+    jobs = requests.get(f"{url}/status", auth=AUTH, timeout=5).json()["jobs"]
+    assert {j["status"] for j in jobs if j["kind"] == "generate" and j["project"] == project} == {"finished"}
+    remaining = ls.list_tasks(c, project)
+    assert len(remaining) == 3 and all(t["data"]["answer1"] and t["data"]["answer2"] for t in remaining)
+    assert sorted(t.id for t in store.project_tasks(project)) == sorted(t["id"] for t in remaining)
+
+    c.tasks.delete(str(remaining[0]["id"]))  # through the webhook this time
+    wait_until(lambda: len(store.project_tasks(project)) == 2, what="TASKS_DELETED webhook")

@@ -113,3 +113,11 @@ def test_sft_demonstrations_from_a_supervised_project_export() -> None:
     assert demonstrations(config, exported) == [{"prompt": "Write f", "response": "def f(): pass"}]
     with pytest.raises(InvalidConfig):
         demonstrations((ROOT / "label_config.xml").read_text(), exported)
+
+
+def test_a_ranked_item_without_body_text_is_rejected_not_learned_as_none() -> None:
+    layout = parse_layout(LLM_RANKER)
+    data = {"prompt": "p", "items": [{"id": "a", "body": "body a"}, {"id": "b", "title": "no body"}]}
+    result = [{"from_name": "rank", "to_name": "answers", "type": "ranker", "value": {"ranker": {"rank": ["a", "b"]}}}]
+    with pytest.raises(InvalidAnnotation, match="body"):
+        pairs_from_result(layout, data, result)

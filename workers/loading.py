@@ -102,18 +102,21 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> Ba
     return tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
 
 
-def conversation_text(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str) -> str:
+def conversation_text(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str, finished: bool = True) -> str:
     """(prompt, answer) through the chat template, ending at the answer's EOS token: the position where PPO
-    reads the reward of a response (trl truncates after the stop token), so the reward model learns there."""
+    reads the reward of a response (trl truncates after the stop token), so the reward model learns there.
+    An answer cut off before its EOS (`finished=False`) ends at its last token instead, as PPO sees it."""
     messages = user_message(prompt) + [{"role": "assistant", "content": answer}]
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     end = text.rfind(tokenizer.eos_token) if tokenizer.eos_token else -1
-    return text[: end + len(tokenizer.eos_token)] if end >= 0 else text
+    if end < 0:
+        return text
+    return text[: end + len(tokenizer.eos_token)] if finished else text[:end]
 
 
-def reward_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str) -> list[int]:
+def reward_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str, finished: bool = True) -> list[int]:
     """Token ids the reward model sees for (prompt, answer), in training and in scoring alike."""
-    return tokenizer(conversation_text(tokenizer, prompt, answer), add_special_tokens=False)["input_ids"]
+    return tokenizer(conversation_text(tokenizer, prompt, answer, finished), add_special_tokens=False)["input_ids"]
 
 
 @torch.no_grad()
@@ -123,11 +126,14 @@ def score(
     prompts: list[str],
     answers: list[str],
     batch_size: int = 16,
+    finished: list[bool] | None = None,
 ) -> list[float]:
-    """Reward scalars for (prompt, answer) pairs; right padding keeps positions as in reward training."""
+    """Reward scalars for (prompt, answer) pairs; right padding keeps positions as in reward training. Answers
+    marked unfinished (cut before EOS) are read at their last token, without an EOS they never produced."""
     if len(prompts) != len(answers):
         raise ValueError(f"score() got {len(prompts)} prompts but {len(answers)} answers; pass one answer per prompt.")
-    rows = [{"input_ids": reward_ids(tokenizer, p, a)} for p, a in zip(prompts, answers)]
+    ended = finished if finished is not None else [True] * len(answers)
+    rows = [{"input_ids": reward_ids(tokenizer, p, a, f)} for p, a, f in zip(prompts, answers, ended)]
     rewards: list[float] = []
     for start in range(0, len(rows), batch_size):
         batch = tokenizer.pad(rows[start : start + batch_size], return_tensors="pt", padding_side="right").to(model.device)

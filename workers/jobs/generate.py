@@ -53,7 +53,12 @@ def _generate(ctx: JobContext, project: Project, layout: Layout, tasks: list[Tas
         for task, texts in zip(part, answers):
             data = {**task.data, **layout.candidates_to_data(texts)}
             if client is not None:
-                labelstudio.update_task_data(client, task.id, data)
+                try:
+                    labelstudio.update_task_data(client, task.id, data)
+                except labelstudio.TaskGone:  # deleted while we generated: forget it, carry on with the rest
+                    log.warning("project %s: task %s was deleted in Label Studio; dropped", project.id, task.id)
+                    ctx.store.delete_tasks([task.id])
+                    continue
             ctx.store.set_candidates(task.id, texts, policy_version, data)
         done += len(part)
         ctx.progress(stage="generate", step=done, total=len(tasks))

@@ -77,7 +77,8 @@ def train_policy(project_id: int, algorithm: str) -> dict[str, Any]:
     def assess(staging: Path) -> dict[str, float]:
         ctx.progress(stage="evaluate")
         return policy_metrics(staging, ctx.policy_dir(previous), ctx.policy_dir(0), ctx.registry.path("reward", reward),
-                              eval_prompts, seed=ctx.settings.seed)
+                              eval_prompts, max_new_tokens=ctx.settings.max_new_tokens,
+                              missing_eos_penalty=ctx.settings.missing_eos_penalty, seed=ctx.settings.seed)
 
     result = _run(ctx, "policy", algorithm, inputs, parents, data, verify=load_policy, assess=assess)
     ctx.queue.enqueue_generation(project_id, reason=f"policy v{result['version']}")
@@ -106,6 +107,7 @@ def _inputs(ctx: JobContext, recipe: str, **fields: Any) -> RecipeInputs:
     s = ctx.settings
     return RecipeInputs(policy_dir=ctx.policy_dir(), reference_dir=ctx.policy_dir(0), out_dir=Path(),
                         bf16=use_bf16(), use_lora=s.use_lora, seed=s.seed, callbacks=[JobProgress(stage=recipe)],
+                        max_new_tokens=s.max_new_tokens, missing_eos_penalty=s.missing_eos_penalty,
                         overrides=dict(s.train_args.get(recipe, {})), **fields)
 
 

@@ -34,7 +34,9 @@ class RecipeInputs:
     eval_pairs: list[dict[str, str]] = field(default_factory=list)  # held-out {prompt, chosen, rejected}
     prompts: list[str] = field(default_factory=list)  # train prompts for on-policy RL
     sft_rows: list[dict[str, str]] = field(default_factory=list)  # {prompt, response} for SFT
-    bf16: bool = False  # True only on GPUs that support it
+    bf16: bool = False  # True only on GPUs that support it: bf16 autocast over fp32 master weights
+    max_new_tokens: int = 128  # MAX_NEW_TOKENS: the answer length of candidates, rollouts and evaluation alike
+    missing_eos_penalty: float = 1.0  # MISSING_EOS_PENALTY: subtracted from the reward of a cut-off answer
     use_lora: bool = False  # train LoRA adapters and merge them before saving
     seed: int = 0
     callbacks: list[Any] = field(default_factory=list)  # transformers TrainerCallbacks (job progress)
@@ -68,7 +70,10 @@ def build_config(cls: type[C], inputs: RecipeInputs) -> C:
     unknown = sorted(set(inputs.overrides) - names)
     if unknown:
         logger.warning("ignoring overrides %s: not fields of %s", unknown, cls.__name__)
-    config = cls(**{k: v for k, v in inputs.overrides.items() if k in names})
+    shared = {"response_length": inputs.max_new_tokens, "max_completion_length": inputs.max_new_tokens,
+              "missing_eos_penalty": inputs.missing_eos_penalty}  # settings first, TRAIN_ARGS may override
+    values = {k: v for k, v in shared.items() if k in names} | {k: v for k, v in inputs.overrides.items() if k in names}
+    config = cls(**values)
     inputs.hyperparameters = asdict(config)
     logger.info("%s: %s", cls.__name__, inputs.hyperparameters)
     return config
@@ -78,6 +83,8 @@ def trl_args(args_cls: type[C], config: Any, inputs: RecipeInputs, output_dir: P
     """The trl config: recipe fields it knows, plus the settings every job shares (no checkpoints, no reporting)."""
     accepted = {f.name for f in fields(args_cls)}
     own = {k: v for k, v in asdict(config).items() if k in accepted and k != "gradient_checkpointing"}
+    if "model_init_kwargs" in accepted:  # fp32 master weights whatever dtype the checkpoint was saved in
+        own["model_init_kwargs"] = {"dtype": torch.float32}
     return args_cls(
         output_dir=str(output_dir), bf16=inputs.bf16, report_to="none", save_strategy="no", seed=inputs.seed,
         logging_steps=1, activation_checkpointing=config.gradient_checkpointing,
@@ -201,7 +208,12 @@ class GroupRLConfig(TrainConfig):
         default=8, metadata={"help": "Completions per micro-batch; × accumulation, a multiple of num_generations."}
     )
     num_generations: int = field(default=4, metadata={"help": "Completions sampled per prompt to form a group."})
-    max_completion_length: int = field(default=64, metadata={"help": "Token budget of each sampled completion."})
+    max_completion_length: int = field(
+        default=128, metadata={"help": "Token budget of each sampled completion; default: MAX_NEW_TOKENS."}
+    )
+    mask_truncated_completions: bool = field(
+        default=True, metadata={"help": "Leave completions cut at max_completion_length out of the loss."}
+    )
     temperature: float = field(default=0.9, metadata={"help": "Sampling temperature of the completions."})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient to the starting policy (0 disables it)."})
 

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedTokenizerBase
 from trl.experimental.ppo import PPOConfig, PPOTrainer
@@ -26,7 +30,9 @@ class PPORecipeConfig(TrainConfig):
     total_episodes: int | None = field(
         default=None, metadata={"help": "Prompts to roll out in all; None = num_train_epochs × prompts (or max_steps)."}
     )
-    response_length: int = field(default=53, metadata={"help": "Tokens sampled per response."})
+    response_length: int = field(
+        default=128, metadata={"help": "Tokens sampled per response; default: MAX_NEW_TOKENS (shorter is faster)."}
+    )
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the rollouts."})
     kl_coef: float = field(default=0.05, metadata={"help": "Per-token KL penalty to the reference policy."})
     num_ppo_epochs: int = field(default=4, metadata={"help": "Optimisation passes over each rollout batch."})
@@ -35,7 +41,8 @@ class PPORecipeConfig(TrainConfig):
         default="eos", metadata={"help": "Truncate responses after EOS before scoring ('eos'), or None."}
     )
     missing_eos_penalty: float | None = field(
-        default=None, metadata={"help": "Subtracted from the score of responses that never end."}
+        default=1.0, metadata={"help": "Subtracted from the score of responses that never end; default: "
+                                       "MISSING_EOS_PENALTY (the reward model only learned scores at EOS)."}
     )
     local_rollout_forward_batch_size: int = field(default=16, metadata={"help": "Rollouts per no-grad forward."})
     num_sample_generations: int = field(default=0, metadata={"help": "Debug sample tables printed during training."})
@@ -52,10 +59,10 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
     batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
     require(len(dataset), batch, "prompts that fit max_prompt_length", "add prompts or lower the batch size")
     config.total_episodes = episodes(config, len(dataset), batch)
-    with scratch_dir() as tmp:
+    with scratch_dir() as tmp, _mixed_precision(inputs.bf16):
         trainer = PPOTrainer(
             args=trl_args(PPOConfig, config, inputs, tmp), processing_class=tokenizer,
-            model=AutoModelForCausalLM.from_pretrained(str(inputs.policy_dir)),
+            model=AutoModelForCausalLM.from_pretrained(str(inputs.policy_dir), dtype=torch.float32),
             ref_model=load_policy(inputs.reference_dir)[0], reward_model=load_reward(inputs.reward_dir)[0],
             value_model=value_model(inputs), train_dataset=dataset, eval_dataset=dataset,
             callbacks=inputs.callbacks, peft_config=lora_config(inputs),
@@ -81,4 +88,19 @@ def episodes(config: PPORecipeConfig, n_prompts: int, batch: int) -> int:
 
 def value_model(inputs: RecipeInputs) -> AutoModelForSequenceClassification:
     """The critic starts from the reward model: same tokenizer, and already a judge of answers."""
-    return AutoModelForSequenceClassification.from_pretrained(str(inputs.reward_dir), num_labels=1)
+    return AutoModelForSequenceClassification.from_pretrained(str(inputs.reward_dir), num_labels=1, dtype=torch.float32)
+
+
+@contextmanager
+def _mixed_precision(bf16: bool) -> Iterator[None]:
+    """PPOTrainer builds its own Accelerator without a mixed-precision argument; accelerate then reads this
+    variable, so bf16 autocast runs over the fp32 master weights instead of training in pure bf16."""
+    previous = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16" if bf16 else "no"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
+        else:
+            os.environ["ACCELERATE_MIXED_PRECISION"] = previous
