@@ -8,7 +8,10 @@ TORCH ?= torch==2.13.0
 REDIS_URL ?= redis://127.0.0.1:6379/0
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/13
 LS_VENV ?= .cache/ls-venv
-export REDIS_URL TEST_REDIS_URL LS_VENV HF_HUB_OFFLINE ?= 1
+HF_HUB_OFFLINE ?= 1
+# Two workers share this machine's CPUs in `make run`: each job gets cores / 2 torch threads (WORKER_THREADS overrides).
+LOCAL_WORKERS ?= 2
+export REDIS_URL TEST_REDIS_URL LS_VENV HF_HUB_OFFLINE
 
 .PHONY: install run test redis ls-venv bench clean
 
@@ -38,11 +41,15 @@ redis: install
 	fi
 
 # The whole loop on one machine: Redis, a generation worker, a training worker and the backend on :9090.
+# Ctrl-C stops all three: the trap clears itself first (no signal storm), asks each once, and a second
+# TERM a few seconds later stops a worker that is still finishing a job (RQ's cold shutdown).
 run: install redis
-	@trap 'kill 0' EXIT INT TERM; \
-	$(PY) -m workers --queues generate & \
-	$(PY) -m workers --queues train & \
-	$(PY) -m backend serve
+	@export LOCAL_WORKERS=$(LOCAL_WORKERS); pids=""; \
+	trap 'trap - INT TERM EXIT; kill -TERM $$pids 2>/dev/null; sleep 3; kill -TERM $$pids 2>/dev/null; wait' INT TERM EXIT; \
+	$(PY) -m workers --queues generate & pids="$$pids $$!"; \
+	$(PY) -m workers --queues train & pids="$$pids $$!"; \
+	$(PY) -m backend serve & pids="$$pids $$!"; \
+	wait
 
 ls-venv: install
 	$(PY) tests/labelstudio_server.py --install
