@@ -9,33 +9,32 @@ from redis import Redis
 
 from backend.model import RLHFModel
 from backend.protocol import bp, register_errors
-from backend.queue import JobQueue
-from backend.registry import Registry
+from backend.services import build
 from backend.settings import Settings, get_settings
-from backend.store import Store
 from backend.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Build the backend: store, queue, model watcher, the ML-backend blueprint and the RQ dashboard."""
+    """Build the backend: services, model watcher, the ML-backend blueprint (at `/` and under `/projects/<id>/`,
+    the URL `connect` registers so that every call names its project) and the RQ dashboard."""
     settings = settings or get_settings()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5)
-    store = Store(settings.sqlalchemy_url)
-    queue = JobQueue(settings, redis)
-    registry = Registry(settings.model_dir, settings.keep_versions)
-    watcher = ModelWatcher(registry, redis, queue.models_channel, settings.model_poll_seconds)
+    services = build(settings, Redis.from_url(settings.redis_url, socket_timeout=5))
+    watcher = ModelWatcher(services.registries, services.queue.redis, services.queue.models_channel,
+                           settings.model_poll_seconds)
     watcher.start()
-    app.extensions["rlhf"] = RLHFModel(settings, store, queue, watcher)
+    app.extensions["rlhf"] = RLHFModel(settings, services.store, services.queue, watcher)
     app.extensions["rlhf_settings"] = settings
-    app.extensions["rlhf_registry"] = registry
+    app.extensions["rlhf_registries"] = services.registries
     app.register_blueprint(bp)
+    app.register_blueprint(bp, url_prefix="/projects/<int:project>", name="per_project")
     app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
     rq_dashboard.web.setup_rq_connection(app)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
     register_errors(app)
-    log.info("backend ready: model %s, store %s", watcher.served().model_version, store.engine.url.drivername)
+    log.info("backend ready: base %s, lineages %s, store %s", services.registries.base.model_version(),
+             services.registries.lineages(), services.store.engine.url.drivername)
     return app

@@ -12,22 +12,24 @@ from backend import labelstudio
 from backend.model import RLHFModel
 from backend.preferences import demonstrations, parse_layout
 from backend.prompts_file import read_prompts
-from backend.queue import JobQueue
-from backend.registry import Registry
+from backend.services import Services, build
 from backend.settings import Settings, get_settings
 from backend.status import format_status, status_report
-from backend.store import Store
 from backend.watcher import ModelWatcher
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _services(settings: Settings) -> Services:
+    return build(settings)
+
+
 def _model(settings: Settings) -> RLHFModel:
     """The same domain object the HTTP layer uses, without the HTTP layer."""
-    queue = JobQueue(settings)
-    registry = Registry(settings.model_dir, settings.keep_versions)
-    watcher = ModelWatcher(registry, queue.redis, queue.models_channel, settings.model_poll_seconds)
-    return RLHFModel(settings, Store(settings.sqlalchemy_url), queue, watcher)
+    services = _services(settings)
+    watcher = ModelWatcher(services.registries, services.queue.redis, services.queue.models_channel,
+                           settings.model_poll_seconds)
+    return RLHFModel(settings, services.store, services.queue, watcher)
 
 
 def _client(settings: Settings, args: argparse.Namespace) -> Any:
@@ -61,7 +63,7 @@ def cmd_connect(settings: Settings, args: argparse.Namespace) -> None:
                                  auth_user=settings.basic_auth_user, auth_pass=settings.basic_auth_pass)
     for line in result.actions:
         print(line)
-    print(f"project {result.project_id} is connected to {args.backend_url}")
+    print(f"project {result.project_id} is connected to {labelstudio.project_url(args.backend_url, result.project_id)}")
 
 
 def _generate(model: RLHFModel, client: Any, project_id: int, reason: str) -> None:
@@ -89,7 +91,10 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
     model = _model(settings)
     if args.recipe == "sft":
         rows = _sft_rows(settings, args)
-        print(f"queued SFT job {model.queue.enqueue_sft(rows, args.project).id} on {len(rows)} rows")
+        if args.lineage is None and args.project is None:
+            raise SystemExit("train sft needs the lineage to improve: --lineage NAME or --project N")
+        lineage = args.lineage or model.lineage(args.project)
+        print(f"queued SFT job {model.queue.enqueue_sft(rows, lineage).id} on {len(rows)} rows for lineage {lineage}")
         return
     if args.project is None:
         raise SystemExit("train needs --project N")
@@ -127,28 +132,40 @@ def cmd_resync(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
-    model = _model(settings)
-    report = status_report(model.model_version, model.store, model.queue, model.watcher.registry)
+    services = _services(settings)
+    report = status_report(services.store, services.queue, services.registries, args.project)
     print(json.dumps(report, indent=2, default=str) if args.json else format_status(report))
 
 
 def cmd_cancel(settings: Settings, args: argparse.Namespace) -> None:
-    print(f"{args.job}: {_model(settings).queue.cancel(args.job)}")
+    print(f"{args.job}: {_services(settings).queue.cancel(args.job)}")
+
+
+def _lineage(services: Services, args: argparse.Namespace) -> str:
+    """The lineage a command acts on: --lineage NAME, or the lineage of --project N."""
+    if args.lineage:
+        return args.lineage
+    if args.project is None:
+        raise SystemExit(f"{args.command} needs --project N (or --lineage NAME)")
+    return services.store.lineage_of(args.project)
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> None:
-    model = _model(settings)
+    services = _services(settings)
+    lineage = _lineage(services, args)
+    registry = services.registries.lineage(lineage)
     version = int(args.version.lstrip("v"))
-    model.watcher.registry.set_current(args.kind, version)
-    model.queue.redis.publish(model.queue.models_channel, json.dumps({"kind": args.kind, "version": version}))
-    print(f"now serving {args.kind} v{version}: {model.watcher.registry.model_version()}")
+    registry.set_current(args.kind, version)
+    services.announce(lineage, args.kind, version)
+    print(f"lineage {lineage} now serves {args.kind} v{version}: {registry.model_version()}")
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
     from backend.report import write_report
 
-    registry = Registry(settings.model_dir, settings.keep_versions)
-    table = write_report(registry, args.project, Path(args.out))
+    services = _services(settings)
+    lineage = _lineage(services, args)
+    table = write_report(services.registries.lineage(lineage), lineage, Path(args.out))
     print(table)
     print(f"plot written to {args.out}")
 
@@ -183,23 +200,27 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="retrain now: reward + policy (ppo/dpo/grpo/rloo), or sft --data FILE.jsonl")
     t.add_argument("recipe", nargs="?", choices=["ppo", "dpo", "grpo", "rloo", "sft"])
     t.add_argument("--project", type=int)
+    t.add_argument("--lineage", help="for sft: the lineage whose policy to fine-tune (default: --project's)")
     t.add_argument("--data", help="JSONL of {prompt, response} for sft")
     t.add_argument("--url", help="Label Studio URL, for sft --project")
     t.add_argument("--api-key", help="Label Studio token, for sft --project")
     t.set_defaults(func=cmd_train)
-    st = sub.add_parser("status", help="versions, counts and jobs")
+    st = sub.add_parser("status", help="versions, counts and jobs (of one project and its lineage with --project)")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--project", type=int)
     st.set_defaults(func=cmd_status)
     k = sub.add_parser("cancel", help="stop a running job or cancel a queued one")
     k.add_argument("job")
     k.set_defaults(func=cmd_cancel)
-    r = sub.add_parser("rollback", help="serve an older version, e.g. rollback policy v2")
+    r = sub.add_parser("rollback", help="serve an older version of a project's lineage: rollback --project 3 policy v2")
     r.add_argument("kind", choices=["policy", "reward"])
     r.add_argument("version")
-    r.set_defaults(func=cmd_rollback)
-    rep = sub.add_parser("report", help="PNG plot + table of metrics across versions")
-    rep.add_argument("--project", type=int)
+    rep = sub.add_parser("report", help="PNG plot + table of metrics across a lineage's versions")
     rep.add_argument("--out", default="report.png")
+    for command, func in ((r, cmd_rollback), (rep, cmd_report)):
+        command.add_argument("--project", type=int)
+        command.add_argument("--lineage", help="the lineage itself, instead of --project's")
+        command.set_defaults(func=func)
     rep.set_defaults(func=cmd_report)
     return p
 

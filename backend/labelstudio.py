@@ -7,6 +7,7 @@ import copy
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from label_studio_sdk import LabelStudio
@@ -148,17 +149,25 @@ def _ensure_webhook(c: LabelStudio, project_id: int, backend_url: str, auth_head
     return hook.id
 
 
+def project_url(backend_url: str, project_id: int) -> str:
+    """The ML-backend URL registered for a project: `<backend>/projects/<id>/`. Label Studio joins every call
+    onto it (urljoin), so /versions, which it sends without naming the project, arrives as
+    /projects/<id>/versions; the webhook it creates is `<that URL>webhook`."""
+    return f"{backend_url.rstrip('/')}/projects/{project_id}/"
+
+
 def connect(url: str, api_key: str, backend_url: str, *, project_id: int | None = None, title: str | None = None,
             label_config: str | None = None, auth_user: str = "", auth_pass: str = "") -> ConnectResult:
     """Create the project if needed, register the backend and its authenticated webhook; idempotent."""
     c = client(url, api_key)
-    backend_url = backend_url.rstrip("/")
     result = ConnectResult(project_id=0)
     result.project_id = _ensure_project(c, project_id, title, label_config, result.actions)
-    result.ml_backend_id, created = _ensure_ml_backend(c, result.project_id, backend_url, auth_user, auth_pass,
+    ml_url = project_url(backend_url, result.project_id)
+    result.ml_backend_id, created = _ensure_ml_backend(c, result.project_id, ml_url, auth_user, auth_pass,
                                                        result.actions)
     auth_header = _basic_auth_header(auth_user, auth_pass) if auth_user else None
-    result.webhook_id = _ensure_webhook(c, result.project_id, backend_url, auth_header, created, result.actions)
+    result.webhook_id = _ensure_webhook(c, result.project_id, ml_url.rstrip("/"), auth_header, created,
+                                        result.actions)
     for line in result.actions:
         logger.info("connect: %s", line)
     return result
@@ -189,14 +198,44 @@ class TaskGone(LabelStudioError):
     """The task no longer exists in Label Studio (deleted, or its project was)."""
 
 
-def update_task_data(c: LabelStudio, task_id: int, data: dict) -> None:
-    """Replace a task's data (Label Studio does not validate it against the config here)."""
+def update_task_data(c: LabelStudio, task_id: int, data: dict) -> datetime | None:
+    """Replace a task's data (Label Studio does not validate it against the config here); returns when Label
+    Studio stored it, by its own clock (naive UTC), which annotations' timestamps are compared with."""
     try:
-        c.tasks.update(str(task_id), data=data)
+        task = c.tasks.update(str(task_id), data=data)
     except ApiError as e:
         if e.status_code == 404:
             raise TaskGone(f"task {task_id} no longer exists in Label Studio") from e
         raise
+    return utc(getattr(task, "updated_at", None))
+
+
+def utc(value: Any) -> datetime | None:
+    """A Label Studio timestamp (ISO text or datetime) as naive UTC, the way the store keeps times."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+def tasks_with_drafts(c: LabelStudio, project_id: int) -> set[int]:
+    """Tasks an annotator has a draft of: work in progress that regenerating the candidates would invalidate."""
+    return {t.id for t in c.tasks.list(project=project_id, page_size=100) if getattr(t, "drafts", None)}
+
+
+def access(project_url: str | None, project_token: str | None, env_url: str, env_token: str) -> tuple[str, str] | None:
+    """Where to reach Label Studio, and with which token, from ONE source: LABEL_STUDIO_URL and
+    LABEL_STUDIO_API_KEY when set (the operator's token then goes to that host only, whatever /setup said),
+    else the hostname and token Label Studio itself sent to /setup; None when neither is complete."""
+    if env_url and env_token:
+        return env_url, env_token
+    if project_url and project_token:
+        return project_url, project_token
+    return None
 
 
 def export_annotations(c: LabelStudio, project_id: int, all_tasks: bool = False) -> list[dict]:

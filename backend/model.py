@@ -8,9 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+from datetime import timedelta
 from typing import Any
 
-from backend.preferences import InvalidAnnotation, InvalidConfig, Layout, parse_layout, pairs_from_result
+from backend.labelstudio import utc as labelstudio_time
+from backend.preferences import (
+    GENERATION_KEY, InvalidAnnotation, InvalidConfig, Layout, pairs_from_result, parse_layout,
+)
+from backend.registry import RegistryError, valid_lineage
 from backend.queue import JobQueue
 from backend.settings import POLICY_ALGORITHMS, Settings
 from backend.store import Store
@@ -53,19 +58,23 @@ class RLHFModel:
         self.settings, self.store, self.queue, self.watcher = settings, store, queue, watcher
         self._configured: set[int] = set()  # projects known to have a stored label config
 
-    @property
-    def model_version(self) -> str:
-        return self.watcher.served().model_version
+    def lineage(self, project_id: int) -> str:
+        return self.store.lineage_of(project_id)
+
+    def model_version(self, project_id: int) -> str:
+        """What the project's lineage serves, e.g. `policy-v2.reward-v1`; other lineages never change it."""
+        return self.watcher.served(self.lineage(project_id)).model_version
 
     # /setup
     def setup(self, body: dict[str, Any]) -> dict[str, Any]:
         project_id = project_id_of(body.get("project"))
         schema = _require(body, "schema", str)
         self._layout(schema)
-        algorithm = _algorithm(body.get("extra_params"))
+        params = _extra_params(body.get("extra_params"))
         self.store.save_project(project_id, label_config=schema, ls_url=body.get("hostname") or None,
-                                ls_token=body.get("access_token") or None, algorithm=algorithm)
-        return {"model_version": self.model_version}
+                                ls_token=body.get("access_token") or None, algorithm=params.get("algorithm"),
+                                lineage=params.get("lineage"))
+        return {"model_version": self.model_version(project_id)}
 
     # /predict
     def predict(self, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None, *,
@@ -75,7 +84,7 @@ class RLHFModel:
         parsed = [self._task(t, layout) for t in tasks]
         self.store.save_tasks(project_id, [(tid, data) for tid, data in parsed])
         known = self.store.tasks(tid for tid, _ in parsed)
-        served = self.watcher.served()
+        served = self.watcher.served(self.lineage(project_id))
         results, stale = [], []
         for task_id, data in parsed:
             candidates = layout.candidates_from_data(data)
@@ -139,13 +148,52 @@ class RLHFModel:
             task_data = row.data
         result = annotation.get("result") or []
         skipped = bool(annotation.get("was_cancelled")) or not result
+        layout = self._layout(config)
+        shown = None if skipped else self._shown(layout, task_id, task_data, annotation, result)
+        if shown is None and not skipped:
+            log.warning("annotation %s of task %s refers to candidates that were replaced and are not kept; "
+                        "stored as stale, no pairs", annotation_id, task_id)
         try:
-            layout = self._layout(config)
-            pairs = [] if skipped else pairs_from_result(layout, task_data, result)
+            pairs = pairs_from_result(layout, shown[0], result) if shown else []
         except InvalidAnnotation as exc:
             raise InvalidRequest(f"annotation {annotation_id}: {exc}", status=422) from None
-        untrained = self.store.save_annotation(project_id, annotation_id, task_id, result, pairs, skipped)
+        untrained = self.store.save_annotation(project_id, annotation_id, task_id, result, pairs, skipped,
+                                               generation=shown[1] if shown else None,
+                                               stale=shown is None and not skipped)
         return len(pairs), untrained
+
+    def _shown(self, layout: Layout, task_id: int, data: dict[str, Any], annotation: dict[str, Any],
+               result: Any) -> tuple[dict[str, Any], str | None] | None:
+        """The task data the annotator compared, and its generation: the webhook carries the task as it is
+        now, and its candidates may have been regenerated while the annotator had it open. A Ranker result
+        names its generation in the item ids; for Pairwise it is the generation Label Studio was showing
+        when the annotator started. None: that generation is not known (any more)."""
+        current = data.get(GENERATION_KEY)
+        if not isinstance(current, str):
+            return data, None  # candidates that came with the task, or from before generations were tagged
+        wanted = layout.generation_ranked(result) or self._generation_at(task_id, annotation) or current
+        if wanted == current:
+            return data, current
+        old = next((g for g in self.store.generations(task_id) if g.id == wanted), None)
+        if old is None:
+            return None
+        log.info("annotation %s of task %s: learned from generation %s the annotator saw, not the current %s",
+                 annotation.get("id"), task_id, wanted, current)
+        return {**data, **layout.candidates_to_data(old.candidates, old.id)}, old.id
+
+    def _generation_at(self, task_id: int, annotation: dict[str, Any]) -> str | None:
+        """The generation Label Studio showed when the annotator opened the task: its first draft, or the
+        annotation's time minus the time spent on it (lead_time), both by Label Studio's clock."""
+        started = [labelstudio_time(annotation.get("draft_created_at"))]
+        created, lead = labelstudio_time(annotation.get("created_at")), annotation.get("lead_time")
+        if created is not None and isinstance(lead, (int, float)) and math.isfinite(lead) and 0 <= lead < 1e7:
+            started.append(created - timedelta(seconds=float(lead)))
+        known = [t for t in started if t is not None]
+        if not known:
+            return None
+        start = min(known)
+        shown = [g for g in self.store.generations(task_id) if g.shown_at is not None and g.shown_at <= start]
+        return shown[-1].id if shown else None
 
     def record_export(self, project_id: int, config: str, exported: list[dict[str, Any]]) -> dict[str, int]:
         """Store every annotation of a Label Studio JSON export (resync); mismatching ones are counted, not stored."""
@@ -215,9 +263,10 @@ class RLHFModel:
             return {"new_pairs": new}
         project = self.store.project(project_id)
         algorithm = (project.algorithm if project else None) or self.settings.algorithm
-        jobs, coalesced = self.queue.enqueue_training(project_id, algorithm, reason or f"{new} new pairs")
-        self.store.mark_trained(project_id, newest)
-        return {"new_pairs": new, "training": [j.id for j in jobs], "coalesced": coalesced}
+        lineage = self.lineage(project_id)
+        jobs, coalesced = self.queue.enqueue_training(lineage, algorithm, reason or f"{new} new pairs", project_id)
+        self.store.mark_trained(lineage, newest)
+        return {"new_pairs": new, "lineage": lineage, "training": [j.id for j in jobs], "coalesced": coalesced}
 
     def _config(self, project_id: int, project: Any) -> str:
         """The label config a request carries (webhook project object, /predict body), else the one stored at
@@ -264,18 +313,25 @@ def _task_ref(annotation: dict[str, Any]) -> Any:
     return task.get("id") if isinstance(task, dict) else task
 
 
-def _algorithm(extra_params: Any) -> str | None:
-    """`extra_params` arrives as JSON text (or null); it may pick the project's policy recipe."""
+def _extra_params(extra_params: Any) -> dict[str, str]:
+    """`extra_params` arrives as JSON text (or null); it may pick the project's policy recipe (`algorithm`)
+    and a lineage to pool the project with (`lineage`; default: its own)."""
     if not extra_params:
-        return None
+        return {}
     try:
         params = json.loads(extra_params) if isinstance(extra_params, str) else extra_params
     except json.JSONDecodeError:
         raise InvalidRequest("extra_params must be JSON text") from None
-    algorithm = params.get("algorithm") if isinstance(params, dict) else None
+    params = params if isinstance(params, dict) else {}
+    algorithm, lineage = params.get("algorithm"), params.get("lineage")
     if algorithm is not None and algorithm not in POLICY_ALGORITHMS:
         raise InvalidRequest(f"extra_params.algorithm must be one of {POLICY_ALGORITHMS}")
-    return algorithm
+    if lineage is not None:
+        try:
+            valid_lineage(lineage)
+        except RegistryError as exc:
+            raise InvalidRequest(f"extra_params.{exc}") from None
+    return {k: v for k, v in (("algorithm", algorithm), ("lineage", lineage)) if v is not None}
 
 
 def _prediction(layout: Layout, data: dict[str, Any], scores: list[float] | None) -> dict[str, Any]:

@@ -14,6 +14,9 @@ class InvalidConfig(ValueError):
     """The label config has no Pairwise or Ranker control this backend can serve."""
 
 
+GENERATION_KEY = "generation"  # task data key naming the generation of candidates the task shows
+
+
 class InvalidAnnotation(ValueError):
     """An annotation result does not match the project's label config."""
 
@@ -45,12 +48,28 @@ class Layout:
             return {key: "" for key in self.answer_keys}
         return {self.answer_keys[0]: []}
 
-    def candidates_to_data(self, answers: list[str]) -> dict[str, Any]:
-        """Task data fields holding these candidate answers, in the shape the config reads."""
+    def candidates_to_data(self, answers: list[str], generation: str | None = None) -> dict[str, Any]:
+        """Task data fields holding these candidate answers, in the shape the config reads, tagged with the
+        generation they form (Ranker item ids carry it too, so a ranking names the answers it ordered)."""
+        tag = {GENERATION_KEY: generation} if generation else {}
         if self.kind == "pairwise":
-            return dict(zip(self.answer_keys, answers))
-        items = [{"id": f"c{i}", "title": f"Answer {i + 1}", "body": text} for i, text in enumerate(answers)]
-        return {self.answer_keys[0]: items}
+            return dict(zip(self.answer_keys, answers)) | tag
+        prefix = f"{generation}-" if generation else "c"
+        items = [{"id": f"{prefix}{i}", "title": f"Answer {i + 1}", "body": text} for i, text in enumerate(answers)]
+        return {self.answer_keys[0]: items} | tag
+
+    def generation_ranked(self, result: Any) -> str | None:
+        """The generation a Ranker result's item ids belong to (None for Pairwise or untagged ids)."""
+        if self.kind != "ranker" or not isinstance(result, list):
+            return None
+        for item in result:
+            value = item.get("value") if isinstance(item, dict) else None
+            ranker = value.get("ranker") if isinstance(value, dict) else None
+            lists = ranker.values() if isinstance(ranker, dict) else [ranker] if isinstance(ranker, list) else []
+            ids = [i for ids in lists if isinstance(ids, list) for i in ids if isinstance(i, str) and "-" in i]
+            if ids:
+                return ids[0].rsplit("-", 1)[0]
+        return None
 
     def candidates_from_data(self, data: dict[str, Any]) -> list[str] | None:
         """The candidate answers present in task data, or None when they are missing or empty."""

@@ -6,7 +6,7 @@ import hmac
 import logging
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -16,7 +16,7 @@ from backend.status import status_report
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ml_backend", __name__)
-OPEN_ENDPOINTS = {"ml_backend.health"}
+OPEN_ENDPOINTS = {"ml_backend.health", "per_project.health"}
 
 
 def _model() -> RLHFModel:
@@ -46,15 +46,32 @@ def _basic_auth() -> Response | None:
     return response
 
 
+@bp.url_value_preprocessor
+def _path_project(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """Under `/projects/<id>/` (the URL `connect` registers), every call names its project, even the ones
+    Label Studio sends without it (GET /versions)."""
+    g.path_project = values.pop("project", None) if values else None
+
+
+def _project(*candidates: Any) -> int:
+    """The project a request is about: what its body says, else the URL's `/projects/<id>/`."""
+    given = next((c for c in candidates if c), None)
+    if given is None and g.get("path_project") is not None:
+        return g.path_project
+    return project_id_of(given)
+
+
 @bp.get("/health")
 @bp.get("/")
 def health() -> dict[str, Any]:
-    return {"status": "UP", "model_class": type(_model()).__name__, "model_version": _model().model_version}
+    registries = current_app.extensions["rlhf_registries"]
+    return {"status": "UP", "model_class": type(_model()).__name__, "model_version": registries.base.model_version()}
 
 
 @bp.post("/setup")
 def setup() -> dict[str, Any]:
-    return _model().setup(_json_body())
+    body = _json_body()
+    return _model().setup({**body, "project": _project(body.get("project"))})
 
 
 @bp.post("/predict")
@@ -64,11 +81,11 @@ def predict() -> dict[str, Any]:
     if not isinstance(tasks, list) or not tasks:
         raise InvalidRequest("'tasks' must be a non-empty list")
     first = tasks[0] if isinstance(tasks[0], dict) else {}
-    project_id = project_id_of(body.get("project") or first.get("project"))
+    project_id = _project(body.get("project"), first.get("project"))
     params = body.get("params") if isinstance(body.get("params"), dict) else {}
     results = _model().predict(tasks, params.get("context"), project_id=project_id,
                                label_config=body.get("label_config"))
-    return {"results": results, "model_version": _model().model_version}
+    return {"results": results, "model_version": _model().model_version(project_id)}
 
 
 @bp.post("/webhook")
@@ -82,17 +99,22 @@ def webhook() -> dict[str, Any]:
 
 @bp.get("/versions")
 def versions() -> dict[str, Any]:
-    registry = current_app.extensions["rlhf_registry"]
-    policies, rewards = registry.versions("policy"), registry.versions("reward")
-    current = _model().model_version
-    names = {current} | {f"policy-v{p}" for p in policies} | {f"reward-v{r}" for r in rewards}
-    return {"versions": sorted(names), "current": current}
+    """The project's lineage's versions (under /projects/<id>/ or ?project=N); without a project, every
+    lineage's, since Label Studio's GET carries none."""
+    registries = current_app.extensions["rlhf_registries"]
+    project = g.get("path_project") or request.args.get("project", type=int)
+    if project is None:
+        names = set().union(*(registries.lineage(n).servable() for n in registries.lineages()))
+        return {"versions": sorted(names)}
+    registry = registries.lineage(_model().lineage(project))
+    return {"versions": registry.servable(), "current": registry.model_version()}
 
 
 @bp.get("/status")
 def status() -> dict[str, Any]:
     model = _model()
-    return status_report(model.model_version, model.store, model.queue, current_app.extensions["rlhf_registry"])
+    project = g.get("path_project") or request.args.get("project", type=int)
+    return status_report(model.store, model.queue, current_app.extensions["rlhf_registries"], project)
 
 
 def register_errors(app: Flask) -> None:

@@ -58,13 +58,15 @@ class JobQueue:
         log.info("queued generation %s for project %s (%s)", job.id, project_id, reason)
         return job
 
-    def enqueue_training(self, project_id: int, algorithm: str, reason: str = "") -> tuple[list[Job], bool]:
-        """Queue reward -> policy for a project; returns (jobs, coalesced).
+    def enqueue_training(self, lineage: str, algorithm: str, reason: str = "",
+                         project_id: int | None = None) -> tuple[list[Job], bool]:
+        """Queue reward -> policy for a lineage; returns (jobs, coalesced).
 
-        At most one chain waits per project; a new one starts after the running one (RQ dependency).
+        At most one chain waits per lineage; a new one starts after the running one (RQ dependency), so two
+        lineages' chains never interleave inside one lineage.
         """
-        with self.redis.lock(self._key("lock", "train", project_id), timeout=10, blocking_timeout=5):
-            key = self._key("train", project_id, "last")
+        with self.redis.lock(self._key("lock", "train", lineage), timeout=10, blocking_timeout=5):
+            key = self._key("train", lineage, "last")
             last = self._fetch(self.redis.get(key))
             after = None
             if last is not None and last.get_status(refresh=True) in PENDING | {JobStatus.STARTED}:
@@ -75,27 +77,29 @@ class JobQueue:
                     return chain, True  # nothing of it started yet: it will see the new pairs
                 else:
                     after = last  # running: the new chain waits for it
-            jobs = self._enqueue_chain(project_id, algorithm, reason, after)
+            jobs = self._enqueue_chain(lineage, algorithm, reason, after, project_id)
             self.redis.set(key, jobs[-1].id)
             return jobs, False
 
-    def _enqueue_chain(self, project_id: int, algorithm: str, reason: str, after: Job | None) -> list[Job]:
+    def _enqueue_chain(self, lineage: str, algorithm: str, reason: str, after: Job | None,
+                       project_id: int | None) -> list[Job]:
+        """The policy job reads the reward version its own reward job promoted (its dependency's result)."""
         common = {"job_timeout": self.settings.train_timeout, "result_ttl": 30 * 86400, "failure_ttl": 30 * 86400}
         depends = Dependency(jobs=[after], allow_failure=True) if after is not None else None
-        meta = {"project": project_id, "reason": reason}
-        jobs = [self.train.enqueue(REWARD_JOB, project_id, depends_on=depends, meta={**meta, "kind": "reward"},
+        meta = {"lineage": lineage, "project": project_id, "reason": reason}
+        jobs = [self.train.enqueue(REWARD_JOB, lineage, depends_on=depends, meta={**meta, "kind": "reward"},
                                    **common)]
-        jobs.append(self.train.enqueue(POLICY_JOB, project_id, algorithm, depends_on=jobs[-1],
+        jobs.append(self.train.enqueue(POLICY_JOB, lineage, algorithm, depends_on=jobs[-1],
                                        meta={**meta, "kind": algorithm}, **common))
         for job in jobs:
             job.meta["chain"] = [j.id for j in jobs]
             job.save_meta()
-        log.info("queued training %s for project %s (%s)", [j.id for j in jobs], project_id, reason)
+        log.info("queued training %s for lineage %s (%s)", [j.id for j in jobs], lineage, reason)
         return jobs
 
-    def enqueue_sft(self, rows: list[dict[str, str]], project_id: int | None = None) -> Job:
-        return self.train.enqueue(SFT_JOB, rows, project_id, job_timeout=self.settings.train_timeout, result_ttl=30 * 86400,
-                                  failure_ttl=30 * 86400, meta={"kind": "sft", "project": project_id})
+    def enqueue_sft(self, rows: list[dict[str, str]], lineage: str) -> Job:
+        return self.train.enqueue(SFT_JOB, rows, lineage, job_timeout=self.settings.train_timeout, result_ttl=30 * 86400,
+                                  failure_ttl=30 * 86400, meta={"kind": "sft", "lineage": lineage})
 
     def _pending(self, key: str) -> Job | None:
         job = self._fetch(self.redis.get(key))
@@ -141,7 +145,7 @@ def describe(job: Job) -> dict[str, Any]:
     """The public view of a job for /status."""
     status = job.get_status(refresh=False)
     view = {"id": job.id, "kind": job.meta.get("kind"), "status": str(status.value if status else "unknown"),
-            "project": job.meta.get("project"), "reason": job.meta.get("reason"),
+            "project": job.meta.get("project"), "lineage": job.meta.get("lineage"), "reason": job.meta.get("reason"),
             "progress": job.meta.get("progress"), "enqueued_at": job.enqueued_at and job.enqueued_at.isoformat(),
             "ended_at": job.ended_at and job.ended_at.isoformat()}
     if status in (JobStatus.FAILED, JobStatus.STOPPED):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -24,10 +25,14 @@ class RegistryError(ValueError):
 
 
 class Registry:
-    """Versions live in `<root>/<kind>/vN`; `<root>/<kind>/CURRENT` names the one being served."""
+    """Versions live in `<root>/<kind>/vN`; `<root>/<kind>/CURRENT` names the one being served.
 
-    def __init__(self, root: Path, keep: int = 5) -> None:
-        self.root, self.keep = Path(root), keep
+    A lineage's registry reads policy v0 from `base` (the shared starting point, converted once) instead of
+    holding a copy.
+    """
+
+    def __init__(self, root: Path, keep: int = 5, base: Path | None = None) -> None:
+        self.root, self.keep, self.base = Path(root), keep, base
 
     def _dir(self, kind: str) -> Path:
         if kind not in KINDS:
@@ -37,7 +42,10 @@ class Registry:
     def versions(self, kind: Kind) -> list[int]:
         base = self._dir(kind)
         found = (_VERSION.match(p.name) for p in base.iterdir()) if base.is_dir() else ()
-        return sorted(int(m.group(1)) for m in found if m)
+        numbers = {int(m.group(1)) for m in found if m}
+        if kind == "policy" and self.base is not None and (self.base / "v0").is_dir():
+            numbers.add(0)
+        return sorted(numbers)
 
     def current(self, kind: Kind) -> int | None:
         """The served version: CURRENT's, or the newest when the pointer is missing."""
@@ -52,17 +60,22 @@ class Registry:
         return versions[-1] if versions else None
 
     def path(self, kind: Kind, version: int) -> Path:
+        if kind == "policy" and version == 0 and self.base is not None:
+            return self.base / "v0"
         return self._dir(kind) / f"v{version}"
-
-    def current_path(self, kind: Kind) -> Path | None:
-        version = self.current(kind)
-        return None if version is None else self.path(kind, version)
 
     def meta(self, kind: Kind, version: int) -> dict[str, Any]:
         try:
             return json.loads((self.path(kind, version) / "meta.json").read_text())
         except FileNotFoundError:
             return {}
+
+    def servable(self) -> list[str]:
+        """The names Label Studio may list and pick: the served one, each policy alone, each policy with each
+        reward model still on disk."""
+        policies, rewards = self.versions("policy"), self.versions("reward")
+        names = {self.model_version()} | {f"policy-v{p}" for p in policies}
+        return sorted(names | {f"policy-v{p}.reward-v{r}" for p in policies for r in rewards})
 
     def catalog(self) -> dict[str, list[dict[str, Any]]]:
         """Every version of both kinds with its metadata, for /status and reports."""
@@ -123,3 +136,62 @@ class Registry:
             for tmp in base.glob(".tmp-*") if base.is_dir() else ():
                 if time.time() - tmp.stat().st_mtime > older_than_s:
                     shutil.rmtree(tmp, ignore_errors=True)
+
+
+LINEAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+LEGACY_LINEAGE = "legacy"  # what one registry shared by every project becomes (see migrate_layout)
+
+
+def valid_lineage(name: str) -> str:
+    """A lineage name becomes a directory: letters, digits, '.', '_' and '-' only."""
+    if not isinstance(name, str) or not LINEAGE_NAME.match(name):
+        raise RegistryError(f"lineage must match {LINEAGE_NAME.pattern}, got {name!r}")
+    return name
+
+
+class Registries:
+    """MODEL_DIR: the shared base policy (`policy/v0`) and one registry per lineage (`lineages/<name>/`)."""
+
+    def __init__(self, root: Path, keep: int = 5) -> None:
+        self.root, self.keep = Path(root), keep
+        self.base = Registry(self.root, keep)
+        migrate_layout(self.root)
+
+    def lineage(self, name: str) -> Registry:
+        return Registry(self.root / "lineages" / valid_lineage(name), self.keep, base=self.root / "policy")
+
+    def all(self) -> list[Registry]:
+        """The base and every lineage's registry."""
+        return [self.base, *(self.lineage(name) for name in self.lineages())]
+
+    def lineages(self) -> list[str]:
+        found = self.root / "lineages"
+        return sorted(p.name for p in found.iterdir() if p.is_dir()) if found.is_dir() else []
+
+
+def migrate_layout(root: Path) -> None:
+    """A MODEL_DIR from before lineages served every project from `policy/vN` and `reward/vN`: its trained
+    versions move to the lineage "legacy", which the store assigns to the projects it had (revision 0002).
+    Policy v0 stays where it is, as the base of every lineage. Idempotent; one process at a time."""
+    if not _old_versions(root):
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".layout.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        legacy = root / "lineages" / LEGACY_LINEAGE
+        for old in _old_versions(root):
+            target = legacy / old.parent.name / old.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old, target)
+            log.info("moved %s to lineage %r (the layout before lineages)", old, LEGACY_LINEAGE)
+
+
+def _old_versions(root: Path) -> list[Path]:
+    """Trained versions and CURRENT pointers at the top of MODEL_DIR (everything there but policy v0)."""
+    found = []
+    for kind in KINDS:
+        base = root / kind
+        if base.is_dir():
+            found += [p for p in base.iterdir() if (_VERSION.match(p.name) or p.name == "CURRENT")
+                      and not (kind == "policy" and p.name == "v0")]
+    return found

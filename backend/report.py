@@ -9,15 +9,14 @@ from backend.registry import Registry
 POLICY_METRICS = ("reward_before", "reward_after", "kl", "win_rate")
 
 
-def _rows(registry: Registry, kind: str, project: int | None) -> list[dict[str, Any]]:
-    rows = registry.catalog()[kind]
-    return [r for r in rows if project is None or (r.get("data") or {}).get("project") in (project, None)]
+def _rows(registry: Registry, kind: str) -> list[dict[str, Any]]:
+    return registry.catalog()[kind]
 
 
-def format_table(registry: Registry, project: int | None) -> str:
+def format_table(registry: Registry) -> str:
     lines = ["kind    version recipe  " + "  ".join(f"{m:>13}" for m in ("eval_accuracy", "eval_loss", *POLICY_METRICS))]
     for kind in ("reward", "policy"):
-        for row in _rows(registry, kind, project):
+        for row in _rows(registry, kind):
             metrics = row.get("metrics") or {}
             cells = [metrics.get(m) for m in ("eval_accuracy", "eval_loss", *POLICY_METRICS)]
             lines.append(f"{kind:<7} v{row['version']:<6} {row.get('recipe', ''):<7} " +
@@ -25,24 +24,24 @@ def format_table(registry: Registry, project: int | None) -> str:
     return "\n".join(lines)
 
 
-def write_report(registry: Registry, project: int | None, out: Path) -> str:
-    """Plot the metrics of every version to `out` and return the text table."""
+def write_report(registry: Registry, lineage: str, out: Path) -> str:
+    """Plot the metrics of every version of a lineage to `out` and return the text table."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rewards, policies = _rows(registry, "reward", project), _rows(registry, "policy", project)
+    rewards, policies = _rows(registry, "reward"), _rows(registry, "policy")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     _plot(axes[0], rewards, ("eval_accuracy",), "reward model: held-out accuracy")
     _plot(axes[1], policies, ("reward_before", "reward_after"), "policy: mean reward on held-out prompts")
     _plot(axes[2], policies, ("kl", "win_rate"), "policy: KL to reference, win-rate vs previous")
-    fig.suptitle(f"RLHF report{'' if project is None else f' (project {project})'}")
+    fig.suptitle(f"RLHF report: lineage {lineage}")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
-    return format_table(registry, project)
+    return format_table(registry)
 
 
 def _plot(ax: Any, rows: list[dict[str, Any]], metrics: tuple[str, ...], title: str) -> None:

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for RQ queues and notifications.")
     database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite (WAL) under DATA_DIR.")
     data_dir: Path = Field(Path("data"), description="Where the default SQLite store lives.")
-    model_dir: Path = Field(Path("models"), description="Model registry: policy/vN and reward/vN.")
+    model_dir: Path = Field(Path("models"), description="Model registry: base policy/v0, lineages/<name>/{policy,reward}/vN.")
     queue_prefix: str = Field("rlhf", description="Prefix of the RQ queue names (generate, train).")
 
     # models
@@ -37,8 +37,8 @@ class Settings(BaseSettings):
     keep_versions: int = Field(5, description="Older versions beyond this many are pruned (current is always kept).")
 
     # Label Studio
-    label_studio_url: str = Field("", description="Label Studio URL, used when /setup did not provide one.")
-    label_studio_api_key: str = Field("", description="Label Studio API token (legacy or personal access token).")
+    label_studio_url: str = Field("", description="Label Studio URL; with LABEL_STUDIO_API_KEY it overrides /setup's.")
+    label_studio_api_key: str = Field("", description="Label Studio API token, sent only to LABEL_STUDIO_URL.")
 
     # generation
     num_candidates: int = Field(4, description="K answers per prompt for a Ranker config (Pairwise always uses 2).")

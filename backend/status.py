@@ -1,38 +1,53 @@
-"""The admin's view of the backend: served versions, per-project counts, recent jobs, model metrics."""
+"""The admin's view of the backend: per-project counts, each lineage's served versions and models, recent jobs."""
 from __future__ import annotations
 
 from typing import Any
 
 from backend.queue import JobQueue
-from backend.registry import Registry
+from backend.registry import Registries
 from backend.store import Store
 
 
-def status_report(model_version: str, store: Store, queue: JobQueue, registry: Registry) -> dict[str, Any]:
-    """Everything /status and `python -m backend status` show."""
-    return {
-        "model_version": model_version,
-        "projects": {str(pid): counts for pid, counts in store.counts().items()},
-        "jobs": queue.recent_jobs(),
-        "models": registry.catalog(),
-    }
+def status_report(store: Store, queue: JobQueue, registries: Registries, project: int | None = None) -> dict[str, Any]:
+    """Everything /status and `python -m backend status` show; with a project, only it and its lineage."""
+    counts = store.counts()
+    if project is not None:
+        counts = {project: counts.get(project) or {"lineage": store.lineage_of(project), "annotations": 0,
+                                                   "pairs": 0, "new_pairs": 0, "stale_annotations": 0}}
+    names = sorted({c["lineage"] for c in counts.values()} | (set(registries.lineages()) if project is None else set()))
+    lineages = {}
+    for name in names:
+        registry = registries.lineage(name)
+        lineages[name] = {"model_version": registry.model_version(), "models": registry.catalog(),
+                          "projects": [pid for pid, c in counts.items() if c["lineage"] == name]}
+    for pid, c in counts.items():
+        c["model_version"] = lineages[c["lineage"]]["model_version"]
+    jobs = queue.recent_jobs()
+    if project is not None:
+        lineage = counts[project]["lineage"]
+        jobs = [j for j in jobs if j.get("project") == project or j.get("lineage") == lineage]
+    return {"projects": {str(pid): c for pid, c in counts.items()}, "lineages": lineages, "jobs": jobs}
 
 
 def format_status(report: dict[str, Any]) -> str:
     """The same report for a person."""
-    lines = [f"model_version: {report['model_version']}", "", "projects:"]
-    for pid, c in report["projects"].items() or {}:
-        lines.append(f"  {pid}: {c['annotations']} annotations, {c['pairs']} pairs ({c['new_pairs']} not trained yet)")
-    lines += ["", "models:"]
-    for kind, versions in report["models"].items():
-        for v in versions:
-            metrics = ", ".join(f"{k}={v2:.3f}" if isinstance(v2, float) else f"{k}={v2}"
-                                for k, v2 in (v.get("metrics") or {}).items())
-            lines.append(f"  {kind} v{v['version']}{' (current)' if v['current'] else ''} {v.get('recipe', '')} {metrics}")
+    lines = ["projects:"]
+    for pid, c in report["projects"].items():
+        lines.append(f"  {pid}: lineage {c['lineage']} serves {c['model_version']}; {c['annotations']} annotations, "
+                     f"{c['pairs']} pairs ({c['new_pairs']} not trained yet), {c['stale_annotations']} stale")
+    for name, lineage in report["lineages"].items():
+        lines += ["", f"lineage {name} (projects {lineage['projects']}): serves {lineage['model_version']}"]
+        for kind, versions in lineage["models"].items():
+            for v in versions:
+                metrics = ", ".join(f"{k}={v2:.3f}" if isinstance(v2, float) else f"{k}={v2}"
+                                    for k, v2 in (v.get("metrics") or {}).items())
+                lines.append(f"  {kind} v{v['version']}{' (current)' if v['current'] else ''} {v.get('recipe', '')} "
+                             f"parents={v.get('parents', {})} {metrics}")
     lines += ["", "jobs:"]
     for job in report["jobs"]:
         progress = job.get("progress") or {}
         extra = f" step {progress.get('step')}/{progress.get('total')} loss {progress.get('loss')}" if progress else ""
         error = f" error: {job['error']}" if job.get("error") else ""
-        lines.append(f"  {job['id']} {job['kind']} project={job['project']} {job['status']}{extra}{error}")
+        where = f"lineage={job['lineage']}" if job.get("lineage") else f"project={job['project']}"
+        lines.append(f"  {job['id']} {job['kind']} {where} {job['status']}{extra}{error}")
     return "\n".join(lines)

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Boolean, ForeignKey, Integer, String, Text, create_engine, delete, event, func, insert, select,
+    JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, create_engine, delete, event, false, func, insert,
+    select, update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from backend.migrate import upgrade
 from backend.preferences import Pair
 
 
@@ -27,9 +28,15 @@ class Base(DeclarativeBase):
     pass
 
 
+def default_lineage(project_id: int) -> str:
+    """Each project trains its own models unless its connection names a lineage to pool with."""
+    return f"project-{project_id}"
+
+
 class Project(Base):
     __tablename__ = "projects"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    lineage: Mapped[str | None] = mapped_column(String(128), index=True)  # whose pairs, models and versions it shares
     label_config: Mapped[str | None] = mapped_column(Text)
     ls_url: Mapped[str | None] = mapped_column(String(512))
     ls_token: Mapped[str | None] = mapped_column(String(512))
@@ -45,6 +52,7 @@ class Task(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     candidates: Mapped[list[str] | None] = mapped_column(JSON)
     policy_version: Mapped[int | None] = mapped_column(Integer)  # None: candidates came with the task
+    generation: Mapped[str | None] = mapped_column(String(64))  # the Generation its current candidates are
     scores: Mapped[list[float] | None] = mapped_column(JSON)  # reward of each candidate
     reward_version: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
@@ -57,6 +65,7 @@ class Annotation(Base):
     task_id: Mapped[int] = mapped_column(Integer, index=True)
     result: Mapped[Any] = mapped_column(JSON)
     skipped: Mapped[bool] = mapped_column(Boolean, default=False)  # cancelled or empty: no pairs
+    stale: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # refers to unknown candidates
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
 
 
@@ -68,6 +77,21 @@ class PairRow(Base):
     prompt: Mapped[str] = mapped_column(Text)
     chosen: Mapped[str] = mapped_column(Text)
     rejected: Mapped[str] = mapped_column(Text)
+    generation: Mapped[str | None] = mapped_column(String(64))  # the candidates the annotator was shown
+
+
+class Generation(Base):
+    """One set of candidates written into a task: kept after it is replaced, so that an annotation made on
+    it is learned from the texts the annotator saw."""
+
+    __tablename__ = "generations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task_id: Mapped[int] = mapped_column(Integer, index=True)
+    project_id: Mapped[int] = mapped_column(Integer)
+    candidates: Mapped[list[str]] = mapped_column(JSON)
+    policy_version: Mapped[int | None] = mapped_column(Integer)
+    shown_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # Label Studio's clock, when written
+    created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
 def make_engine(url: str) -> Engine:
@@ -93,10 +117,7 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
-        try:
-            Base.metadata.create_all(self.engine)
-        except (OperationalError, ProgrammingError, IntegrityError):
-            Base.metadata.create_all(self.engine)  # another process (gunicorn worker) created them meanwhile
+        upgrade(self.engine)  # Alembic: the schema this code expects, data kept
         # A forked RQ work-horse must not reuse the parent's pooled connections.
         engine = weakref.ref(self.engine)
         os.register_at_fork(after_in_child=lambda: (e := engine()) is not None and e.dispose(close=False))
@@ -111,7 +132,8 @@ class Store:
     def save_project(self, project_id: int, **fields: Any) -> Project:
         """Create or update a project; None values leave a field as it is."""
         with self.session() as s:
-            project = s.get(Project, project_id) or Project(id=project_id, trained_pair_id=0)
+            project = s.get(Project, project_id) or Project(id=project_id, trained_pair_id=0,
+                                                            lineage=default_lineage(project_id))
             for name, value in fields.items():
                 if value is not None:
                     setattr(project, name, value)
@@ -121,6 +143,15 @@ class Store:
     def project(self, project_id: int) -> Project | None:
         with self.session() as s:
             return s.get(Project, project_id)
+
+    def lineage_of(self, project_id: int) -> str:
+        """The lineage a project trains and is served from (its own unless it pools with others)."""
+        with self.session() as s:
+            return s.scalar(select(Project.lineage).where(Project.id == project_id)) or default_lineage(project_id)
+
+    def lineage_projects(self, lineage: str) -> list[int]:
+        with self.session() as s:
+            return list(s.scalars(select(Project.id).where(Project.lineage == lineage).order_by(Project.id)))
 
     # tasks
     def save_tasks(self, project_id: int, tasks: Iterable[tuple[int, dict[str, Any]]]) -> None:
@@ -145,13 +176,25 @@ class Store:
             return set(s.scalars(q))
 
     def set_candidates(self, task_id: int, candidates: list[str], policy_version: int | None,
-                       data: dict[str, Any]) -> None:
-        """A task deleted meanwhile (TASKS_DELETED) stays deleted."""
+                       data: dict[str, Any], generation: str | None = None, shown_at: datetime | None = None) -> None:
+        """The task's new candidates, and the generation they form (kept for annotations made on it later).
+        A task deleted meanwhile (TASKS_DELETED) stays deleted."""
         with self.session() as s:
             task = s.get(Task, task_id)
-            if task is not None:
-                task.candidates, task.policy_version, task.data = candidates, policy_version, data
-                task.scores = task.reward_version = None
+            if task is None:
+                return
+            task.candidates, task.policy_version, task.data = candidates, policy_version, data
+            task.scores = task.reward_version = None
+            task.generation = generation
+            if generation is not None:
+                s.merge(Generation(id=generation, task_id=task_id, project_id=task.project_id, candidates=candidates,
+                                   policy_version=policy_version, shown_at=shown_at))
+
+    def generations(self, task_id: int) -> list[Generation]:
+        """Every generation of a task's candidates we wrote, oldest first by when Label Studio showed them."""
+        with self.session() as s:
+            return list(s.scalars(select(Generation).where(Generation.task_id == task_id)
+                                  .order_by(Generation.shown_at, Generation.created_at)))
 
     def set_scores(self, task_id: int, scores: list[float], reward_version: int) -> None:
         with self.session() as s:
@@ -161,18 +204,19 @@ class Store:
 
     # annotations and pairs
     def save_annotation(self, project_id: int, annotation_id: int, task_id: int, result: Any,
-                        pairs: list[Pair], skipped: bool) -> tuple[int, int]:
+                        pairs: list[Pair], skipped: bool, generation: str | None = None,
+                        stale: bool = False) -> tuple[int, int]:
         """Replace an annotation and its pairs atomically (an update replaces, a repeat is a no-op); returns the
-        project's untrained pairs as `untrained_pairs` does, from the same transaction."""
+        lineage's untrained pairs as `untrained_pairs` does, from the same transaction."""
         with self.engine.begin() as conn:  # Core statements: this is the webhook's hot path
             conn.execute(delete(PairRow).where(PairRow.annotation_id == annotation_id))
             conn.execute(delete(Annotation).where(Annotation.id == annotation_id))
             conn.execute(insert(Annotation).values(id=annotation_id, project_id=project_id, task_id=task_id,
-                                                   result=result, skipped=skipped, updated_at=_now()))
+                                                   result=result, skipped=skipped, stale=stale, updated_at=_now()))
             if pairs:
                 conn.execute(insert(PairRow), [{"annotation_id": annotation_id, "project_id": project_id,
-                                                "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
-                                               for p in pairs])
+                                                "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected,
+                                                "generation": generation} for p in pairs])
             return self._untrained(conn, project_id)
 
     def delete_annotations(self, annotation_ids: Iterable[int]) -> int:
@@ -207,38 +251,45 @@ class Store:
             s.execute(delete(PairRow).where(PairRow.project_id == project_id))
             s.execute(delete(Annotation).where(Annotation.project_id == project_id))
 
-    def pairs(self, project_id: int) -> list[dict[str, Any]]:
+    def pairs(self, lineage: str) -> list[dict[str, Any]]:
+        """Every pair of the lineage's projects, oldest first."""
         with self.session() as s:
-            rows = s.execute(select(PairRow.id, PairRow.prompt, PairRow.chosen, PairRow.rejected)
-                             .where(PairRow.project_id == project_id).order_by(PairRow.id))
+            rows = s.execute(select(PairRow.id, PairRow.prompt, PairRow.chosen, PairRow.rejected, PairRow.project_id)
+                             .join(Project, Project.id == PairRow.project_id)
+                             .where(Project.lineage == lineage).order_by(PairRow.id))
             return [dict(r._mapping) for r in rows]
 
-    def counts(self) -> dict[int, dict[str, int]]:
-        """Per project: annotations that gave pairs, pairs, and pairs not yet fed to a training."""
+    def counts(self) -> dict[int, dict[str, Any]]:
+        """Per project: its lineage, annotations that gave pairs, pairs, pairs not yet fed to a training, and
+        annotations refused because they referred to candidates no longer known."""
         with self.session() as s:
-            anns = dict(s.execute(select(Annotation.project_id, func.count()).where(Annotation.skipped.is_(False))
-                                  .group_by(Annotation.project_id)).all())
+            per_project = select(Annotation.project_id, func.count()).group_by(Annotation.project_id)
+            anns = dict(s.execute(per_project.where(Annotation.skipped.is_(False), Annotation.stale.is_(False))).all())
+            stale = dict(s.execute(per_project.where(Annotation.stale.is_(True))).all())
             pairs = dict(s.execute(select(PairRow.project_id, func.count()).group_by(PairRow.project_id)).all())
-            trained = dict(s.execute(select(Project.id, Project.trained_pair_id)).all())
-            new = {pid: self._untrained(s, pid)[0] for pid in pairs}
-        ids = sorted(set(anns) | set(pairs) | set(trained))
-        return {pid: {"annotations": anns.get(pid, 0), "pairs": pairs.get(pid, 0), "new_pairs": new.get(pid, 0)}
+            new = dict(s.execute(select(PairRow.project_id, func.count()).join(Project, Project.id == PairRow.project_id)
+                                 .where(PairRow.id > Project.trained_pair_id).group_by(PairRow.project_id)).all())
+            lineages = dict(s.execute(select(Project.id, Project.lineage)).all())
+        ids = sorted(set(anns) | set(pairs) | set(lineages) | set(stale))
+        return {pid: {"lineage": lineages.get(pid) or default_lineage(pid), "annotations": anns.get(pid, 0),
+                      "pairs": pairs.get(pid, 0), "new_pairs": new.get(pid, 0), "stale_annotations": stale.get(pid, 0)}
                 for pid in ids}
 
     def untrained_pairs(self, project_id: int) -> tuple[int, int]:
-        """(pairs that arrived since the last training trigger, newest pair id): the retrain trigger,
-        derived from the store so that it survives restarts."""
+        """(pairs of the project's lineage that arrived since its last training trigger, newest pair id): the
+        retrain trigger, derived from the store so that it survives restarts."""
         with self.session() as s:
             return self._untrained(s, project_id)
 
     @staticmethod
     def _untrained(s: Session | Connection, project_id: int) -> tuple[int, int]:
-        trained = select(Project.trained_pair_id).where(Project.id == project_id).scalar_subquery()
-        new, newest = s.execute(select(func.count(), func.max(PairRow.id)).where(
-            PairRow.project_id == project_id, PairRow.id > func.coalesce(trained, 0))).one()
-        newest = newest or s.scalar(select(func.max(PairRow.id)).where(PairRow.project_id == project_id)) or 0
-        return new, newest
+        lineage = select(Project.lineage).where(Project.id == project_id).scalar_subquery()
+        pooled = select(func.count(), func.max(PairRow.id)).join(Project, Project.id == PairRow.project_id) \
+            .where(Project.lineage == lineage)
+        new, newest = s.execute(pooled.where(PairRow.id > Project.trained_pair_id)).one()
+        return new, newest or s.execute(pooled).one()[1] or 0
 
-    def mark_trained(self, project_id: int, upto_pair_id: int) -> None:
-        """Record that pairs up to this id have been handed to a training."""
-        self.save_project(project_id, trained_pair_id=upto_pair_id)
+    def mark_trained(self, lineage: str, upto_pair_id: int) -> None:
+        """Record that the lineage's pairs up to this id have been handed to a training."""
+        with self.session() as s:
+            s.execute(update(Project).where(Project.lineage == lineage).values(trained_pair_id=upto_pair_id))

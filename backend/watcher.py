@@ -1,6 +1,7 @@
-"""Which model versions are being served: refreshed on a Redis notification, with polling as fallback."""
+"""Which model versions each lineage serves: refreshed on a Redis notification, with polling as fallback."""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.exceptions import RedisError
 
-from backend.registry import Registry
+from backend.registry import Registries
 
 log = logging.getLogger(__name__)
 
@@ -22,27 +23,32 @@ class Served:
 
 
 class ModelWatcher:
-    """Caches the registry's current versions; a subscriber thread invalidates on worker notifications."""
+    """Caches each lineage's current versions; a subscriber thread invalidates on worker notifications."""
 
-    def __init__(self, registry: Registry, redis: Redis, channel: str, poll_seconds: float) -> None:
-        self.registry, self.redis, self.channel, self.poll_seconds = registry, redis, channel, poll_seconds
-        self._served: Served | None = None
-        self._read_at = 0.0
+    def __init__(self, registries: Registries, redis: Redis, channel: str, poll_seconds: float) -> None:
+        self.registries, self.redis, self.channel, self.poll_seconds = registries, redis, channel, poll_seconds
+        self._served: dict[str, tuple[float, Served]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def served(self) -> Served:
-        """The versions in use; re-read at most every poll period unless a notification came."""
+    def served(self, lineage: str) -> Served:
+        """The versions a lineage serves; re-read at most every poll period unless a notification came."""
         with self._lock:
-            if self._served is None or time.monotonic() - self._read_at > self.poll_seconds:
-                self._served = Served(self.registry.current("policy"), self.registry.current("reward"),
-                                      self.registry.model_version())
-                self._read_at = time.monotonic()
-            return self._served
+            cached = self._served.get(lineage)
+            if cached is None or time.monotonic() - cached[0] > self.poll_seconds:
+                registry = self.registries.lineage(lineage)
+                cached = (time.monotonic(), Served(registry.current("policy"), registry.current("reward"),
+                                                   registry.model_version()))
+                self._served[lineage] = cached
+            return cached[1]
 
-    def invalidate(self) -> None:
+    def invalidate(self, lineage: str | None = None) -> None:
+        """Forget one lineage's cached versions, or every lineage's."""
         with self._lock:
-            self._served = None
+            if lineage is None:
+                self._served.clear()
+            else:
+                self._served.pop(lineage, None)
 
     def start(self) -> None:
         """Listen for promotions in a daemon thread (idempotent)."""
@@ -57,7 +63,17 @@ class ModelWatcher:
                 pubsub.subscribe(self.channel)
                 for message in pubsub.listen():
                     log.info("model notification: %s", message.get("data"))
-                    self.invalidate()
+                    self.invalidate(_lineage_of(message.get("data")))
             except RedisError as exc:
                 log.warning("model watcher lost Redis (%s); polling every %ss", exc, self.poll_seconds)
                 time.sleep(self.poll_seconds)
+
+
+def _lineage_of(data: object) -> str | None:
+    """The lineage a notification names; None (every lineage) for one that names none, e.g. a new base."""
+    try:
+        message = json.loads(data)
+    except (TypeError, ValueError):
+        return None
+    lineage = message.get("lineage") if isinstance(message, dict) else None
+    return lineage if isinstance(lineage, str) else None

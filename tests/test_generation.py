@@ -39,7 +39,8 @@ def test_ranker_gets_k_candidates_as_list_items(client, settings) -> None:
     run_worker(settings)
     task = Store(settings.sqlalchemy_url).tasks([50])[50]
     assert len(task.candidates) == settings.num_candidates == 3
-    assert [i["id"] for i in task.data["items"]] == ["c0", "c1", "c2"]
+    assert [i["id"] for i in task.data["items"]] == [f"{task.generation}-{i}" for i in range(3)]
+    assert task.data["generation"] == task.generation and task.generation.startswith("p0-")
     assert [i["body"] for i in task.data["items"]] == task.candidates
 
 

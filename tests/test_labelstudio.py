@@ -266,3 +266,11 @@ def test_model_versions_are_relayed_from_the_backend(label_studio, stub, c):  # 
     result = _connect(label_studio, stub, PAIRWISE)
     assert ls.model_versions(c, result.ml_backend_id) == ["v1", "v2"]
     assert stub.wait_for(lambda r: r["path"] == "/versions")
+
+
+def test_address_and_token_come_from_one_source() -> None:
+    """The operator's settings win as a pair; /setup's hostname and token are used only together."""
+    assert ls.access("http://evil:1", "setup-token", "http://ls:8080", "operator") == ("http://ls:8080", "operator")
+    assert ls.access("http://ls:8080", "setup-token", "", "") == ("http://ls:8080", "setup-token")
+    assert ls.access("http://evil:1", None, "", "operator") is None  # never the operator's token to /setup's host
+    assert ls.access(None, None, "http://ls:8080", "") is None

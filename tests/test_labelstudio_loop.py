@@ -15,7 +15,7 @@ from redis import Redis
 from test_training_loop import TINY_TRAIN
 
 from backend import labelstudio as ls
-from backend.registry import Registry
+from backend.registry import Registries
 from backend.store import Store
 from labelstudio_server import LabelStudioServer, free_port, label_studio  # noqa: F401  (session fixture)
 
@@ -72,12 +72,13 @@ def submit(c, task: dict, selected: str) -> None:
 
 def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServer, backend, tmp_path) -> None:  # noqa: F811
     settings, url = backend
-    store, registry = Store(settings.sqlalchemy_url), Registry(settings.model_dir)
+    store = Store(settings.sqlalchemy_url)
     connect = ["connect", "--url", label_studio.url, "--api-key", label_studio.token, "--title", "RLHF e2e",
                "--backend-url", url]
     first = cli(settings, *connect)
     assert "created project" in first and "registered ML backend" in first
     project = int(first.split("project ")[-1].split()[0])
+    registry = Registries(settings.model_dir).lineage(f"project-{project}")
     again = cli(settings, *connect)  # idempotent: a second run changes nothing
     assert all(line.startswith(("already", "project")) for line in again.strip().splitlines()), again
 
@@ -104,7 +105,7 @@ def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServe
 
     run_worker(settings)
     assert registry.current("policy") == 1 and registry.current("reward") == 0
-    backend_id = ls.find_ml_backend(c, project, url)
+    backend_id = ls.find_ml_backend(c, project, ls.project_url(url, project))
     versions = wait_until(lambda: "policy-v1.reward-v0" in ls.model_versions(c, backend_id)
                           and ls.model_versions(c, backend_id), what="new version listed by Label Studio")
     assert "policy-v0" in versions
@@ -158,7 +159,7 @@ def test_prompts_under_the_configs_key_and_deleted_tasks(label_studio: LabelStud
     assert [t["data"]["question"] for t in tasks] == [f"Name a colour, please ({i})." for i in range(4)]
     wait_until(lambda: len(store.project_tasks(project)) == 4, what="TASKS_CREATED webhook")
 
-    [hook] = [w for w in c.webhooks.list(project=str(project)) if w.url == url + "/webhook"]
+    [hook] = [w for w in c.webhooks.list(project=str(project)) if w.url == ls.project_url(url, project) + "webhook"]
     c.webhooks.update(hook.id, is_active=False)
     c.tasks.delete(str(tasks[0]["id"]))  # the backend is not told: the write-back will get a 404
     c.webhooks.update(hook.id, is_active=True)
@@ -171,3 +172,110 @@ def test_prompts_under_the_configs_key_and_deleted_tasks(label_studio: LabelStud
 
     c.tasks.delete(str(remaining[0]["id"]))  # through the webhook this time
     wait_until(lambda: len(store.project_tasks(project)) == 2, what="TASKS_DELETED webhook")
+
+
+def connect_project(settings, label_studio: LabelStudioServer, url: str, title: str, prompts: list[str],  # noqa: F811
+                    tmp_path) -> int:
+    out = cli(settings, "connect", "--url", label_studio.url, "--api-key", label_studio.token, "--title", title,
+              "--backend-url", url)
+    project = int(out.split("project ")[-1].split()[0])
+    source = tmp_path / f"{project}.txt"
+    source.write_text("\n".join(prompts) + "\n")
+    cli(settings, "import", "--project", str(project), str(source), "--url", label_studio.url,
+        "--api-key", label_studio.token)
+    return project
+
+
+def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, backend, tmp_path) -> None:  # noqa: F811
+    """Two projects in one Label Studio, labels interleaved, one training worker: each chain trains on its own
+    pairs against its own reward model, and a project's model_version moves only when its own lineage trains."""
+    settings, url = backend
+    store, registries = Store(settings.sqlalchemy_url), Registries(settings.model_dir)
+    a = connect_project(settings, label_studio, url, "Lineage A", [f"Tell me about fish number {i}." for i in range(8)],
+                        tmp_path)
+    b = connect_project(settings, label_studio, url, "Lineage B", [f"Name bird number {i}." for i in range(5)],
+                        tmp_path)
+    wait_until(lambda: len(store.project_tasks(a)) == 8 and len(store.project_tasks(b)) == 5, what="TASKS_CREATED")
+    run_worker(settings, "--queues", "generate")
+    c = ls.client(label_studio.url, label_studio.token)
+    tasks = {p: ls.list_tasks(c, p) for p in (a, b)}
+
+    def current(project: int) -> str:
+        return requests.get(f"{ls.project_url(url, project)}versions", auth=AUTH, timeout=5).json()["current"]
+
+    for task_a, task_b in zip(tasks[a][:4], tasks[b][:3] + [None]):  # A, B, A, B, A, B, A
+        submit(c, task_a, "left")
+        if task_b is not None:
+            submit(c, task_b, "right")
+    wait_until(lambda: store.counts()[a]["pairs"] == 4 and store.counts()[b]["pairs"] == 3, what="webhooks")
+    drafted = tasks[a][7]["id"]  # an annotator is half-way through this one: it must not be regenerated
+    r = requests.post(f"{label_studio.url}/api/tasks/{drafted}/drafts", json={"result": [], "lead_time": 5},
+                      headers={"Authorization": f"Token {label_studio.token}"}, timeout=10)
+    assert r.status_code in (200, 201), r.text
+    run_worker(settings)  # one worker, both queues: only A's chain is due
+    assert store.tasks([drafted])[drafted].policy_version == 0
+    assert {t.policy_version for t in store.project_tasks(a) if t.id in {t["id"] for t in tasks[a][4:7]}} == {1}
+    assert current(a) == "policy-v1.reward-v0" and current(b) == "policy-v0"  # B did not move
+    b_backend = ls.find_ml_backend(c, b, ls.project_url(url, b))
+    assert "policy-v1.reward-v0" not in ls.model_versions(c, b_backend)  # Label Studio lists B's versions only
+
+    submit(c, tasks[b][3], "left")  # B crosses the threshold, and A gets a second round, interleaved
+    for task in tasks[a][4:8]:
+        submit(c, task, "right")
+    wait_until(lambda: store.counts()[a]["pairs"] == 8 and store.counts()[b]["pairs"] == 4, what="webhooks")
+    run_worker(settings)
+    la, lb = registries.lineage(f"project-{a}"), registries.lineage(f"project-{b}")
+    assert current(a) == "policy-v2.reward-v1" and current(b) == "policy-v1.reward-v0"
+    assert la.meta("policy", 2)["parents"] == {"policy": 1, "reward": 1, "reference": 0}
+    assert lb.meta("policy", 1)["parents"] == {"policy": 0, "reward": 0, "reference": 0}
+    assert la.meta("reward", 1)["data"]["projects"] == [a] and lb.meta("reward", 0)["data"]["projects"] == [b]
+    assert la.meta("reward", 1)["data"]["pairs"] + la.meta("reward", 1)["data"]["held_out_pairs"] == 8
+    for project, policy in ((a, 2), (b, 1)):  # each project's unlabeled tasks show its own lineage's answers
+        labeled = store.labeled_task_ids(project)
+        versions = {t.policy_version for t in store.project_tasks(project) if t.id not in labeled}
+        assert versions <= {policy}, (project, versions)
+
+
+class Trap:
+    """Another host: records every request that reaches it (and the token it carried)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+
+        self.requests: list[tuple[str, str, str | None]] = []
+        trap = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                trap.requests.append((self.command, self.path, self.headers.get("Authorization")))
+                self.send_response(404)
+                self.end_headers()
+
+            do_GET = do_POST = do_PATCH = do_PUT = _any
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_label_studio_address_and_token_come_from_one_source(label_studio: LabelStudioServer, backend,  # noqa: F811
+                                                             tmp_path) -> None:
+    """With LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY set, a /setup naming another host changes nothing: the
+    operator's token never leaves for it, and the candidates still reach the real Label Studio."""
+    settings, url = backend
+    store, trap = Store(settings.sqlalchemy_url), Trap()
+    project = connect_project(settings, label_studio, url, "One source", ["What is rain?"], tmp_path)
+    wait_until(lambda: len(store.project_tasks(project)) == 1, what="TASKS_CREATED webhook")
+    hostile = {"project": f"{project}.1", "schema": store.project(project).label_config, "hostname": trap.url,
+               "access_token": "not-the-operators"}
+    assert requests.post(f"{url}/setup", json=hostile, auth=AUTH, timeout=5).status_code == 200
+    operator = settings.model_copy(update={"label_studio_url": label_studio.url,
+                                           "label_studio_api_key": label_studio.token})
+    run_worker(operator, "--queues", "generate")
+    assert trap.requests == []
+    c = ls.client(label_studio.url, label_studio.token)
+    assert all(t["data"]["answer1"] for t in ls.list_tasks(c, project))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import time
 
 import pytest
 from conftest import ROOT, make_settings, payload
@@ -34,13 +35,13 @@ def test_webhooks_store_pairs_update_replaces_delete_removes(client, settings) -
     assert client.post("/webhook", json=created).json["pairs"] == 1
     assert client.post("/webhook", json=created).json["pairs"] == 1  # a repeat is idempotent
     store = Store(settings.sqlalchemy_url)
-    assert [(p["chosen"], p["rejected"]) for p in store.pairs(1)] == [("good answer 0", "bad answer 0")]
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1")] == [("good answer 0", "bad answer 0")]
     client.post("/webhook", json=payload("webhook-annotation-updated.pairwise.json"))
-    assert [(p["chosen"], p["rejected"]) for p in store.pairs(1)] == [("bad answer 0", "good answer 0")]
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1")] == [("bad answer 0", "good answer 0")]
     status = client.get("/status").json
     assert status["projects"]["1"]["annotations"] == 1 and status["projects"]["1"]["pairs"] == 1
     assert client.post("/webhook", json=payload("webhook-annotations-deleted.pairwise.json")).json["deleted"] == 1
-    assert store.pairs(1) == []
+    assert store.pairs("project-1") == []
 
 
 def test_deleted_tasks_and_projects_leave_the_store_and_the_counts(client, settings) -> None:
@@ -59,7 +60,7 @@ def test_deleted_tasks_and_projects_leave_the_store_and_the_counts(client, setti
     counts = client.get("/status").json["projects"]["1"]
     assert (counts["annotations"], counts["pairs"]) == (1, 1)
     store = Store(settings.sqlalchemy_url)
-    assert 77 not in store.tasks([77]) and [p["chosen"] for p in store.pairs(1)] == ["good answer 0"]
+    assert 77 not in store.tasks([77]) and [p["chosen"] for p in store.pairs("project-1")] == ["good answer 0"]
     assert client.post("/webhook", json={"action": "TASKS_DELETED", "tasks": ["x"], "project": project}).status_code == 400
     assert client.post("/webhook", json={"action": "PROJECT_DELETED", "project": {"id": 1}}).json["deleted_annotations"] == 1
     assert "1" not in client.get("/status").json["projects"] and store.project(1) is None
@@ -149,7 +150,7 @@ def test_result_not_matching_config_is_422_and_not_stored(client, settings) -> N
     body["annotation"]["result"][0]["value"] = {"selected": 42}
     response = client.post("/webhook", json=body)
     assert response.status_code == 422 and "selected" in response.json["error"]
-    assert Store(settings.sqlalchemy_url).pairs(1) == []
+    assert Store(settings.sqlalchemy_url).pairs("project-1") == []
 
 
 def test_unknown_action_is_acknowledged_and_ignored(client) -> None:
@@ -173,9 +174,21 @@ def test_basic_auth_guards_all_but_health(tmp_path, tiny_model, redis) -> None:
     assert client.post("/setup", json=payload("setup.pairwise.json"), headers=good).status_code == 200
 
 
-def test_versions_lists_current(client) -> None:
-    answer = client.get("/versions").json
-    assert answer["current"] in answer["versions"]
+def test_versions_are_listed_per_project(client, settings) -> None:
+    """Label Studio's GET /versions names no project; under /projects/<id>/ (the URL `connect` registers) it
+    lists that project's lineage only."""
+    setup_project(client)
+    setup_project(client, project="2.1")
+    (settings.model_dir / "policy" / "v0").mkdir(parents=True)
+    (settings.model_dir / "lineages" / "project-2" / "reward" / "v3").mkdir(parents=True)
+    one, two = client.get("/projects/1/versions").json, client.get("/projects/2/versions").json
+    assert one == {"versions": ["policy-v0"], "current": "policy-v0"}
+    assert two["current"] == "policy-v0.reward-v3" and "policy-v0.reward-v3" in two["versions"]
+    assert client.get("/versions?project=2").json == two
+    assert set(client.get("/versions").json["versions"]) == set(one["versions"]) | set(two["versions"])
+    time.sleep(settings.model_poll_seconds + 0.1)  # the served versions are re-read after a poll period
+    assert client.post("/projects/2/setup", json=payload("setup.pairwise.json") | {
+        "project": None, "hostname": "", "access_token": ""}).json["model_version"] == "policy-v0.reward-v3"
 
 
 def test_ranker_config_ships_beside_pairwise() -> None:
@@ -187,8 +200,8 @@ def test_ranker_prediction_orders_items_by_reward(client, settings) -> None:
     import time
 
     setup_project(client, (ROOT / "label_config_ranker.xml").read_text(), project="2.1")
-    for kind in ("policy", "reward"):  # promoted versions, as the registry sees them
-        (settings.model_dir / kind / "v0").mkdir(parents=True)
+    (settings.model_dir / "policy" / "v0").mkdir(parents=True)  # the base policy and the project's own
+    (settings.model_dir / "lineages" / "project-2" / "reward" / "v0").mkdir(parents=True)  # reward model, promoted
     data = {"prompt": "p", "items": [{"id": i, "title": i, "body": f"answer {i}"} for i in ("x", "y", "z")]}
     store = Store(settings.sqlalchemy_url)
     store.save_tasks(2, [(60, data)])

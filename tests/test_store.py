@@ -1,16 +1,23 @@
 """The store on real SQLite (WAL) and real PostgreSQL: idempotent annotations, pairs, the retrain counter."""
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from conftest import TEST_POSTGRES_URL
-from sqlalchemy import create_engine, text
+from sqlalchemy import (
+    JSON, Boolean, Column, DateTime, ForeignKey, Integer, MetaData, String, Table, Text, create_engine, text,
+)
+
+from backend import migrate
 
 from backend.preferences import Pair
 from backend.settings import Settings
-from backend.store import Base, Store
+from backend.store import Store
 
 
 def postgres_url() -> str:
+    """An empty PostgreSQL database for one test (skipped with a message where none answers)."""
     url = Settings(database_url=TEST_POSTGRES_URL).sqlalchemy_url
     try:
         with create_engine(url).connect() as conn:
@@ -18,7 +25,17 @@ def postgres_url() -> str:
     except Exception as exc:  # noqa: BLE001
         pytest.skip(f"PostgreSQL is not reachable at {TEST_POSTGRES_URL} ({type(exc).__name__}): "
                     "set TEST_POSTGRES_URL to run the store tests on PostgreSQL")
+    empty_postgres(url)
     return url
+
+
+def empty_postgres(url: str) -> None:
+    """Drop every table, Alembic's version table included."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -27,11 +44,10 @@ def store(request, tmp_path) -> Store:
         yield Store(Settings(data_dir=tmp_path).sqlalchemy_url)
         return
     url = postgres_url()
-    engine = create_engine(url)
-    Base.metadata.drop_all(engine)
-    engine.dispose()
-    yield Store(url)
-    Base.metadata.drop_all(Store(url).engine)
+    store = Store(url)
+    yield store
+    store.engine.dispose()
+    empty_postgres(url)
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
@@ -41,20 +57,23 @@ def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
 
 
 def test_update_replaces_and_delete_removes(store: Store) -> None:
+    store.save_project(1)
     store.save_annotation(1, 10, 100, [], [Pair("p", "a", "b"), Pair("p", "a", "c")], skipped=False)
     store.save_annotation(1, 10, 100, [], [Pair("p", "c", "a")], skipped=False)
-    assert [(p["chosen"], p["rejected"]) for p in store.pairs(1)] == [("c", "a")]
-    assert store.counts()[1] == {"annotations": 1, "pairs": 1, "new_pairs": 1}
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1")] == [("c", "a")]
+    assert store.counts()[1] == {"lineage": "project-1", "annotations": 1, "pairs": 1, "new_pairs": 1,
+                                 "stale_annotations": 0}
     assert store.delete_annotations([10]) == 1
-    assert store.pairs(1) == [] and store.counts().get(1, {}).get("annotations", 0) == 0
+    assert store.pairs("project-1") == [] and store.counts().get(1, {}).get("annotations", 0) == 0
 
 
 def test_retrain_counter_is_derived_from_the_store(store: Store) -> None:
+    store.save_project(2)
     for i in range(3):
         store.save_annotation(2, 20 + i, 200 + i, [], [Pair(f"p{i}", "a", "b")], skipped=False)
     new, newest = store.untrained_pairs(2)
     assert new == 3
-    store.mark_trained(2, newest)
+    store.mark_trained("project-2", newest)
     assert store.untrained_pairs(2)[0] == 0
     store.save_annotation(2, 30, 300, [], [Pair("q", "a", "b")], skipped=False)
     reopened = Store(store.engine.url.render_as_string(hide_password=False))  # as after a restart
@@ -77,11 +96,74 @@ def test_webhooks_persist_on_postgresql(tmp_path, tiny_model, redis) -> None:
     from backend.app import create_app
 
     postgres_url()
-    Base.metadata.drop_all(create_engine(Settings(database_url=TEST_POSTGRES_URL).sqlalchemy_url))
     settings = make_settings(tmp_path, tiny_model, database_url=TEST_POSTGRES_URL)
     client = create_app(settings).test_client()
     setup = payload("setup.pairwise.json") | {"hostname": "", "access_token": ""}
     assert client.post("/setup", json=setup).status_code == 200
     assert client.post("/webhook", json=payload("webhook-annotation-created.pairwise.json")).json["pairs"] == 1
     assert Store(settings.sqlalchemy_url).counts()[1]["pairs"] == 1
-    Base.metadata.drop_all(Store(settings.sqlalchemy_url).engine)
+
+
+# The tables the first release created with create_all (backend/store.py before migrations), kept verbatim here
+# so that the upgrade is tested from what users' stores really hold.
+PREVIOUS = MetaData()
+Table("projects", PREVIOUS, Column("id", Integer, primary_key=True, autoincrement=False), Column("label_config", Text),
+      Column("ls_url", String(512)), Column("ls_token", String(512)), Column("algorithm", String(16)),
+      Column("trained_pair_id", Integer, nullable=False), Column("updated_at", DateTime, nullable=False))
+Table("tasks", PREVIOUS, Column("id", Integer, primary_key=True, autoincrement=False),
+      Column("project_id", Integer, nullable=False, index=True), Column("data", JSON, nullable=False),
+      Column("candidates", JSON), Column("policy_version", Integer), Column("scores", JSON),
+      Column("reward_version", Integer), Column("updated_at", DateTime, nullable=False))
+Table("annotations", PREVIOUS, Column("id", Integer, primary_key=True, autoincrement=False),
+      Column("project_id", Integer, nullable=False, index=True), Column("task_id", Integer, nullable=False, index=True),
+      Column("result", JSON, nullable=False), Column("skipped", Boolean, nullable=False),
+      Column("updated_at", DateTime, nullable=False))
+Table("pairs", PREVIOUS, Column("id", Integer, primary_key=True, autoincrement=True),
+      Column("annotation_id", Integer, ForeignKey("annotations.id", ondelete="CASCADE"), nullable=False, index=True),
+      Column("project_id", Integer, nullable=False, index=True), Column("prompt", Text, nullable=False),
+      Column("chosen", Text, nullable=False), Column("rejected", Text, nullable=False))
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_store_from_the_previous_release_is_upgraded_and_keeps_its_data(database: str, tmp_path) -> None:
+    url = Settings(data_dir=tmp_path).sqlalchemy_url if database == "sqlite" else postgres_url()
+    engine = create_engine(url)
+    PREVIOUS.create_all(engine)
+    now = datetime(2026, 11, 1)
+    with engine.begin() as conn:
+        conn.execute(PREVIOUS.tables["projects"].insert(), [{"id": 1, "label_config": "<View/>", "trained_pair_id": 0,
+                                                              "updated_at": now}])
+        conn.execute(PREVIOUS.tables["tasks"].insert(), [{"id": 5, "project_id": 1, "data": {"prompt": "p"},
+                                                           "candidates": ["a", "b"], "updated_at": now}])
+        conn.execute(PREVIOUS.tables["annotations"].insert(), [{"id": 9, "project_id": 1, "task_id": 5, "result": [],
+                                                                 "skipped": False, "updated_at": now}])
+        conn.execute(PREVIOUS.tables["pairs"].insert(), [{"annotation_id": 9, "project_id": 1, "prompt": "p",
+                                                           "chosen": "a", "rejected": "b"}])
+    engine.dispose()
+    store = Store(url)
+    assert migrate.current(store.engine) == migrate.head() != migrate.BASE_REVISION
+    assert store.lineage_of(1) == "legacy"  # projects that shared the one registry keep sharing it
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs("legacy")] == [("a", "b")]
+    assert store.counts()[1] | {} == {"lineage": "legacy", "annotations": 1, "pairs": 1, "new_pairs": 1,
+                                      "stale_annotations": 0}
+    assert store.tasks([5])[5].candidates == ["a", "b"]
+    store.save_project(2)  # new projects get their own lineage, and the new columns work
+    store.save_annotation(2, 10, 6, [], [Pair("q", "x", "y")], skipped=False, generation="p0-abc")
+    assert store.lineage_of(2) == "project-2" and len(store.pairs("project-2")) == 1
+    Store(url)  # opening it again is a no-op
+    store.engine.dispose()
+    if database == "postgresql":
+        empty_postgres(url)
+
+
+def test_pooled_projects_share_pairs_and_one_retrain_counter(store: Store) -> None:
+    store.save_project(1, lineage="support")
+    store.save_project(2, lineage="support")
+    store.save_project(3)
+    store.save_annotation(1, 1, 10, [], [Pair("p", "a", "b")], skipped=False)
+    store.save_annotation(3, 3, 30, [], [Pair("r", "a", "b")], skipped=False)
+    assert store.save_annotation(2, 2, 20, [], [Pair("q", "a", "b")], skipped=False)[0] == 2
+    assert {p["prompt"] for p in store.pairs("support")} == {"p", "q"}
+    assert store.lineage_projects("support") == [1, 2]
+    store.mark_trained("support", store.untrained_pairs(1)[1])
+    assert store.untrained_pairs(2)[0] == 0 and store.untrained_pairs(3)[0] == 1

@@ -15,7 +15,7 @@ from conftest import ROOT, make_settings, payload, run_worker, settings_env
 from test_generation import tasks_created
 
 from backend.app import create_app
-from backend.registry import Registry
+from backend.registry import Registries
 from backend.store import Store
 
 SMALL = {"max_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-3}
@@ -34,7 +34,7 @@ PROMPTS = [f"Tell me fact number {i} about the sea." for i in range(10)]
 def loop(tmp_path, tiny_model, redis):
     settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4)
     client = create_app(settings).test_client()
-    return settings, client, Store(settings.sqlalchemy_url), Registry(settings.model_dir)
+    return settings, client, Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
 
 
 def annotate(client, store: Store, task_id: int, annotation_id: int, selected: str = "left") -> dict:
@@ -86,14 +86,15 @@ def test_ppo_loop_end_to_end(loop) -> None:
     assert registry.versions("reward") == [0] and registry.versions("policy") == [0, 1]
     assert served_version(client, "policy-v1.reward-v0") == "policy-v1.reward-v0"
     status = client.get("/status").json
-    reward_meta, policy_meta = status["models"]["reward"][0], status["models"]["policy"][1]
+    models = status["lineages"]["project-1"]["models"]
+    reward_meta, policy_meta = models["reward"][0], models["policy"][1]
     assert 0.0 <= reward_meta["metrics"]["eval_accuracy"] <= 1.0 and reward_meta["data"]["held_out_pairs"] >= 1
     assert policy_meta["recipe"] == "ppo" and policy_meta["parents"] == {"policy": 0, "reward": 0, "reference": 0}
     for key in ("reward_before", "reward_after", "kl", "win_rate"):
         assert isinstance(policy_meta["metrics"][key], float)
     kinds = sorted((j["kind"], j["status"]) for j in status["jobs"])
     assert ("ppo", "finished") in kinds and ("reward", "finished") in kinds
-    assert "policy-v1.reward-v0" in client.get("/versions").json["versions"]
+    assert "policy-v1.reward-v0" in client.get("/projects/1/versions").json["versions"]
 
     labeled = store.labeled_task_ids(1)
     for task in store.project_tasks(1):  # unlabeled tasks got the new policy's answers, labeled ones kept theirs
@@ -121,7 +122,7 @@ def test_dpo_chosen_per_project(loop) -> None:
 def test_failing_policy_job_keeps_the_old_policy_serving(tmp_path, tiny_model, redis) -> None:
     broken = {**TINY_TRAIN, "ppo": {**TINY_TRAIN["ppo"], "per_device_train_batch_size": 64}}  # more than the prompts
     settings = make_settings(tmp_path, tiny_model, train_args=broken, retrain_every=4)
-    client, store, registry = create_app(settings).test_client(), Store(settings.sqlalchemy_url), Registry(settings.model_dir)
+    client, store, registry = create_app(settings).test_client(), Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
     project_with_candidates(settings, client, store)
     for task_id in range(1, 5):
         annotate(client, store, task_id, 300 + task_id)
@@ -129,7 +130,7 @@ def test_failing_policy_job_keeps_the_old_policy_serving(tmp_path, tiny_model, r
     assert registry.versions("policy") == [0] and registry.current("policy") == 0
     failed = [j for j in client.get("/status").json["jobs"] if j["status"] == "failed"]
     assert [j["kind"] for j in failed] == ["ppo"] and "prompts" in failed[0]["error"]
-    assert not list((settings.model_dir / "policy").glob(".tmp-*"))  # staging was cleaned up
+    assert not list(settings.model_dir.rglob(".tmp-*"))  # staging was cleaned up
     # the next trigger is not blocked by the failed chain
     assert "training" in client.post("/webhook", json=payload("webhook-start-training.pairwise.json")).json
 
@@ -150,7 +151,7 @@ def children(pid: int) -> list[int]:
 def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> None:
     slow = {**TINY_TRAIN, "reward": {**TINY_TRAIN["reward"], "max_steps": 100000}}
     settings = make_settings(tmp_path, tiny_model, train_args=slow, retrain_every=4)
-    client, store, registry = create_app(settings).test_client(), Store(settings.sqlalchemy_url), Registry(settings.model_dir)
+    client, store, registry = create_app(settings).test_client(), Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
     project_with_candidates(settings, client, store)
     for task_id in range(1, 5):
         annotate(client, store, task_id, 400 + task_id)
@@ -173,7 +174,7 @@ def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> No
     assert registry.versions("reward") == [] and registry.current("reward") is None
     assert served_version(client, "policy-v0") == "policy-v0"
     registry.discard_stale_staging(older_than_s=0)
-    assert not list((settings.model_dir / "reward").glob(".tmp-*"))
+    assert not list(settings.model_dir.rglob(".tmp-*"))
 
 
 def test_rollback_and_report_cli(loop, tmp_path) -> None:
@@ -184,7 +185,8 @@ def test_rollback_and_report_cli(loop, tmp_path) -> None:
     run_worker(settings)
     env = settings_env(settings)
     cli = [sys.executable, "-m", "backend"]
-    out = subprocess.run([*cli, "rollback", "policy", "v0"], env=env, cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([*cli, "rollback", "--project", "1", "policy", "v0"], env=env, cwd=ROOT, capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stderr
     assert served_version(client, "policy-v0.reward-v0") == "policy-v0.reward-v0"
     png = tmp_path / "report.png"
@@ -192,7 +194,7 @@ def test_rollback_and_report_cli(loop, tmp_path) -> None:
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "eval_accuracy" in out.stdout
-    status = subprocess.run([*cli, "status"], env=env, cwd=ROOT, capture_output=True, text=True)
+    status = subprocess.run([*cli, "status", "--project", "1"], env=env, cwd=ROOT, capture_output=True, text=True)
     assert "policy v1" in status.stdout and "reward v0 (current)" in status.stdout
 
 
@@ -200,16 +202,16 @@ def test_sft_from_a_file_makes_a_new_policy_version(tmp_path, tiny_model, redis)
     settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN)
     rows = tmp_path / "sft.jsonl"
     rows.write_text("\n".join(json.dumps({"prompt": p, "response": "The sea is salty."}) for p in PROMPTS))
-    out = subprocess.run([sys.executable, "-m", "backend", "train", "sft", "--data", str(rows)],
+    out = subprocess.run([sys.executable, "-m", "backend", "train", "sft", "--data", str(rows), "--lineage", "project-1"],
                          env=settings_env(settings), cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and "queued SFT job" in out.stdout, out.stderr
     worker = run_worker(settings)
-    registry = Registry(settings.model_dir)
+    registry = Registries(settings.model_dir).lineage("project-1")
     assert registry.current("policy") == 1, worker.stderr[-3000:]
     assert registry.meta("policy", 1)["recipe"] == "sft"
     assert registry.meta("policy", 1)["data"]["rows"] == len(PROMPTS)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": 1}\n')
-    out = subprocess.run([sys.executable, "-m", "backend", "train", "sft", "--data", str(bad)],
+    out = subprocess.run([sys.executable, "-m", "backend", "train", "sft", "--data", str(bad), "--lineage", "project-1"],
                          env=settings_env(settings), cwd=ROOT, capture_output=True, text=True)
     assert out.returncode != 0 and "prompt" in out.stderr

@@ -13,7 +13,7 @@ from test_protocol import setup_project
 
 from backend.app import create_app
 from backend.queue import JobQueue
-from backend.registry import Registry
+from backend.registry import Registries
 from backend.store import Store
 from workers.worker import process_tree_cpu, thread_budget
 
@@ -31,7 +31,7 @@ def test_first_generation_on_a_fresh_model_dir_with_the_embedded_model(tmp_path,
     run_worker(settings, timeout=300)
     task = Store(settings.sqlalchemy_url).tasks([1])[1]
     assert task.policy_version == 0 and len(task.candidates) == 2 and all(task.candidates)
-    meta = Registry(settings.model_dir).meta("policy", 0)
+    meta = Registries(settings.model_dir).base.meta("policy", 0)
     assert meta["source"].startswith("embedded:")
     assert [(j["kind"], j["status"]) for j in client.get("/status").json["jobs"]] == [("generate", "finished")]
 

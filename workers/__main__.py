@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> None:
 
     configure_logging()
     ctx = context()
-    ctx.registry.discard_stale_staging()
-    ctx.policy_dir()  # policy v0 exists before the first job; converted in a child process, never here
+    for registry in ctx.registries.all():
+        registry.discard_stale_staging()
+    ctx.base_policy()  # policy v0 exists before the first job; converted in a child process, never here
     queues = {"generate": ctx.queue.generate, "train": ctx.queue.train}
     names = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = set(names) - set(queues)

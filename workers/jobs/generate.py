@@ -1,12 +1,14 @@
-"""RQ job: give every task of a project K candidate answers from the current policy, write them back to
-Label Studio, and score them with the current reward model (for predictions)."""
+"""RQ job: give every task of a project K candidate answers from its lineage's current policy, write them
+back to Label Studio, and score them with the lineage's current reward model (for predictions)."""
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from backend import labelstudio
 from backend.preferences import Layout, parse_layout
+from backend.registry import Registry
 from backend.store import Project, Task
 from workers.context import JobContext, context
 from workers.generation import SamplingConfig, candidates
@@ -22,53 +24,66 @@ def refresh_candidates(project_id: int, task_ids: list[int] | None = None) -> di
     if project is None or not project.label_config:
         raise ValueError(f"project {project_id} is not set up (no label config)")
     layout = parse_layout(project.label_config)
+    registry = ctx.registry(ctx.store.lineage_of(project_id))
     tasks = list(ctx.store.tasks(task_ids).values()) if task_ids else ctx.store.project_tasks(project_id)
-    ctx.policy_dir()  # makes sure policy v0 exists
-    policy_version = ctx.registry.current("policy")
-    todo = _needing_candidates(ctx, project_id, layout, tasks, policy_version)
-    generated = _generate(ctx, project, layout, todo, policy_version) if todo else 0
-    scored = _score(ctx, layout, project_id, [t.id for t in tasks])
+    policy_version = registry.current("policy")
+    client = _label_studio(ctx, project)
+    todo = _needing_candidates(ctx, client, project_id, layout, tasks, policy_version)
+    generated = _generate(ctx, client, registry, project, layout, todo, policy_version) if todo else 0
+    scored = _score(ctx, registry, layout, project_id, [t.id for t in tasks])
     return {"project": project_id, "generated": generated, "scored": scored, "policy_version": policy_version}
 
 
-def _needing_candidates(ctx: JobContext, project_id: int, layout: Layout, tasks: list[Task],
+def _needing_candidates(ctx: JobContext, client: Any, project_id: int, layout: Layout, tasks: list[Task],
                         policy_version: int | None) -> list[Task]:
+    """Tasks without candidates, and unlabeled tasks showing an older policy's (REGENERATE_STALE) unless an
+    annotator has a draft of them: replacing what someone is comparing would invalidate their work."""
+    missing = [t for t in tasks if layout.candidates_from_data(t.data) is None]
+    if not ctx.settings.regenerate_stale:
+        return missing
     labeled = ctx.store.labeled_task_ids(project_id)
-    stale = ctx.settings.regenerate_stale
-    return [t for t in tasks if layout.candidates_from_data(t.data) is None
-            or (stale and t.id not in labeled and t.policy_version is not None and t.policy_version != policy_version)]
+    stale = [t for t in tasks if t not in missing and t.id not in labeled
+             and t.policy_version is not None and t.policy_version != policy_version]
+    if stale and client is not None:
+        busy = labelstudio.tasks_with_drafts(client, project_id)
+        if busy & {t.id for t in stale}:
+            log.info("project %s: not regenerating tasks with drafts %s", project_id, sorted(busy))
+        stale = [t for t in stale if t.id not in busy]
+    return missing + stale
 
 
-def _generate(ctx: JobContext, project: Project, layout: Layout, tasks: list[Task], policy_version: int | None) -> int:
+def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project, layout: Layout, tasks: list[Task],
+              policy_version: int | None) -> int:
     s = ctx.settings
     cfg = SamplingConfig(k=layout.num_candidates(s.num_candidates), temperature=s.temperature, top_p=s.top_p,
                          max_new_tokens=s.max_new_tokens, batch_size=s.generation_batch_size)
-    model, tokenizer = load_policy(ctx.policy_dir(policy_version), inference_dtype(s.generation_dtype))
-    client = _label_studio(ctx, project)
+    model, tokenizer = load_policy(registry.path("policy", policy_version), inference_dtype(s.generation_dtype))
     done = 0
     chunk = max(cfg.batch_size // cfg.k, 1)
     for start in range(0, len(tasks), chunk):  # write back chunk by chunk: annotators see tasks fill in
         part = tasks[start:start + chunk]
         answers = candidates(model, tokenizer, [layout.prompt_of(t.data) for t in part], cfg)
         for task, texts in zip(part, answers):
-            data = {**task.data, **layout.candidates_to_data(texts)}
+            generation = f"p{policy_version}-{secrets.token_hex(4)}"
+            data = {**task.data, **layout.candidates_to_data(texts, generation)}
+            shown_at = None
             if client is not None:
                 try:
-                    labelstudio.update_task_data(client, task.id, data)
+                    shown_at = labelstudio.update_task_data(client, task.id, data)
                 except labelstudio.TaskGone:  # deleted while we generated: forget it, carry on with the rest
                     log.warning("project %s: task %s was deleted in Label Studio; dropped", project.id, task.id)
                     ctx.store.delete_tasks([task.id])
                     continue
-            ctx.store.set_candidates(task.id, texts, policy_version, data)
+            ctx.store.set_candidates(task.id, texts, policy_version, data, generation, shown_at)
         done += len(part)
         ctx.progress(stage="generate", step=done, total=len(tasks))
     log.info("project %s: generated candidates for %d tasks with policy v%s", project.id, done, policy_version)
     return done
 
 
-def _score(ctx: JobContext, layout: Layout, project_id: int, task_ids: list[int]) -> int:
+def _score(ctx: JobContext, registry: Registry, layout: Layout, project_id: int, task_ids: list[int]) -> int:
     """Reward of each candidate, stored for /predict; tasks already scored by this reward version are skipped."""
-    reward_version = ctx.registry.current("reward")
+    reward_version = registry.current("reward")
     if reward_version is None:
         return 0
     rows = [t for t in ctx.store.tasks(task_ids).values() if t.reward_version != reward_version]
@@ -77,7 +92,7 @@ def _score(ctx: JobContext, layout: Layout, project_id: int, task_ids: list[int]
     if not rows:
         return 0
     dtype = inference_dtype(ctx.settings.generation_dtype)
-    model, tokenizer = load_reward(ctx.registry.path("reward", reward_version), dtype)
+    model, tokenizer = load_reward(registry.path("reward", reward_version), dtype)
     prompts = [layout.prompt_of(t.data) for t, c in rows for _ in c]
     answers = [a for _, c in rows for a in c]
     scores = iter(score(model, tokenizer, prompts, answers))
@@ -90,10 +105,10 @@ def _score(ctx: JobContext, layout: Layout, project_id: int, task_ids: list[int]
 
 
 def _label_studio(ctx: JobContext, project: Project) -> Any:
-    """A client for the project's Label Studio (from /setup, else LABEL_STUDIO_URL/API_KEY), or None."""
-    url = project.ls_url or ctx.settings.label_studio_url
-    token = ctx.settings.label_studio_api_key or project.ls_token
-    if not url or not token:
+    """A client for the project's Label Studio, from one source (see labelstudio.access), or None."""
+    found = labelstudio.access(project.ls_url, project.ls_token, ctx.settings.label_studio_url,
+                               ctx.settings.label_studio_api_key)
+    if found is None:
         log.warning("project %s: no Label Studio URL/token; candidates stay in the store only", project.id)
         return None
-    return labelstudio.client(url, token)
+    return labelstudio.client(*found)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from backend.preferences import parse_layout
-from backend.registry import Kind
+from backend.registry import Kind, Registry
 from workers.context import JobContext, context
 from workers.evaluate import policy_metrics
 from workers.loading import load_policy, load_reward, use_bf16
@@ -39,73 +39,103 @@ def split(items: list[Any], prompt_of: Callable[[Any], str], seed: int) -> tuple
     return train, held
 
 
-def train_reward(project_id: int) -> dict[str, Any]:
-    """Bradley-Terry reward model on all the project's pairs, initialised from the current policy."""
+def train_reward(lineage: str) -> dict[str, Any]:
+    """Bradley-Terry reward model on all the lineage's pairs, initialised from its current policy."""
     ctx = context()
-    pairs = ctx.store.pairs(project_id)
+    registry = ctx.registry(lineage)
+    pairs = ctx.store.pairs(lineage)
     train, held = split(pairs, lambda p: p["prompt"], ctx.settings.seed)
-    inputs = _inputs(ctx, "reward", pairs=train, eval_pairs=held)
-    parents = {"policy": ctx.registry.current("policy")}
-    data = {"pairs": len(train), "held_out_pairs": len(held), "project": project_id}
-    result = _run(ctx, "reward", "reward", inputs, parents, data, verify=load_reward)
-    ctx.queue.enqueue_generation(project_id, reason=f"score with reward v{result['version']}")
+    policy = registry.current("policy")
+    inputs = _inputs(ctx, registry, "reward", pairs=train, eval_pairs=held)
+    data = {"pairs": len(train), "held_out_pairs": len(held), "lineage": lineage,
+            "projects": ctx.store.lineage_projects(lineage)}
+    result = _run(ctx, registry, lineage, "reward", "reward", inputs, {"policy": policy}, data, verify=load_reward)
+    _regenerate(ctx, lineage, f"score with reward v{result['version']}")
     return result
 
 
-def train_policy(project_id: int, algorithm: str) -> dict[str, Any]:
-    """A new policy with `algorithm` against the current reward model, evaluated on held-out prompts."""
+def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
+    """A new policy with `algorithm` against the reward model its own chain trained, evaluated on held-out
+    prompts of the lineage's projects."""
     ctx = context()
     if algorithm not in RECIPES or algorithm in ("reward", "sft"):
         raise ValueError(f"unknown policy algorithm {algorithm!r}")
-    all_pairs = ctx.store.pairs(project_id)
-    prompts = sorted(_task_prompts(ctx, project_id) | {p["prompt"] for p in all_pairs})
+    registry = ctx.registry(lineage)
+    all_pairs = ctx.store.pairs(lineage)
+    prompts = sorted(_task_prompts(ctx, lineage) | {p["prompt"] for p in all_pairs})
     train_prompts, eval_prompts = split(prompts, lambda p: p, ctx.settings.seed)
     if not eval_prompts:  # a single prompt: nothing to hold out, so assess on it (recorded in meta)
         eval_prompts = train_prompts
     trainable = set(train_prompts)
     pairs = [p for p in all_pairs if p["prompt"] in trainable]
-    reward = ctx.registry.current("reward")
-    if reward is None:
-        raise ValueError("no reward model yet: the reward job must succeed first")
-    previous = ctx.registry.current("policy")
+    reward = _chain_reward(registry)
+    previous = registry.current("policy")
     parents = {"policy": previous, "reward": reward, "reference": 0}
     data = {"prompts": len(train_prompts), "held_out_prompts": len(eval_prompts), "pairs": len(pairs),
-            "project": project_id, "assessed_on_train": eval_prompts is train_prompts}
-    inputs = _inputs(ctx, algorithm, prompts=train_prompts, pairs=pairs,
-                     reward_dir=ctx.registry.path("reward", reward))
+            "lineage": lineage, "assessed_on_train": eval_prompts is train_prompts}
+    inputs = _inputs(ctx, registry, algorithm, prompts=train_prompts, pairs=pairs,
+                     reward_dir=registry.path("reward", reward))
 
     def assess(staging: Path) -> dict[str, float]:
         ctx.progress(stage="evaluate")
-        return policy_metrics(staging, ctx.policy_dir(previous), ctx.policy_dir(0), ctx.registry.path("reward", reward),
-                              eval_prompts, max_new_tokens=ctx.settings.max_new_tokens,
+        return policy_metrics(staging, registry.path("policy", previous), registry.path("policy", 0),
+                              registry.path("reward", reward), eval_prompts, max_new_tokens=ctx.settings.max_new_tokens,
                               missing_eos_penalty=ctx.settings.missing_eos_penalty, seed=ctx.settings.seed)
 
-    result = _run(ctx, "policy", algorithm, inputs, parents, data, verify=load_policy, assess=assess)
-    ctx.queue.enqueue_generation(project_id, reason=f"policy v{result['version']}")
+    result = _run(ctx, registry, lineage, "policy", algorithm, inputs, parents, data, verify=load_policy, assess=assess)
+    _regenerate(ctx, lineage, f"policy v{result['version']}")
     return result
 
 
-def _task_prompts(ctx: JobContext, project_id: int) -> set[str]:
-    """Prompts of the project's tasks, read where its label config shows them."""
-    project = ctx.store.project(project_id)
-    key = parse_layout(project.label_config).prompt_key if project and project.label_config else "prompt"
-    return {t.data[key] for t in ctx.store.project_tasks(project_id) if isinstance(t.data.get(key), str) and t.data[key]}
+def _chain_reward(registry: Registry) -> int:
+    """The reward version this chain's reward job promoted (the policy job's dependency), so that a policy
+    never trains against a reward model another chain produced meanwhile; the current one outside a chain."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    dependency = job.dependency if job is not None else None
+    result = dependency.return_value() if dependency is not None else None
+    if isinstance(result, dict) and isinstance(result.get("version"), int):
+        return result["version"]
+    current = registry.current("reward")
+    if current is None:
+        raise ValueError("no reward model yet: the reward job must succeed first")
+    return current
 
 
-def train_sft(rows: list[dict[str, str]], project_id: int | None = None) -> dict[str, Any]:
-    """Supervised fine-tuning on (prompt, response) rows: a new policy version."""
+def _regenerate(ctx: JobContext, lineage: str, reason: str) -> None:
+    """Every project of the lineage gets candidates and scores from its new model."""
+    for project_id in ctx.store.lineage_projects(lineage):
+        ctx.queue.enqueue_generation(project_id, reason=reason)
+
+
+def _task_prompts(ctx: JobContext, lineage: str) -> set[str]:
+    """Prompts of the lineage's tasks, each read where its project's label config shows them."""
+    prompts: set[str] = set()
+    for project_id in ctx.store.lineage_projects(lineage):
+        project = ctx.store.project(project_id)
+        key = parse_layout(project.label_config).prompt_key if project and project.label_config else "prompt"
+        prompts |= {t.data[key] for t in ctx.store.project_tasks(project_id)
+                    if isinstance(t.data.get(key), str) and t.data[key]}
+    return prompts
+
+
+def train_sft(rows: list[dict[str, str]], lineage: str) -> dict[str, Any]:
+    """Supervised fine-tuning on (prompt, response) rows: a new policy version of the lineage."""
     ctx = context()
-    inputs = _inputs(ctx, "sft", sft_rows=rows)
-    parents = {"policy": ctx.registry.current("policy")}
-    result = _run(ctx, "policy", "sft", inputs, parents, {"rows": len(rows), "project": project_id}, verify=load_policy)
-    if project_id is not None:
-        ctx.queue.enqueue_generation(project_id, reason=f"policy v{result['version']}")
+    registry = ctx.registry(lineage)
+    inputs = _inputs(ctx, registry, "sft", sft_rows=rows)
+    parents = {"policy": registry.current("policy")}
+    result = _run(ctx, registry, lineage, "policy", "sft", inputs, parents, {"rows": len(rows), "lineage": lineage},
+                  verify=load_policy)
+    _regenerate(ctx, lineage, f"policy v{result['version']}")
     return result
 
 
-def _inputs(ctx: JobContext, recipe: str, **fields: Any) -> RecipeInputs:
+def _inputs(ctx: JobContext, registry: Registry, recipe: str, **fields: Any) -> RecipeInputs:
     s = ctx.settings
-    return RecipeInputs(policy_dir=ctx.policy_dir(), reference_dir=ctx.policy_dir(0), out_dir=Path(),
+    return RecipeInputs(policy_dir=registry.path("policy", registry.current("policy")),
+                        reference_dir=registry.path("policy", 0), out_dir=Path(),
                         bf16=use_bf16(), use_lora=s.use_lora, seed=s.seed, callbacks=[JobProgress(stage=recipe)],
                         max_new_tokens=s.max_new_tokens, missing_eos_penalty=s.missing_eos_penalty,
                         overrides=dict(s.train_args.get(recipe, {})), **fields)
@@ -118,13 +148,13 @@ def _current_job_id() -> str | None:
     return job.id if job else None
 
 
-def _run(ctx: JobContext, kind: Kind, recipe: str, inputs: RecipeInputs, parents: dict[str, Any],
-         data: dict[str, Any], verify: Callable[[Path], Any],
+def _run(ctx: JobContext, registry: Registry, lineage: str, kind: Kind, recipe: str, inputs: RecipeInputs,
+         parents: dict[str, Any], data: dict[str, Any], verify: Callable[[Path], Any],
          assess: Callable[[Path], dict[str, float]] | None = None) -> dict[str, Any]:
     """Train into staging, verify it loads, assess it, then promote and announce; on any failure the
     staging directory is deleted and the previous version keeps serving."""
     started = time.time()
-    staging = ctx.registry.staging(kind)
+    staging = registry.staging(kind)
     inputs.out_dir = staging
     try:
         metrics = run_recipe(recipe, inputs, ctx.settings.train_processes, _current_job_id())
@@ -134,9 +164,9 @@ def _run(ctx: JobContext, kind: Kind, recipe: str, inputs: RecipeInputs, parents
         meta = {"recipe": recipe, "parents": parents, "data": data, "hyperparameters": inputs.hyperparameters,
                 "use_lora": inputs.use_lora, "bf16": inputs.bf16, "metrics": metrics, "started_at": started,
                 "seconds": round(time.time() - started, 2)}
-        version = ctx.registry.promote(kind, staging, meta)
+        version = registry.promote(kind, staging, meta)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    ctx.notify(kind, version)
+    ctx.announce(lineage, kind, version)
     log.info("%s v%d (%s) promoted: %s", kind, version, recipe, metrics)
     return {"kind": kind, "version": version, **meta}
