@@ -19,7 +19,7 @@ def status_report(store: Store, queue: JobQueue, registries: Registries, project
     for name in names:
         registry = registries.lineage(name)
         lineages[name] = {"model_version": registry.model_version(), "models": registry.catalog(),
-                          "projects": [pid for pid, c in counts.items() if c["lineage"] == name]}
+                          "projects": store.lineage_projects(name)}
     for pid, c in counts.items():
         c["model_version"] = lineages[c["lineage"]]["model_version"]
     jobs = queue.recent_jobs()

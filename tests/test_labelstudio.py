@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,9 +55,9 @@ class StubBackend:
                 self.wfile.write(data)
 
             def _record(self, body: object) -> None:
-                with stub.changed:
-                    stub.requests.append({"method": self.command, "path": self.path,
-                                          "headers": dict(self.headers), "body": body})
+                with stub.changed:  # path: the endpoint, without the /projects/<id> prefix `connect` registers
+                    stub.requests.append({"method": self.command, "path": re.sub(r"^/projects/\d+", "", self.path),
+                                          "raw_path": self.path, "headers": dict(self.headers), "body": body})
                     stub.changed.notify_all()
 
             def do_GET(self) -> None:  # noqa: N802
@@ -142,12 +143,13 @@ def test_connect_twice_changes_nothing_the_second_time(label_studio, stub, c):  
     assert [p.id for p in c.projects.list(title=title) if p.title == title] == [first.project_id]
     assert ls.label_config_of(c, first.project_id) == PAIRWISE
     backends = c.ml.list(project=first.project_id)
+    registered = ls.project_url(stub.url, first.project_id)
     assert [(b.url, b.auth_method, b.basic_auth_user, b.is_interactive) for b in backends] == [
-        (stub.url, "BASIC_AUTH", "ls", False)]
+        (registered, "BASIC_AUTH", "ls", False)]
     hooks = list(c.webhooks.list(project=str(first.project_id)))
     assert [(h.url, h.headers, h.send_payload, h.send_for_all_actions) for h in hooks] == [
-        (stub.url + "/webhook", {"Authorization": expected_auth}, True, True)]
-    assert ls.find_ml_backend(c, first.project_id, stub.url + "/") == first.ml_backend_id
+        (registered + "webhook", {"Authorization": expected_auth}, True, True)]
+    assert ls.find_ml_backend(c, first.project_id, registered) == first.ml_backend_id
     assert ls.find_ml_backend(c, first.project_id, "http://127.0.0.1:9") is None
 
 
@@ -166,7 +168,8 @@ def test_connect_adds_basic_auth_to_a_backend_registered_without(label_studio, s
     first = _connect(label_studio, stub, PAIRWISE)
     again = ls.connect(label_studio.url, label_studio.token, stub.url, project_id=first.project_id,
                        auth_user="ls", auth_pass="pw")
-    assert f"set basic auth on ML backend {first.ml_backend_id} ({stub.url})" in again.actions
+    registered = ls.project_url(stub.url, first.project_id)
+    assert f"set basic auth on ML backend {first.ml_backend_id} ({registered})" in again.actions
     assert f"added the Authorization header to webhook {first.webhook_id}" in again.actions
     (backend,) = c.ml.list(project=first.project_id)
     assert (backend.auth_method, backend.basic_auth_user, backend.basic_auth_pass_is_set) == ("BASIC_AUTH", "ls", True)
@@ -265,7 +268,8 @@ def test_ranker_webhooks_match_the_saved_captures(label_studio, stub, c):  # noq
 def test_model_versions_are_relayed_from_the_backend(label_studio, stub, c):  # noqa: F811
     result = _connect(label_studio, stub, PAIRWISE)
     assert ls.model_versions(c, result.ml_backend_id) == ["v1", "v2"]
-    assert stub.wait_for(lambda r: r["path"] == "/versions")
+    # Label Studio's GET /versions names no project; joined onto the registered URL, the path does
+    assert stub.wait_for(lambda r: r["raw_path"] == f"/projects/{result.project_id}/versions")
 
 
 def test_address_and_token_come_from_one_source() -> None:

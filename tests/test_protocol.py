@@ -231,3 +231,21 @@ def test_cancel_a_queued_training_from_the_cli(client, settings) -> None:
     missing = subprocess.run([sys.executable, "-m", "backend", "cancel", "no-such-job"], env=settings_env(settings),
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "no job" in missing.stderr
+
+
+def test_projects_pool_into_one_lineage_only_when_asked(client, settings) -> None:
+    pooled = '{"lineage": "support-bot"}'
+    for project in ("1.1", "2.1"):
+        body = payload("setup.pairwise.json") | {"project": project, "hostname": "", "access_token": "",
+                                                 "extra_params": pooled}
+        assert client.post("/setup", json=body).status_code == 200
+    setup_project(client, project="3.1")
+    (settings.model_dir / "policy" / "v0").mkdir(parents=True)
+    (settings.model_dir / "lineages" / "support-bot" / "reward" / "v0").mkdir(parents=True)
+    one, two, three = (client.get(f"/projects/{p}/versions").json["current"] for p in (1, 2, 3))
+    assert one == two == "policy-v0.reward-v0" and three == "policy-v0"
+    status = client.get("/status?project=2").json
+    assert status["projects"]["2"]["lineage"] == "support-bot" and status["lineages"]["support-bot"]["projects"] == [1, 2]
+    bad = payload("setup.pairwise.json") | {"extra_params": '{"lineage": "../../etc"}'}
+    answer = client.post("/setup", json=bad)
+    assert answer.status_code == 400 and "lineage" in answer.json["error"]

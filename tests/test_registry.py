@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.registry import Registry
+from backend.registry import LEGACY_LINEAGE, Registries, Registry, RegistryError
 
 
 def test_promotion_takes_the_next_free_version(tmp_path: Path) -> None:
@@ -39,3 +39,28 @@ def test_nothing_is_served_before_policy_v0_exists(tmp_path: Path) -> None:
     staging = registry.staging("policy")
     registry.promote("policy", staging, {}, version=0)
     assert registry.model_version() == "policy-v0"
+
+
+def test_a_registry_laid_out_before_lineages_becomes_the_legacy_lineage(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    for kind, version in (("policy", 0), ("policy", 1), ("policy", 2), ("reward", 0), ("reward", 1)):
+        (root / kind / f"v{version}").mkdir(parents=True)
+        (root / kind / f"v{version}" / "meta.json").write_text(f'{{"version": {version}}}')
+    (root / "policy" / "CURRENT").write_text("v1\n")
+    (root / "reward" / "CURRENT").write_text("v1\n")
+    registries = Registries(root)
+    legacy = registries.lineage(LEGACY_LINEAGE)
+    assert registries.base.versions("policy") == [0]  # the base stays where every lineage finds it
+    assert legacy.versions("policy") == [0, 1, 2] and legacy.current("policy") == 1
+    assert legacy.versions("reward") == [0, 1] and legacy.model_version() == "policy-v1.reward-v1"
+    assert legacy.path("policy", 0) == root / "policy" / "v0"
+    assert registries.lineage("project-7").model_version() == "policy-v0"  # new lineages start from the base
+    Registries(root)  # idempotent
+    assert legacy.versions("policy") == [0, 1, 2]
+
+
+def test_lineage_names_cannot_leave_the_registry(tmp_path: Path) -> None:
+    registries = Registries(tmp_path)
+    for bad in ("../escape", "a/b", "", ".hidden", "x" * 65):
+        with pytest.raises(RegistryError):
+            registries.lineage(bad)
