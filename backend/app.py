@@ -7,10 +7,10 @@ import rq_dashboard
 from flask import Flask
 from redis import Redis
 
-from backend.model import RLHFModel
+from backend.ml_backend import RLHFBackend
 from backend.protocol import bp, register_errors
-from backend.services import build
-from backend.settings import Settings, get_settings
+from backend.core.services import build
+from backend.core.settings import Settings, get_settings
 from backend.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     watcher = ModelWatcher(services.registries, services.queue.redis, services.queue.models_channel,
                            settings.model_poll_seconds)
     watcher.start()
-    app.extensions["rlhf"] = RLHFModel(settings, services.store, services.queue, watcher)
+    app.extensions["rlhf"] = RLHFBackend(settings, services.store, services.queue, watcher)
     app.extensions["rlhf_settings"] = settings
     app.extensions["rlhf_registries"] = services.registries
     app.register_blueprint(bp)

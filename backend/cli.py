@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backend import labelstudio
-from backend.model import RLHFModel
-from backend.preferences import demonstrations, parse_layout
+from backend.core import labelstudio
+from backend.core.algorithms import POLICY_ALGORITHMS
+from backend.ml_backend import InvalidRequest, RLHFBackend
+from backend.core.preferences import demonstrations, parse_layout
 from backend.prompts_file import read_prompts
-from backend.services import Services, build
-from backend.settings import Settings, get_settings
+from backend.core.services import Services, build
+from backend.core.settings import Settings, get_settings
 from backend.status import format_status, status_report
 from backend.watcher import ModelWatcher
 
@@ -24,12 +25,12 @@ def _services(settings: Settings) -> Services:
     return build(settings)
 
 
-def _model(settings: Settings) -> RLHFModel:
+def _model(settings: Settings) -> RLHFBackend:
     """The same domain object the HTTP layer uses, without the HTTP layer."""
     services = _services(settings)
     watcher = ModelWatcher(services.registries, services.queue.redis, services.queue.models_channel,
                            settings.model_poll_seconds)
-    return RLHFModel(settings, services.store, services.queue, watcher)
+    return RLHFBackend(settings, services.store, services.queue, watcher)
 
 
 def _client(settings: Settings, args: argparse.Namespace) -> Any:
@@ -40,7 +41,7 @@ def _client(settings: Settings, args: argparse.Namespace) -> Any:
     return labelstudio.client(url, key)
 
 
-def _project_config(model: RLHFModel, client: Any, project_id: int) -> str:
+def _project_config(model: RLHFBackend, client: Any, project_id: int) -> str:
     """The project's label config, fetched from Label Studio and stored when /setup has not run yet."""
     project = model.store.project(project_id)
     if project is None or not project.label_config:
@@ -50,8 +51,10 @@ def _project_config(model: RLHFModel, client: Any, project_id: int) -> str:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
-    argv = [sys.executable, "-m", "gunicorn", "backend.wsgi:app", "--bind", f"{args.host}:{settings.port}",
-            "--workers", str(args.workers), "--threads", str(args.threads), "--timeout", "120"]
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:backend.gunicorn_conf", "backend.wsgi:app",
+            "--bind", f"{args.host}:{settings.port}",
+            *(["--workers", str(args.workers)] if args.workers else []),
+            *(["--threads", str(args.threads)] if args.threads else [])]
     os.execv(sys.executable, argv)
 
 
@@ -66,7 +69,7 @@ def cmd_connect(settings: Settings, args: argparse.Namespace) -> None:
     print(f"project {result.project_id} is connected to {labelstudio.project_url(args.backend_url, result.project_id)}")
 
 
-def _generate(model: RLHFModel, client: Any, project_id: int, reason: str) -> None:
+def _generate(model: RLHFBackend, client: Any, project_id: int, reason: str) -> None:
     _project_config(model, client, project_id)
     tasks = labelstudio.list_tasks(client, project_id)
     model.store.save_tasks(project_id, [(t["id"], t["data"]) for t in tasks])
@@ -94,13 +97,15 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
         if args.lineage is None and args.project is None:
             raise SystemExit("train sft needs the lineage to improve: --lineage NAME or --project N")
         lineage = args.lineage or model.lineage(args.project)
-        print(f"queued SFT job {model.queue.enqueue_sft(rows, lineage).id} on {len(rows)} rows for lineage {lineage}")
+        job = model.queue.enqueue_sft(rows, lineage, model.store.lineage_projects(lineage))
+        print(f"queued SFT job {job.id} on {len(rows)} rows for lineage {lineage}")
         return
     if args.project is None:
         raise SystemExit("train needs --project N")
     if args.recipe:
         model.store.save_project(args.project, algorithm=args.recipe)
-    print(json.dumps(model.train_now(args.project, reason="cli"), indent=2))
+    print(json.dumps(model.fit("START_TRAINING", {"action": "START_TRAINING", "project": {"id": args.project}}),
+                     indent=2))
 
 
 def _sft_rows(settings: Settings, args: argparse.Namespace) -> list[dict[str, str]]:
@@ -126,9 +131,23 @@ def cmd_resync(settings: Settings, args: argparse.Namespace) -> None:
     exported = labelstudio.export_annotations(client, args.project)
     model.store.clear_project(args.project)
     model.store.save_tasks(args.project, [(t["id"], t["data"]) for t in exported])
-    counts = model.record_export(args.project, config, exported)
+    counts = _record_export(model, args.project, config, exported)
     print(f"project {args.project}: {counts['annotations']} annotations, {counts['pairs']} pairs, "
           f"{counts['rejected']} rejected")
+
+
+def _record_export(model: RLHFBackend, project_id: int, config: str, exported: list[dict[str, Any]]) -> dict[str, int]:
+    """Store every annotation of a Label Studio JSON export; mismatching ones are counted, not stored."""
+    counts = {"annotations": 0, "pairs": 0, "rejected": 0}
+    for task in exported:
+        for annotation in task.get("annotations") or []:
+            try:
+                counts["pairs"] += model.save_annotation(project_id, config, annotation, task)[0]
+                counts["annotations"] += 1
+            except InvalidRequest as exc:
+                print(f"resync: {exc}", file=sys.stderr)
+                counts["rejected"] += 1
+    return counts
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
@@ -175,9 +194,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     s = sub.add_parser("serve", help="serve the ML backend with gunicorn (the default)")
     s.add_argument("--host", default="0.0.0.0")
-    s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--threads", type=int, default=1,
-                   help="threads per worker; 1 avoids SQLite lock waits between threads (see bench/README.md)")
+    s.add_argument("--workers", type=int, help="gunicorn workers (default: backend/gunicorn_conf.py, 2)")
+    s.add_argument("--threads", type=int, help="threads per worker (default 1: no SQLite lock waits between threads)")
     s.set_defaults(func=cmd_serve)
     c = sub.add_parser("connect", help="create/find a Label Studio project and connect this backend to it")
     c.add_argument("--url", help="Label Studio URL (default LABEL_STUDIO_URL)")
@@ -198,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
             q.add_argument("file")
         q.set_defaults(func=func)
     t = sub.add_parser("train", help="retrain now: reward + policy (ppo/dpo/grpo/rloo), or sft --data FILE.jsonl")
-    t.add_argument("recipe", nargs="?", choices=["ppo", "dpo", "grpo", "rloo", "sft"])
+    t.add_argument("recipe", nargs="?", choices=[*POLICY_ALGORITHMS, "sft"])
     t.add_argument("--project", type=int)
     t.add_argument("--lineage", help="for sft: the lineage whose policy to fine-tune (default: --project's)")
     t.add_argument("--data", help="JSONL of {prompt, response} for sft")
@@ -226,7 +244,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from backend.logs import configure_logging
+    from backend.core.logs import configure_logging
 
     configure_logging()
     args = parser().parse_args(argv)

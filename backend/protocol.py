@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from backend.model import InvalidRequest, RLHFModel, project_id_of
+from backend.ml_backend import InvalidRequest, RLHFBackend, project_id_of
 from backend.status import status_report
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ bp = Blueprint("ml_backend", __name__)
 OPEN_ENDPOINTS = {"ml_backend.health", "per_project.health"}
 
 
-def _model() -> RLHFModel:
+def _model() -> RLHFBackend:
     return current_app.extensions["rlhf"]
 
 

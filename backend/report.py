@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from backend.registry import Registry
+from backend.core.registry import Registry
 
 POLICY_METRICS = ("reward_before", "reward_after", "kl", "win_rate")
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.queue import JobQueue
-from backend.registry import Registries
-from backend.store import Store
+from backend.core.queue import JobQueue
+from backend.core.registry import Registries
+from backend.core.store import Store
 
 
 def status_report(store: Store, queue: JobQueue, registries: Registries, project: int | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.exceptions import RedisError
 
-from backend.registry import Registries
+from backend.core.registry import Registries
 
 log = logging.getLogger(__name__)
 

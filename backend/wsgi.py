@@ -1,5 +1,5 @@
 """The WSGI entry point for gunicorn: `gunicorn backend.wsgi:app`."""
-from backend.logs import configure_logging
+from backend.core.logs import configure_logging
 from backend.app import create_app
 
 configure_logging()

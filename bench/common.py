@@ -37,7 +37,7 @@ ASSISTANT = "\n\nAssistant:"
 
 def embedded_policy() -> Path:
     """The embedded SmolLM2-135M-Instruct as policy v0, converted once (about 20 s) into the bench cache."""
-    from backend.registry import Registry
+    from backend.core.registry import Registry
     from workers.bootstrap import ensure_base_policy
 
     registry = Registry(MODEL_CACHE / "smollm2")
@@ -115,7 +115,7 @@ def synthetic_pairs(n: int) -> list[dict[str, str]]:
 
 def fits(tokenizer: Any, pair: dict[str, str], max_length: int) -> bool:
     """Whether both sides fit max_length once rendered as trl renders them (trl drops longer pairs)."""
-    from workers.loading import conversation_text
+    from workers.scoring import conversation_text
 
     return all(len(tokenizer(conversation_text(tokenizer, pair["prompt"], pair[side]), add_special_tokens=False)
                    ["input_ids"]) <= max_length for side in ("chosen", "rejected"))

@@ -9,6 +9,7 @@ Tokens/s counts generated tokens up to and including each sequence's first EOS, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 from typing import Any
 
@@ -83,7 +84,7 @@ def ours(model_path: str, prompts: list[str], dtype_name: str, args: argparse.Na
         model, tokenizer = load_policy(model_path, dtype)
     cfg = SamplingConfig(k=args.k, temperature=args.temperature, top_p=args.top_p,
                          max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    sample(model, tokenizer, ["Hi"], SamplingConfig(max_new_tokens=4))  # warm-up: kernels, caches
+    sample(model, tokenizer, ["Hi"], dataclasses.replace(cfg, max_new_tokens=4))  # warm-up: kernels, caches
     flat = [p for p in prompts for _ in range(args.k)]
     with common.Timer() as run:
         _, tokens = sample(model, tokenizer, flat, cfg)

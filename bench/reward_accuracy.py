@@ -65,7 +65,8 @@ def accuracy(model_dir: Path, pairs: list[dict[str, str]], bf16: bool) -> float:
     """Share of pairs whose chosen answer gets the higher reward, scored as /predict's scores are."""
     import torch
 
-    from workers.loading import load_reward, score
+    from workers.loading import load_reward
+    from workers.scoring import score
 
     model, tokenizer = load_reward(model_dir, torch.bfloat16 if bf16 else torch.float32)
     prompts = [p["prompt"] for p in pairs]

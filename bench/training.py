@@ -224,8 +224,8 @@ def part_b(args: argparse.Namespace, model_path: str) -> bool:
     from test_training_loop import TINY_TRAIN  # the training sizes the end-to-end tests use
 
     from backend.app import create_app
-    from backend.registry import Registry
-    from backend.settings import Settings
+    from backend.core.registry import Registry
+    from backend.core.settings import Settings
     from workers.bootstrap import ensure_base_policy
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))

@@ -151,7 +151,7 @@ def annotation_bodies(first_id: int, count: int) -> list[bytes]:
 
 def store_url(database_url: str, data_dir: Path) -> str:
     """The SQLAlchemy URL the backend will use (Settings.sqlalchemy_url's rule)."""
-    from backend.settings import Settings
+    from backend.core.settings import Settings
 
     return Settings(database_url=database_url, data_dir=data_dir).sqlalchemy_url
 
@@ -159,7 +159,7 @@ def store_url(database_url: str, data_dir: Path) -> str:
 def reset_database(url: str) -> None:
     """Drop and recreate the backend's tables, so counts start from zero; created here, before gunicorn starts,
     because two workers creating them at once race (one dies with "table projects already exists")."""
-    from backend.store import Base, Store, make_engine
+    from backend.core.store import Base, Store, make_engine
 
     engine = make_engine(url)
     Base.metadata.drop_all(engine)
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> bool:
 
 def report(args: argparse.Namespace, url: str, health: Burst, hooks: Burst) -> bool:
     """Check persistence in the store, then print the ratio and the goals."""
-    from backend.store import Store
+    from backend.core.store import Store
 
     store = Store(url)
     counts = store.counts().get(PROJECT, {})

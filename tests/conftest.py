@@ -1,6 +1,7 @@
 """Shared fixtures: real Redis (own database number, flushed), real SQLite/PostgreSQL, tiny local models."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -21,7 +22,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-from backend.settings import Settings  # noqa: E402
+from backend.core.settings import Settings  # noqa: E402
 
 
 def payload(name: str) -> dict[str, Any]:
@@ -85,3 +86,41 @@ def run_worker(settings: Settings, *extra: str, timeout: float = 600) -> subproc
     if proc.returncode != 0:
         raise AssertionError(f"worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+# --- helpers the test modules share ----------------------------------------------------------------------
+
+SMALL = {"max_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-3}
+TINY_TRAIN = {
+    "reward": {**SMALL, "max_steps": 2, "max_length": 96},
+    "ppo": {**SMALL, "response_length": 8, "num_ppo_epochs": 1, "max_prompt_length": 64},
+    "dpo": {**SMALL, "max_length": 96},
+    "grpo": {**SMALL, "max_completion_length": 8, "num_generations": 2, "mask_truncated_completions": False},
+    "rloo": {**SMALL, "max_completion_length": 8, "num_generations": 2, "mask_truncated_completions": False},
+    "sft": {**SMALL, "max_length": 96},
+}
+def setup_project(client, config: str | None = None, project: str = "1.1795861662") -> dict:
+    body = payload("setup.pairwise.json")
+    if config:
+        body["schema"] = config
+    body["project"] = project
+    body["hostname"] = body["access_token"] = ""  # no Label Studio here: candidates stay in the store
+    response = client.post("/setup", json=body)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def tasks_created(project: int, tasks: list[tuple[int, dict]]) -> dict:
+    body = payload("webhook-annotation-created.pairwise.json")
+    return {"action": "TASKS_CREATED", "project": copy.deepcopy(body["project"]) | {"id": project},
+            "tasks": [{"id": i, "data": d, "project": project} for i, d in tasks]}
+
+
+def ml_backend_id(client: Any, project_id: int, url: str) -> int | None:
+    """The id of the project's ML backend registered at url (through the SDK), or None."""
+    return next((ml.id for ml in client.ml.list(project=project_id) if ml.url.rstrip("/") == url.rstrip("/")), None)
+
+
+def listed_versions(client: Any, ml_backend: int) -> list[str]:
+    """What Label Studio's Model page lists: the backend's GET /versions, relayed by Label Studio."""
+    return list(client.ml.list_model_versions(ml_backend).versions or [])

@@ -3,16 +3,9 @@ from __future__ import annotations
 
 import copy
 
-from conftest import ROOT, payload, run_worker
-from test_protocol import setup_project
+from conftest import ROOT, payload, run_worker, setup_project, tasks_created
 
-from backend.store import Store
-
-
-def tasks_created(project: int, tasks: list[tuple[int, dict]]) -> dict:
-    body = payload("webhook-annotation-created.pairwise.json")
-    return {"action": "TASKS_CREATED", "project": copy.deepcopy(body["project"]) | {"id": project},
-            "tasks": [{"id": i, "data": d, "project": project} for i, d in tasks]}
+from backend.core.store import Store
 
 
 def test_tasks_created_webhook_generates_pairwise_candidates(client, settings) -> None:

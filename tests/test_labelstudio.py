@@ -1,4 +1,4 @@
-"""backend.labelstudio against a real Label Studio, with a stub ML backend recording what it is sent."""
+"""backend.core.labelstudio against a real Label Studio, with a stub ML backend recording what it is sent."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from conftest import listed_versions, ml_backend_id
 
-from backend import labelstudio as ls
+from backend.core import labelstudio as ls
 from labelstudio_server import LabelStudioServer, label_studio  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.labelstudio
@@ -149,8 +150,8 @@ def test_connect_twice_changes_nothing_the_second_time(label_studio, stub, c):  
     hooks = list(c.webhooks.list(project=str(first.project_id)))
     assert [(h.url, h.headers, h.send_payload, h.send_for_all_actions) for h in hooks] == [
         (registered + "webhook", {"Authorization": expected_auth}, True, True)]
-    assert ls.find_ml_backend(c, first.project_id, registered) == first.ml_backend_id
-    assert ls.find_ml_backend(c, first.project_id, "http://127.0.0.1:9") is None
+    assert ml_backend_id(c, first.project_id, registered) == first.ml_backend_id
+    assert ml_backend_id(c, first.project_id, "http://127.0.0.1:9") is None
 
 
 def test_connect_recreates_a_deleted_webhook_and_needs_a_project(label_studio, stub, c):  # noqa: F811
@@ -267,7 +268,7 @@ def test_ranker_webhooks_match_the_saved_captures(label_studio, stub, c):  # noq
 
 def test_model_versions_are_relayed_from_the_backend(label_studio, stub, c):  # noqa: F811
     result = _connect(label_studio, stub, PAIRWISE)
-    assert ls.model_versions(c, result.ml_backend_id) == ["v1", "v2"]
+    assert listed_versions(c, result.ml_backend_id) == ["v1", "v2"]
     # Label Studio's GET /versions names no project; joined onto the registered URL, the path does
     assert stub.wait_for(lambda r: r["raw_path"] == f"/projects/{result.project_id}/versions")
 

@@ -10,13 +10,14 @@ import time
 
 import pytest
 import requests
-from conftest import ROOT, TEST_REDIS_URL, make_settings, run_worker, settings_env
+from conftest import (
+    ROOT, TEST_REDIS_URL, TINY_TRAIN, listed_versions, make_settings, ml_backend_id, run_worker, settings_env,
+)
 from redis import Redis
-from test_training_loop import TINY_TRAIN
 
-from backend import labelstudio as ls
-from backend.registry import Registries
-from backend.store import Store
+from backend.core import labelstudio as ls
+from backend.core.registry import Registries
+from backend.core.store import Store
 from labelstudio_server import LabelStudioServer, free_port, label_studio  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.labelstudio
@@ -105,9 +106,9 @@ def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServe
 
     run_worker(settings)
     assert registry.current("policy") == 1 and registry.current("reward") == 0
-    backend_id = ls.find_ml_backend(c, project, ls.project_url(url, project))
-    versions = wait_until(lambda: "policy-v1.reward-v0" in ls.model_versions(c, backend_id)
-                          and ls.model_versions(c, backend_id), what="new version listed by Label Studio")
+    backend_id = ml_backend_id(c, project, ls.project_url(url, project))
+    versions = wait_until(lambda: "policy-v1.reward-v0" in listed_versions(c, backend_id)
+                          and listed_versions(c, backend_id), what="new version listed by Label Studio")
     assert "policy-v0" in versions
     labeled = {t["id"] for t in tasks[:4]}
     for task in ls.list_tasks(c, project):  # unlabeled tasks now show the new policy's answers
@@ -216,8 +217,8 @@ def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, ba
     assert store.tasks([drafted])[drafted].policy_version == 0
     assert {t.policy_version for t in store.project_tasks(a) if t.id in {t["id"] for t in tasks[a][4:7]}} == {1}
     assert current(a) == "policy-v1.reward-v0" and current(b) == "policy-v0"  # B did not move
-    b_backend = ls.find_ml_backend(c, b, ls.project_url(url, b))
-    assert "policy-v1.reward-v0" not in ls.model_versions(c, b_backend)  # Label Studio lists B's versions only
+    b_backend = ml_backend_id(c, b, ls.project_url(url, b))
+    assert "policy-v1.reward-v0" not in listed_versions(c, b_backend)  # Label Studio lists B's versions only
 
     submit(c, tasks[b][3], "left")  # B crosses the threshold, and A gets a second round, interleaved
     for task in tasks[a][4:8]:

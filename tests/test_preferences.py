@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import PAYLOADS, ROOT, SHARED_DATA, payload
 
-from backend.preferences import (
+from backend.core.preferences import (
     InvalidAnnotation, InvalidConfig, Pair, demonstrations, pairs_from_result, parse_layout,
 )
 

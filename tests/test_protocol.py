@@ -6,26 +6,15 @@ import copy
 import time
 
 import pytest
-from conftest import ROOT, make_settings, payload
+from conftest import ROOT, make_settings, payload, setup_project
 
 from backend.app import create_app
-from backend.store import Store
-
-
-def setup_project(client, config: str | None = None, project: str = "1.1795861662") -> dict:
-    body = payload("setup.pairwise.json")
-    if config:
-        body["schema"] = config
-    body["project"] = project
-    body["hostname"] = body["access_token"] = ""  # no Label Studio here: candidates stay in the store
-    response = client.post("/setup", json=body)
-    assert response.status_code == 200, response.json
-    return response.json
+from backend.core.store import Store
 
 
 def test_health_and_setup(client) -> None:
     health = client.get("/health").json
-    assert health["status"] == "UP" and health["model_class"] == "RLHFModel"
+    assert health["status"] == "UP" and health["model_class"] == "RLHFBackend"
     assert setup_project(client)["model_version"] == "policy-pending"  # no policy v0 converted in this test
 
 
@@ -189,10 +178,6 @@ def test_versions_are_listed_per_project(client, settings) -> None:
     time.sleep(settings.model_poll_seconds + 0.1)  # the served versions are re-read after a poll period
     assert client.post("/projects/2/setup", json=payload("setup.pairwise.json") | {
         "project": None, "hostname": "", "access_token": ""}).json["model_version"] == "policy-v0.reward-v3"
-
-
-def test_ranker_config_ships_beside_pairwise() -> None:
-    assert "<Ranker" in (ROOT / "label_config_ranker.xml").read_text()
 
 
 def test_ranker_prediction_orders_items_by_reward(client, settings) -> None:

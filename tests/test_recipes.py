@@ -18,9 +18,10 @@ from transformers import TrainerCallback  # noqa: E402
 
 from workers import progress  # noqa: E402
 from workers.evaluate import Rollout, policy_metrics, rewards  # noqa: E402
-from workers.loading import load_policy, load_reward, load_tokenizer, reward_ids, score  # noqa: E402
+from workers.loading import load_policy, load_reward, load_tokenizer  # noqa: E402
+from workers.scoring import reward_ids, score  # noqa: E402
 from workers.progress import JobProgress  # noqa: E402
-from workers.recipes import RECIPES  # noqa: E402
+from workers.recipes import RECIPES, hyperparameters  # noqa: E402
 from workers.recipes.base import RecipeInputs, build_config, reward_dataset  # noqa: E402
 from workers.recipes.grpo import GRPORecipeConfig  # noqa: E402
 
@@ -86,12 +87,15 @@ def weights_changed(before: Path, after: Path) -> bool:
     return any(not torch.equal(a[k], b[k].to(a[k].dtype)) for k in shared)
 
 
-def test_registry_lists_every_recipe_with_a_documented_config() -> None:
-    assert set(RECIPES) == {"reward", "ppo", "dpo", "grpo", "rloo", "sft"}
+def test_every_registered_name_is_a_recipe_of_its_declared_kind() -> None:
+    """The torch-free names (settings, CLI) and the recipe modules agree: a recipe is its file plus one line."""
+    from backend.core.algorithms import RECIPE_KINDS
+
+    assert set(RECIPES) == set(RECIPE_KINDS)
     for name, module in RECIPES.items():
-        configs = [v for v in vars(module).values() if is_dataclass(v) and v.__name__.endswith("RecipeConfig")]
-        assert configs and callable(module.train), name
-        for f in fields(configs[-1]):
+        assert module.KIND == RECIPE_KINDS[name] and callable(module.train), name
+        assert is_dataclass(module.CONFIG) and module.CONFIG.__name__.endswith("RecipeConfig")
+        for f in fields(module.CONFIG):
             assert f.metadata.get("help"), f"{name}.{f.name} has no help"
 
 
@@ -117,7 +121,7 @@ def test_overrides_apply_known_fields_and_ignore_others(caplog: pytest.LogCaptur
     inputs = RecipeInputs(policy_dir=Path(), reference_dir=Path(), out_dir=Path(),
                           overrides={"num_generations": 2, "not_a_field": 1})
     config = build_config(GRPORecipeConfig, inputs)
-    assert config.num_generations == 2 and inputs.hyperparameters["num_generations"] == 2
+    assert config.num_generations == 2 and hyperparameters("grpo", inputs)["num_generations"] == 2
     assert "not_a_field" in caplog.text
 
 
@@ -156,9 +160,13 @@ def test_job_progress_writes_meta_inside_a_job(
     assert stored["stage"] == "sft" and math.isfinite(stored["loss"])
 
 
-def test_job_progress_is_a_no_op_outside_a_job() -> None:
+def test_job_progress_outside_a_job_keeps_the_loss_and_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     state = SimpleNamespace(global_step=1, max_steps=2)
-    JobProgress().on_log(None, state, None, logs={"loss": 1.0})  # type: ignore[arg-type]
+    saved = []
+    monkeypatch.setattr(progress, "record", lambda *a, **k: saved.append(k))
+    callback = JobProgress(min_interval=0.0)
+    callback.on_log(None, state, None, logs={"loss/policy_avg": 1.5})  # type: ignore[arg-type]
+    assert callback.loss == 1.5 and saved == []  # PPO's loss name is understood; no job, nothing recorded
 
 
 def test_load_tokenizer_pads_left_with_a_token_distinct_from_eos(models: SimpleNamespace, tmp_path: Path) -> None:
@@ -203,7 +211,7 @@ def test_launched_training_saves_once_and_reports_back(models: SimpleNamespace, 
 
     inputs = make_inputs(models, tmp_path / "out", overrides=OVERRIDES["sft"])
     metrics = run_recipe("sft", inputs, processes=2)
-    assert "train_loss" in metrics and inputs.hyperparameters["max_steps"] == 2
+    assert "train_loss" in metrics and hyperparameters("sft", inputs)["max_steps"] == 2
     assert weights_changed(models.policy, inputs.out_dir)
     assert not list(inputs.out_dir.glob("launch*.json"))
 

@@ -9,11 +9,11 @@ from sqlalchemy import (
     JSON, Boolean, Column, DateTime, ForeignKey, Integer, MetaData, String, Table, Text, create_engine, text,
 )
 
-from backend import migrate
+from backend.core import migrate
 
-from backend.preferences import Pair
-from backend.settings import Settings
-from backend.store import Store
+from backend.core.preferences import Pair
+from backend.core.settings import Settings
+from backend.core.store import Store
 
 
 def postgres_url() -> str:

@@ -11,22 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_settings, payload, run_worker, settings_env
-from test_generation import tasks_created
+from conftest import ROOT, TINY_TRAIN, make_settings, payload, run_worker, settings_env, tasks_created
 
 from backend.app import create_app
-from backend.registry import Registries
-from backend.store import Store
+from backend.core.registry import Registries
+from backend.core.store import Store
 
-SMALL = {"max_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-3}
-TINY_TRAIN = {
-    "reward": {**SMALL, "max_steps": 2, "max_length": 96},
-    "ppo": {**SMALL, "response_length": 8, "num_ppo_epochs": 1, "max_prompt_length": 64},
-    "dpo": {**SMALL, "max_length": 96},
-    "grpo": {**SMALL, "max_completion_length": 8, "num_generations": 2, "mask_truncated_completions": False},
-    "rloo": {**SMALL, "max_completion_length": 8, "num_generations": 2, "mask_truncated_completions": False},
-    "sft": {**SMALL, "max_length": 96},
-}
 PROMPTS = [f"Tell me fact number {i} about the sea." for i in range(10)]
 
 

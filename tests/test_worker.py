@@ -6,15 +6,13 @@ import subprocess
 import sys
 import time
 
-from conftest import make_settings, run_worker
+from conftest import make_settings, run_worker, setup_project, tasks_created
 from rq.job import Job
-from test_generation import tasks_created
-from test_protocol import setup_project
 
 from backend.app import create_app
-from backend.queue import JobQueue
-from backend.registry import Registries
-from backend.store import Store
+from backend.core.queue import JobQueue
+from backend.core.registry import Registries
+from backend.core.store import Store
 from workers.worker import process_tree_cpu, thread_budget
 
 

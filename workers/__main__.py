@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
     # torch.cuda.is_available() through NVML does not initialise CUDA, so the parent stays fork-safe.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-    from backend.logs import configure_logging
-    from backend.settings import get_settings
+    from backend.core.logs import configure_logging
+    from backend.core.settings import get_settings
     from workers.worker import RLHFWorker, apply_thread_budget, thread_budget
 
     settings = get_settings()

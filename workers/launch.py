@@ -12,12 +12,11 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from workers.recipes.base import RecipeInputs
 
 log = logging.getLogger(__name__)
-PATH_FIELDS = ("policy_dir", "reference_dir", "out_dir", "reward_dir")
 
 
 def run_recipe(recipe: str, inputs: RecipeInputs, processes: int = 1, job_id: str | None = None) -> dict[str, Any]:
@@ -39,7 +38,6 @@ def run_recipe(recipe: str, inputs: RecipeInputs, processes: int = 1, job_id: st
     finally:
         spec.unlink(missing_ok=True)
         spec.with_name("launch-result.json").unlink(missing_ok=True)
-    inputs.hyperparameters = result["hyperparameters"]
     return result["metrics"]
 
 
@@ -54,9 +52,11 @@ def _launch_mode() -> list[str]:
 
 
 def _inputs_from_spec(spec: dict[str, Any]) -> RecipeInputs:
+    """RecipeInputs back from JSON: the fields typed as paths become Paths again."""
     fields = dict(spec["inputs"])
-    for name in PATH_FIELDS:
-        fields[name] = Path(fields[name]) if fields.get(name) else None
+    for name, hint in get_type_hints(RecipeInputs).items():
+        if Path in (hint, *get_args(hint)) and fields.get(name) is not None:
+            fields[name] = Path(fields[name])
     return RecipeInputs(**fields)
 
 
@@ -79,12 +79,12 @@ def main(spec_path: str) -> None:
         inputs.callbacks = [JobProgress(stage=spec["recipe"], job=job)]
     metrics = RECIPES[spec["recipe"]].train(inputs)
     if state.is_main_process:
-        result = {"metrics": metrics, "hyperparameters": inputs.hyperparameters}
+        result = {"metrics": metrics}
         Path(spec_path).with_name("launch-result.json").write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
-    from backend.logs import configure_logging
+    from backend.core.logs import configure_logging
 
     configure_logging()
     main(sys.argv[1])

@@ -52,12 +52,19 @@ class JobProgress(TrainerCallback):
         if job is None:
             return
         self._last_write = now
-        job.meta["progress"] = {"step": state.global_step, "total": state.max_steps, "loss": self.loss,
-                                "stage": self.stage}
-        try:
-            job.save_meta()
-        except RedisError as exc:
-            logger.warning("could not save progress of job %s: %s", job.id, exc)
+        record(job, step=state.global_step, total=state.max_steps, loss=self.loss, stage=self.stage)
+
+
+def record(job: Any = None, **fields: Any) -> None:
+    """Merge fields into a job's progress (default: the job running this process); never fails the job."""
+    job = job or get_current_job()
+    if job is None:
+        return
+    job.meta.setdefault("progress", {}).update(fields)
+    try:
+        job.save_meta()
+    except RedisError as exc:
+        logger.warning("could not save progress of job %s: %s", job.id, exc)
 
 
 def _loss_of(logs: dict[str, Any]) -> float | None:

@@ -6,13 +6,14 @@ import logging
 import secrets
 from typing import Any
 
-from backend import labelstudio
-from backend.preferences import Layout, parse_layout
-from backend.registry import Registry
-from backend.store import Project, Task
+from backend.core import labelstudio
+from backend.core.preferences import Layout, parse_layout
+from backend.core.registry import Registry
+from backend.core.store import Project, Task
 from workers.context import JobContext, context
 from workers.generation import SamplingConfig, candidates
-from workers.loading import inference_dtype, load_policy, load_reward, score
+from workers.loading import inference_dtype, load_policy, load_reward
+from workers.scoring import score
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,7 @@ def _needing_candidates(ctx: JobContext, client: Any, project_id: int, layout: L
 def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project, layout: Layout, tasks: list[Task],
               policy_version: int | None) -> int:
     s = ctx.settings
-    cfg = SamplingConfig(k=layout.num_candidates(s.num_candidates), temperature=s.temperature, top_p=s.top_p,
-                         max_new_tokens=s.max_new_tokens, batch_size=s.generation_batch_size)
+    cfg = SamplingConfig.from_settings(s, layout.num_candidates(s.num_candidates))
     model, tokenizer = load_policy(registry.path("policy", policy_version), inference_dtype(s.generation_dtype))
     done = 0
     chunk = max(cfg.batch_size // cfg.k, 1)

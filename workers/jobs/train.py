@@ -8,14 +8,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.preferences import parse_layout
-from backend.registry import Kind, Registry
+from backend.core.algorithms import RECIPE_KINDS
+from backend.core.preferences import parse_layout
+from backend.core.registry import Kind, Registry
 from workers.context import JobContext, context
 from workers.evaluate import policy_metrics
 from workers.loading import load_policy, load_reward, use_bf16
 from workers.progress import JobProgress
 from workers.launch import run_recipe
-from workers.recipes import RECIPES
+from workers.recipes import hyperparameters
 from workers.recipes.base import RecipeInputs
 
 log = logging.getLogger(__name__)
@@ -46,19 +47,17 @@ def train_reward(lineage: str) -> dict[str, Any]:
     pairs = ctx.store.pairs(lineage)
     train, held = split(pairs, lambda p: p["prompt"], ctx.settings.seed)
     policy = registry.current("policy")
-    inputs = _inputs(ctx, registry, "reward", pairs=train, eval_pairs=held)
     data = {"pairs": len(train), "held_out_pairs": len(held), "lineage": lineage,
             "projects": ctx.store.lineage_projects(lineage)}
-    result = _run(ctx, registry, lineage, "reward", "reward", inputs, {"policy": policy}, data, verify=load_reward)
-    _regenerate(ctx, lineage, f"score with reward v{result['version']}")
-    return result
+    return _run(ctx, registry, lineage, "reward", "reward", {"pairs": train, "eval_pairs": held}, {"policy": policy},
+                data, verify=load_reward)
 
 
 def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
     """A new policy with `algorithm` against the reward model its own chain trained, evaluated on held-out
     prompts of the lineage's projects."""
     ctx = context()
-    if algorithm not in RECIPES or algorithm in ("reward", "sft"):
+    if RECIPE_KINDS.get(algorithm) != "policy":
         raise ValueError(f"unknown policy algorithm {algorithm!r}")
     registry = ctx.registry(lineage)
     all_pairs = ctx.store.pairs(lineage)
@@ -73,8 +72,6 @@ def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
     parents = {"policy": previous, "reward": reward, "reference": 0}
     data = {"prompts": len(train_prompts), "held_out_prompts": len(eval_prompts), "pairs": len(pairs),
             "lineage": lineage, "assessed_on_train": eval_prompts is train_prompts}
-    inputs = _inputs(ctx, registry, algorithm, prompts=train_prompts, pairs=pairs,
-                     reward_dir=registry.path("reward", reward))
 
     def assess(staging: Path) -> dict[str, float]:
         ctx.progress(stage="evaluate")
@@ -82,9 +79,8 @@ def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
                               registry.path("reward", reward), eval_prompts, max_new_tokens=ctx.settings.max_new_tokens,
                               missing_eos_penalty=ctx.settings.missing_eos_penalty, seed=ctx.settings.seed)
 
-    result = _run(ctx, registry, lineage, "policy", algorithm, inputs, parents, data, verify=load_policy, assess=assess)
-    _regenerate(ctx, lineage, f"policy v{result['version']}")
-    return result
+    inputs = {"prompts": train_prompts, "pairs": pairs, "reward_dir": registry.path("reward", reward)}
+    return _run(ctx, registry, lineage, "policy", algorithm, inputs, parents, data, verify=load_policy, assess=assess)
 
 
 def _chain_reward(registry: Registry) -> int:
@@ -103,12 +99,6 @@ def _chain_reward(registry: Registry) -> int:
     return current
 
 
-def _regenerate(ctx: JobContext, lineage: str, reason: str) -> None:
-    """Every project of the lineage gets candidates and scores from its new model."""
-    for project_id in ctx.store.lineage_projects(lineage):
-        ctx.queue.enqueue_generation(project_id, reason=reason)
-
-
 def _task_prompts(ctx: JobContext, lineage: str) -> set[str]:
     """Prompts of the lineage's tasks, each read where its project's label config shows them."""
     prompts: set[str] = set()
@@ -124,18 +114,15 @@ def train_sft(rows: list[dict[str, str]], lineage: str) -> dict[str, Any]:
     """Supervised fine-tuning on (prompt, response) rows: a new policy version of the lineage."""
     ctx = context()
     registry = ctx.registry(lineage)
-    inputs = _inputs(ctx, registry, "sft", sft_rows=rows)
     parents = {"policy": registry.current("policy")}
-    result = _run(ctx, registry, lineage, "policy", "sft", inputs, parents, {"rows": len(rows), "lineage": lineage},
-                  verify=load_policy)
-    _regenerate(ctx, lineage, f"policy v{result['version']}")
-    return result
+    return _run(ctx, registry, lineage, "policy", "sft", {"sft_rows": rows}, parents,
+                {"rows": len(rows), "lineage": lineage}, verify=load_policy)
 
 
-def _inputs(ctx: JobContext, registry: Registry, recipe: str, **fields: Any) -> RecipeInputs:
+def _inputs(ctx: JobContext, registry: Registry, recipe: str, out_dir: Path, **fields: Any) -> RecipeInputs:
     s = ctx.settings
     return RecipeInputs(policy_dir=registry.path("policy", registry.current("policy")),
-                        reference_dir=registry.path("policy", 0), out_dir=Path(),
+                        reference_dir=registry.path("policy", 0), out_dir=out_dir,
                         bf16=use_bf16(), use_lora=s.use_lora, seed=s.seed, callbacks=[JobProgress(stage=recipe)],
                         max_new_tokens=s.max_new_tokens, missing_eos_penalty=s.missing_eos_penalty,
                         overrides=dict(s.train_args.get(recipe, {})), **fields)
@@ -148,20 +135,20 @@ def _current_job_id() -> str | None:
     return job.id if job else None
 
 
-def _run(ctx: JobContext, registry: Registry, lineage: str, kind: Kind, recipe: str, inputs: RecipeInputs,
+def _run(ctx: JobContext, registry: Registry, lineage: str, kind: Kind, recipe: str, fields: dict[str, Any],
          parents: dict[str, Any], data: dict[str, Any], verify: Callable[[Path], Any],
          assess: Callable[[Path], dict[str, float]] | None = None) -> dict[str, Any]:
     """Train into staging, verify it loads, assess it, then promote and announce; on any failure the
     staging directory is deleted and the previous version keeps serving."""
     started = time.time()
     staging = registry.staging(kind)
-    inputs.out_dir = staging
+    inputs = _inputs(ctx, registry, recipe, staging, **fields)
     try:
         metrics = run_recipe(recipe, inputs, ctx.settings.train_processes, _current_job_id())
         verify(staging)
         if assess is not None:
             metrics = {**metrics, **assess(staging)}
-        meta = {"recipe": recipe, "parents": parents, "data": data, "hyperparameters": inputs.hyperparameters,
+        meta = {"recipe": recipe, "parents": parents, "data": data, "hyperparameters": hyperparameters(recipe, inputs),
                 "use_lora": inputs.use_lora, "bf16": inputs.bf16, "metrics": metrics, "started_at": started,
                 "seconds": round(time.time() - started, 2)}
         version = registry.promote(kind, staging, meta)

@@ -1,15 +1,17 @@
-"""The recipe registry: a new algorithm is one module plus one line here."""
+"""The recipe registry: every name in backend.core.algorithms, loaded from its module (KIND, CONFIG, train)."""
 from __future__ import annotations
 
+from dataclasses import asdict
+from importlib import import_module
 from types import ModuleType
+from typing import Any
 
-from workers.recipes import dpo, grpo, ppo, reward, rloo, sft
+from backend.core.algorithms import RECIPE_KINDS
+from workers.recipes.base import RecipeInputs, build_config
 
-RECIPES: dict[str, ModuleType] = {
-    "reward": reward,
-    "ppo": ppo,
-    "dpo": dpo,
-    "grpo": grpo,
-    "rloo": rloo,
-    "sft": sft,
-}
+RECIPES: dict[str, ModuleType] = {name: import_module(f"workers.recipes.{name}") for name in RECIPE_KINDS}
+
+
+def hyperparameters(name: str, inputs: RecipeInputs) -> dict[str, Any]:
+    """The recipe's config as it trains with these inputs (defaults, settings, TRAIN_ARGS), for meta.json."""
+    return asdict(build_config(RECIPES[name].CONFIG, inputs))

@@ -16,7 +16,8 @@ from datasets import Dataset
 from peft import LoraConfig
 from transformers import GenerationConfig
 
-from workers.loading import load_reward, load_tokenizer, reward_ids, score, user_message
+from workers.chat import user_message
+from workers.scoring import reward_ids
 
 logger = logging.getLogger(__name__)
 C = TypeVar("C")
@@ -41,7 +42,6 @@ class RecipeInputs:
     seed: int = 0
     callbacks: list[Any] = field(default_factory=list)  # transformers TrainerCallbacks (job progress)
     overrides: dict[str, Any] = field(default_factory=dict)  # TRAIN_ARGS: override recipe-config fields
-    hyperparameters: dict[str, Any] = field(default_factory=dict)  # filled by the recipe: the config it used
 
 
 # --- shared helpers: what recipes would otherwise repeat ---------------------------------------------------------
@@ -61,11 +61,13 @@ class TrainConfig:
         default=False, metadata={"help": "Recompute activations to save memory; only worth it for big models on GPU."}
     )
     lr_scheduler_type: str = field(default="linear", metadata={"help": "Learning-rate schedule (transformers name)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank, when USE_LORA=true."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (alpha / r scales the update)."})
 
 
 def build_config(cls: type[C], inputs: RecipeInputs) -> C:
-    """Recipe defaults updated with the overrides that name a field (others are ignored, loudly); the values
-    used are recorded in inputs.hyperparameters for the version's meta.json."""
+    """Recipe defaults, then the settings every recipe shares, then the overrides that name a field (others
+    are ignored, loudly)."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(inputs.overrides) - names)
     if unknown:
@@ -74,8 +76,7 @@ def build_config(cls: type[C], inputs: RecipeInputs) -> C:
               "missing_eos_penalty": inputs.missing_eos_penalty}  # settings first, TRAIN_ARGS may override
     values = {k: v for k, v in shared.items() if k in names} | {k: v for k, v in inputs.overrides.items() if k in names}
     config = cls(**values)
-    inputs.hyperparameters = asdict(config)
-    logger.info("%s: %s", cls.__name__, inputs.hyperparameters)
+    logger.info("%s: %s", cls.__name__, asdict(config))
     return config
 
 
@@ -141,14 +142,14 @@ def completion_dataset(rows: list[dict[str, str]]) -> Dataset:
 
 
 def lora_config(
-    inputs: RecipeInputs, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None
+    inputs: RecipeInputs, config: TrainConfig, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None
 ) -> LoraConfig | None:
     """LoRA adapters on every linear layer when the job asks for them, else None (full fine-tuning)."""
     if not inputs.use_lora:
         return None
     return LoraConfig(
-        r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type=task_type,
-        modules_to_save=modules_to_save,
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+        task_type=task_type, modules_to_save=modules_to_save,
     )
 
 
@@ -197,60 +198,3 @@ def _restore_generation_config(model: Any, source: Path) -> None:
         model.generation_config = GenerationConfig.from_pretrained(str(source))
     except OSError:
         logger.info("no generation_config.json in %s; keeping the trainer's", source)
-
-
-@dataclass
-class GroupRLConfig(TrainConfig):
-    """Knobs shared by the group-sampling trainers (GRPO, RLOO); names match trl's configs."""
-
-    learning_rate: float = field(default=3e-6, metadata={"help": "Peak learning rate of AdamW."})
-    per_device_train_batch_size: int = field(
-        default=8, metadata={"help": "Completions per micro-batch; × accumulation, a multiple of num_generations."}
-    )
-    num_generations: int = field(default=4, metadata={"help": "Completions sampled per prompt to form a group."})
-    max_completion_length: int = field(
-        default=128, metadata={"help": "Token budget of each sampled completion; default: MAX_NEW_TOKENS."}
-    )
-    mask_truncated_completions: bool = field(
-        default=True, metadata={"help": "Leave completions cut at max_completion_length out of the loss."}
-    )
-    temperature: float = field(default=0.9, metadata={"help": "Sampling temperature of the completions."})
-    beta: float = field(default=0.04, metadata={"help": "KL coefficient to the starting policy (0 disables it)."})
-
-
-def train_group_rl(inputs: RecipeInputs, config: GroupRLConfig, trainer_cls: Any, args_cls: Any) -> dict[str, float]:
-    """Run a trl group-sampling trainer on inputs.prompts, rewarded by the model at inputs.reward_dir."""
-    check_groups(config, len(inputs.prompts))
-    if inputs.reward_dir is None:
-        raise ValueError(f"{trainer_cls.__name__} needs reward_dir: train a reward model first")
-    tokenizer = load_tokenizer(inputs.policy_dir)
-    with scratch_dir() as tmp:
-        trainer = trainer_cls(
-            model=str(inputs.policy_dir), reward_funcs=reward_function(inputs.reward_dir),
-            args=trl_args(args_cls, config, inputs, tmp), train_dataset=prompt_dataset(inputs.prompts),
-            processing_class=tokenizer, callbacks=inputs.callbacks, peft_config=lora_config(inputs),
-        )
-        return train_and_save(trainer, tokenizer, inputs)
-
-
-def reward_function(reward_dir: Path) -> Any:
-    """The reward model as a trl reward function, scoring exactly as reward training and PPO do (at EOS)."""
-    model, tokenizer = load_reward(reward_dir)
-
-    def reward_model(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
-        texts = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
-        answers = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        return score(model, tokenizer, texts, answers)
-
-    return reward_model
-
-
-def check_groups(config: GroupRLConfig, n_prompts: int) -> None:
-    """Each step samples whole groups: the batch must split into groups, and there must be enough prompts."""
-    batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
-    if config.num_generations < 2 or batch % config.num_generations:
-        raise ValueError(
-            f"per_device_train_batch_size × gradient_accumulation_steps ({batch}) must be a multiple of "
-            f"num_generations ({config.num_generations}), which must be at least 2; change one of them"
-        )
-    require(n_prompts, batch // config.num_generations, "prompts", "add prompts or lower per_device_train_batch_size")

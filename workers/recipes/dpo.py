@@ -12,6 +12,9 @@ from workers.recipes.base import (
 )
 
 
+KIND = "policy"
+
+
 @dataclass
 class DPORecipeConfig(TrainConfig):
     """DPO knobs; names match trl's DPOConfig."""
@@ -22,9 +25,12 @@ class DPORecipeConfig(TrainConfig):
     max_length: int = field(default=512, metadata={"help": "Prompt + answer tokens beyond this are truncated."})
 
 
+CONFIG = DPORecipeConfig
+
+
 def train(inputs: RecipeInputs) -> dict[str, float]:
     """Optimise the policy on inputs.pairs (eval on inputs.eval_pairs if any) and save it to inputs.out_dir."""
-    config = build_config(DPORecipeConfig, inputs)
+    config = build_config(CONFIG, inputs)
     require(len(inputs.pairs), 1, "preference pairs", "annotate more tasks before running DPO")
     tokenizer = load_tokenizer(inputs.policy_dir)
     reference, _ = load_policy(inputs.reference_dir)
@@ -33,6 +39,6 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
         trainer = DPOTrainer(
             model=str(inputs.policy_dir), ref_model=reference, args=trl_args(DPOConfig, config, inputs, tmp),
             train_dataset=preference_dataset(inputs.pairs), processing_class=tokenizer, callbacks=inputs.callbacks,
-            peft_config=lora_config(inputs),
+            peft_config=lora_config(inputs, config),
         )
         return train_and_save(trainer, tokenizer, inputs, eval_dataset)

@@ -5,7 +5,11 @@ from dataclasses import dataclass
 
 from trl import GRPOConfig, GRPOTrainer
 
-from workers.recipes.base import GroupRLConfig, RecipeInputs, build_config, train_group_rl
+from workers.recipes.base import RecipeInputs, build_config
+from workers.recipes.group_rl import GroupRLConfig, train_group_rl
+
+
+KIND = "policy"
 
 
 @dataclass
@@ -13,6 +17,9 @@ class GRPORecipeConfig(GroupRLConfig):
     """GRPO knobs: the shared group-sampling ones; names match trl's GRPOConfig."""
 
 
+CONFIG = GRPORecipeConfig
+
+
 def train(inputs: RecipeInputs) -> dict[str, float]:
     """Optimise the policy on inputs.prompts with the reward model at inputs.reward_dir."""
-    return train_group_rl(inputs, build_config(GRPORecipeConfig, inputs), GRPOTrainer, GRPOConfig)
+    return train_group_rl(inputs, build_config(CONFIG, inputs), GRPOTrainer, GRPOConfig)

@@ -13,12 +13,16 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedTokenizerBase
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-from workers.loading import load_policy, load_reward, load_tokenizer, prompt_texts
+from workers.chat import prompt_texts
+from workers.loading import load_policy, load_reward, load_tokenizer
 from workers.recipes.base import (
     RecipeInputs, TrainConfig, build_config, lora_config, require, scratch_dir, train_and_save, trl_args,
 )
 
 logger = logging.getLogger(__name__)
+
+
+KIND = "policy"
 
 
 @dataclass
@@ -49,9 +53,12 @@ class PPORecipeConfig(TrainConfig):
     max_prompt_length: int = field(default=256, metadata={"help": "Prompts with more tokens are left out."})
 
 
+CONFIG = PPORecipeConfig
+
+
 def train(inputs: RecipeInputs) -> dict[str, float]:
     """Optimise the policy on inputs.prompts with the reward model at inputs.reward_dir; save only the policy."""
-    config = build_config(PPORecipeConfig, inputs)
+    config = build_config(CONFIG, inputs)
     if inputs.reward_dir is None:
         raise ValueError("PPO needs reward_dir: train a reward model first")
     tokenizer = load_tokenizer(inputs.policy_dir)
@@ -65,7 +72,7 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
             model=AutoModelForCausalLM.from_pretrained(str(inputs.policy_dir), dtype=torch.float32),
             ref_model=load_policy(inputs.reference_dir)[0], reward_model=load_reward(inputs.reward_dir)[0],
             value_model=value_model(inputs), train_dataset=dataset, eval_dataset=dataset,
-            callbacks=inputs.callbacks, peft_config=lora_config(inputs),
+            callbacks=inputs.callbacks, peft_config=lora_config(inputs, config),
         )
         return train_and_save(trainer, tokenizer, inputs, model=trainer.policy_model)
 

@@ -15,6 +15,9 @@ from workers.recipes.base import (
 logger = logging.getLogger(__name__)
 
 
+KIND = "reward"
+
+
 @dataclass
 class RewardRecipeConfig(TrainConfig):
     """Reward-model training knobs; names match trl's RewardConfig."""
@@ -27,9 +30,12 @@ class RewardRecipeConfig(TrainConfig):
     )
 
 
+CONFIG = RewardRecipeConfig
+
+
 def train(inputs: RecipeInputs) -> dict[str, float]:
     """Train a reward model on inputs.pairs, evaluate it on inputs.eval_pairs, save it to inputs.out_dir."""
-    config = build_config(RewardRecipeConfig, inputs)
+    config = build_config(CONFIG, inputs)
     require(len(inputs.pairs), 1, "preference pairs", "annotate more tasks before training the reward model")
     tokenizer = load_tokenizer(inputs.policy_dir)
     eval_dataset = reward_dataset(inputs.eval_pairs, tokenizer) if inputs.eval_pairs else None
@@ -39,6 +45,6 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
         trainer = RewardTrainer(
             model=str(inputs.policy_dir), args=trl_args(RewardConfig, config, inputs, tmp),
             train_dataset=reward_dataset(inputs.pairs, tokenizer), processing_class=tokenizer, callbacks=inputs.callbacks,
-            peft_config=lora_config(inputs, task_type="SEQ_CLS", modules_to_save=["score"]),
+            peft_config=lora_config(inputs, config, task_type="SEQ_CLS", modules_to_save=["score"]),
         )
         return train_and_save(trainer, tokenizer, inputs, eval_dataset)

@@ -5,7 +5,11 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig, RLOOTrainer
 
-from workers.recipes.base import GroupRLConfig, RecipeInputs, build_config, train_group_rl
+from workers.recipes.base import RecipeInputs, build_config
+from workers.recipes.group_rl import GroupRLConfig, train_group_rl
+
+
+KIND = "policy"
 
 
 @dataclass
@@ -15,6 +19,9 @@ class RLOORecipeConfig(GroupRLConfig):
     beta: float = field(default=0.05, metadata={"help": "KL coefficient to the starting policy (0 disables it)."})
 
 
+CONFIG = RLOORecipeConfig
+
+
 def train(inputs: RecipeInputs) -> dict[str, float]:
     """Optimise the policy on inputs.prompts with the reward model at inputs.reward_dir."""
-    return train_group_rl(inputs, build_config(RLOORecipeConfig, inputs), RLOOTrainer, RLOOConfig)
+    return train_group_rl(inputs, build_config(CONFIG, inputs), RLOOTrainer, RLOOConfig)

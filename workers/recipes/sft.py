@@ -12,6 +12,9 @@ from workers.recipes.base import (
 )
 
 
+KIND = "sft"
+
+
 @dataclass
 class SFTRecipeConfig(TrainConfig):
     """SFT knobs; names match trl's SFTConfig."""
@@ -21,15 +24,18 @@ class SFTRecipeConfig(TrainConfig):
     max_length: int = field(default=512, metadata={"help": "Prompt + answer tokens beyond this are truncated."})
 
 
+CONFIG = SFTRecipeConfig
+
+
 def train(inputs: RecipeInputs) -> dict[str, float]:
     """Fine-tune the policy on inputs.sft_rows and save it to inputs.out_dir."""
-    config = build_config(SFTRecipeConfig, inputs)
+    config = build_config(CONFIG, inputs)
     require(len(inputs.sft_rows), 1, "SFT rows", "provide {prompt, response} rows")
     tokenizer = load_tokenizer(inputs.policy_dir)
     with scratch_dir() as tmp:
         trainer = SFTTrainer(
             model=str(inputs.policy_dir), args=trl_args(SFTConfig, config, inputs, tmp),
             train_dataset=completion_dataset(inputs.sft_rows), processing_class=tokenizer, callbacks=inputs.callbacks,
-            peft_config=lora_config(inputs),
+            peft_config=lora_config(inputs, config),
         )
         return train_and_save(trainer, tokenizer, inputs)

@@ -13,7 +13,7 @@ from rq.registry import (
     CanceledJobRegistry, DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry,
 )
 
-from backend.settings import Settings
+from backend.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,10 @@ REWARD_JOB = "workers.jobs.train.train_reward"
 POLICY_JOB = "workers.jobs.train.train_policy"
 SFT_JOB = "workers.jobs.train.train_sft"
 PENDING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+DAY = 86400
+GENERATE_TTL = {"result_ttl": 7 * DAY, "failure_ttl": 30 * DAY}  # how long /status shows finished and failed jobs
+TRAIN_TTL = {"result_ttl": 30 * DAY, "failure_ttl": 30 * DAY}
+TRAIN_LOCK = {"timeout": 10, "blocking_timeout": 5}  # seconds: the per-lineage lock around chain coalescing
 BROKEN = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
@@ -53,19 +57,19 @@ class JobQueue:
             return None  # a waiting job already covers these tasks
         meta = {"kind": "generate", "project": project_id, "reason": reason, "task_ids": task_ids}
         job = self.generate.enqueue(GENERATE_JOB, project_id, task_ids, job_timeout=self.settings.generate_timeout,
-                                    meta=meta, result_ttl=7 * 86400, failure_ttl=30 * 86400)
-        self.redis.set(key, job.id, ex=7 * 86400)
+                                    meta=meta, **GENERATE_TTL)
+        self.redis.set(key, job.id, ex=GENERATE_TTL["result_ttl"])
         log.info("queued generation %s for project %s (%s)", job.id, project_id, reason)
         return job
 
-    def enqueue_training(self, lineage: str, algorithm: str, reason: str = "",
+    def enqueue_training(self, lineage: str, algorithm: str, projects: list[int], reason: str = "",
                          project_id: int | None = None) -> tuple[list[Job], bool]:
         """Queue reward -> policy for a lineage; returns (jobs, coalesced).
 
         At most one chain waits per lineage; a new one starts after the running one (RQ dependency), so two
         lineages' chains never interleave inside one lineage.
         """
-        with self.redis.lock(self._key("lock", "train", lineage), timeout=10, blocking_timeout=5):
+        with self.redis.lock(self._key("lock", "train", lineage), **TRAIN_LOCK):
             key = self._key("train", lineage, "last")
             last = self._fetch(self.redis.get(key))
             after = None
@@ -79,12 +83,14 @@ class JobQueue:
                     after = last  # running: the new chain waits for it
             jobs = self._enqueue_chain(lineage, algorithm, reason, after, project_id)
             self.redis.set(key, jobs[-1].id)
-            return jobs, False
+        for job in jobs:
+            self._follow_up(job, projects, f"after {job.meta['kind']} of lineage {lineage}")
+        return jobs, False
 
     def _enqueue_chain(self, lineage: str, algorithm: str, reason: str, after: Job | None,
                        project_id: int | None) -> list[Job]:
         """The policy job reads the reward version its own reward job promoted (its dependency's result)."""
-        common = {"job_timeout": self.settings.train_timeout, "result_ttl": 30 * 86400, "failure_ttl": 30 * 86400}
+        common = {"job_timeout": self.settings.train_timeout, **TRAIN_TTL}
         depends = Dependency(jobs=[after], allow_failure=True) if after is not None else None
         meta = {"lineage": lineage, "project": project_id, "reason": reason}
         jobs = [self.train.enqueue(REWARD_JOB, lineage, depends_on=depends, meta={**meta, "kind": "reward"},
@@ -97,9 +103,19 @@ class JobQueue:
         log.info("queued training %s for lineage %s (%s)", [j.id for j in jobs], lineage, reason)
         return jobs
 
-    def enqueue_sft(self, rows: list[dict[str, str]], lineage: str) -> Job:
-        return self.train.enqueue(SFT_JOB, rows, lineage, job_timeout=self.settings.train_timeout, result_ttl=30 * 86400,
-                                  failure_ttl=30 * 86400, meta={"kind": "sft", "lineage": lineage})
+    def enqueue_sft(self, rows: list[dict[str, str]], lineage: str, projects: list[int]) -> Job:
+        job = self.train.enqueue(SFT_JOB, rows, lineage, job_timeout=self.settings.train_timeout,
+                                 meta={"kind": "sft", "lineage": lineage}, **TRAIN_TTL)
+        self._follow_up(job, projects, f"after sft of lineage {lineage}")
+        return job
+
+    def _follow_up(self, after: Job, projects: list[int], reason: str) -> list[Job]:
+        """Once a training job ends, each project of its lineage gets candidates from the new policy and scores
+        from the new reward model (also when it failed: then the job finds nothing new and only catches up)."""
+        depends = Dependency(jobs=[after], allow_failure=True)
+        return [self.generate.enqueue(GENERATE_JOB, project, None, depends_on=depends, meta={
+            "kind": "generate", "project": project, "reason": reason}, job_timeout=self.settings.generate_timeout,
+            **GENERATE_TTL) for project in projects]
 
     def _pending(self, key: str) -> Job | None:
         job = self._fetch(self.redis.get(key))

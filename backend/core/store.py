@@ -16,8 +16,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from backend.migrate import upgrade
-from backend.preferences import Pair
+from backend.core.migrate import upgrade
+from backend.core.preferences import Pair
 
 
 def _now() -> datetime:

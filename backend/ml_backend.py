@@ -1,4 +1,4 @@
-"""The model in label-studio-ml's familiar shape: `predict(tasks, context)` and `fit(event, data)`.
+"""The ML backend in label-studio-ml's familiar shape: `predict(tasks, context)` and `fit(event, data)`.
 
 It never generates or trains: predictions come from what workers prepared, and events are persisted and
 turned into queued jobs.
@@ -11,14 +11,15 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from backend.labelstudio import utc as labelstudio_time
-from backend.preferences import (
+from backend.core.labelstudio import utc as labelstudio_time
+from backend.core.preferences import (
     GENERATION_KEY, InvalidAnnotation, InvalidConfig, Layout, pairs_from_result, parse_layout,
 )
-from backend.registry import RegistryError, valid_lineage
-from backend.queue import JobQueue
-from backend.settings import POLICY_ALGORITHMS, Settings
-from backend.store import Store
+from backend.core.registry import RegistryError, valid_lineage
+from backend.core.queue import JobQueue
+from backend.core.algorithms import POLICY_ALGORITHMS
+from backend.core.settings import Settings
+from backend.core.store import Store
 from backend.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> A
     return value
 
 
-class RLHFModel:
+class RLHFBackend:
     """Serves prepared candidates and reward-model picks; records rankings; queues generation and training."""
 
     def __init__(self, settings: Settings, store: Store, queue: JobQueue, watcher: ModelWatcher) -> None:
@@ -117,7 +118,7 @@ class RLHFModel:
         annotation = _require(data, "annotation", dict)
         project_id = project_id_of(data.get("project") or annotation.get("project"))
         config = self._config(project_id, data.get("project"))
-        pairs, untrained = self._save_annotation(project_id, config, annotation, data.get("task"))
+        pairs, untrained = self.save_annotation(project_id, config, annotation, data.get("task"))
         return {"pairs": pairs, **self._maybe_train(project_id, untrained=untrained)}
 
     def _annotations(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -128,12 +129,12 @@ class RLHFModel:
         tasks = {t.get("id"): t for t in listed if isinstance(t, dict)} if isinstance(listed, list) else {}
         project_id = project_id_of(data.get("project") or (annotations[0].get("project") if annotations else None))
         config = self._config(project_id, data.get("project"))
-        saved = [self._save_annotation(project_id, config, a, tasks.get(_task_ref(a))) for a in annotations]
+        saved = [self.save_annotation(project_id, config, a, tasks.get(_task_ref(a))) for a in annotations]
         pairs = sum(count for count, _ in saved)
         untrained = saved[-1][1] if saved else None
         return {"annotations": len(annotations), "pairs": pairs, **self._maybe_train(project_id, untrained=untrained)}
 
-    def _save_annotation(self, project_id: int, config: str, annotation: dict[str, Any],
+    def save_annotation(self, project_id: int, config: str, annotation: dict[str, Any],
                          task: Any) -> tuple[int, tuple[int, int]]:
         """Validate and store one annotation; returns (its pairs, the project's untrained pairs)."""
         annotation_id = _require(annotation, "id", int)
@@ -195,19 +196,6 @@ class RLHFModel:
         shown = [g for g in self.store.generations(task_id) if g.shown_at is not None and g.shown_at <= start]
         return shown[-1].id if shown else None
 
-    def record_export(self, project_id: int, config: str, exported: list[dict[str, Any]]) -> dict[str, int]:
-        """Store every annotation of a Label Studio JSON export (resync); mismatching ones are counted, not stored."""
-        counts = {"annotations": 0, "pairs": 0, "rejected": 0}
-        for task in exported:
-            for annotation in task.get("annotations") or []:
-                try:
-                    counts["pairs"] += self._save_annotation(project_id, config, annotation, task)[0]
-                    counts["annotations"] += 1
-                except InvalidRequest as exc:
-                    log.warning("resync: %s", exc)
-                    counts["rejected"] += 1
-        return counts
-
     def _deleted(self, data: dict[str, Any]) -> dict[str, Any]:
         annotations = _require(data, "annotations", list)
         ids = [a.get("id") if isinstance(a, dict) else a for a in annotations]
@@ -251,10 +239,6 @@ class RLHFModel:
         return {"status": "ok"}
 
     # shared steps
-    def train_now(self, project_id: int, reason: str) -> dict[str, Any]:
-        """Queue a retraining on whatever pairs exist (START_TRAINING, CLI)."""
-        return self._maybe_train(project_id, force=True, reason=reason)
-
     def _maybe_train(self, project_id: int, force: bool = False, reason: str = "",
                      untrained: tuple[int, int] | None = None) -> dict[str, Any]:
         """Queue reward -> policy once RETRAIN_EVERY pairs are new (or on request); coalesced per project."""
@@ -264,7 +248,8 @@ class RLHFModel:
         project = self.store.project(project_id)
         algorithm = (project.algorithm if project else None) or self.settings.algorithm
         lineage = self.lineage(project_id)
-        jobs, coalesced = self.queue.enqueue_training(lineage, algorithm, reason or f"{new} new pairs", project_id)
+        jobs, coalesced = self.queue.enqueue_training(lineage, algorithm, self.store.lineage_projects(lineage),
+                                                      reason or f"{new} new pairs", project_id)
         self.store.mark_trained(lineage, newest)
         return {"new_pairs": new, "lineage": lineage, "training": [j.id for j in jobs], "coalesced": coalesced}
 

@@ -94,12 +94,6 @@ def _find_ml(c: LabelStudio, project_id: int, backend_url: str) -> Any | None:
     return next((ml for ml in c.ml.list(project=project_id) if ml.url.rstrip("/") == want), None)
 
 
-def find_ml_backend(c: LabelStudio, project_id: int, backend_url: str) -> int | None:
-    """The id of the project's ML backend registered at backend_url, or None."""
-    ml = _find_ml(c, project_id, backend_url)
-    return ml.id if ml is not None else None
-
-
 def _ensure_ml_backend(c: LabelStudio, project_id: int, backend_url: str, auth_user: str, auth_pass: str,
                        actions: list[str]) -> tuple[int, bool]:
     """Register backend_url with the project unless it is there; return (id, created)."""
@@ -242,13 +236,3 @@ def export_annotations(c: LabelStudio, project_id: int, all_tasks: bool = False)
     """The annotated tasks (skipped ones included) in Label Studio's JSON export format."""
     chunks = c.projects.exports.download_sync(project_id, export_type="JSON", download_all_tasks=all_tasks)
     return json.loads(b"".join(chunks))
-
-
-def model_versions(c: LabelStudio, ml_backend_id: int) -> list[str]:
-    """The versions the backend lists at GET /versions, relayed by Label Studio."""
-    return list(c.ml.list_model_versions(ml_backend_id).versions or [])
-
-
-def label_config_of(c: LabelStudio, project_id: int) -> str:
-    """The project's label config XML."""
-    return c.projects.get(project_id).label_config or ""

@@ -1,4 +1,4 @@
-"""All configuration, read once from the environment (pydantic-settings); imports nothing of ours."""
+"""All configuration, read once from the environment (pydantic-settings); imports only the recipe names."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-POLICY_ALGORITHMS = ("ppo", "dpo", "grpo", "rloo")
+from backend.core.algorithms import POLICY_ALGORITHMS
 
 
 class Settings(BaseSettings):

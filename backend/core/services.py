@@ -8,10 +8,10 @@ from typing import TypeVar
 
 from redis import Redis
 
-from backend.queue import JobQueue
-from backend.registry import Kind, Registries
-from backend.settings import Settings
-from backend.store import Store
+from backend.core.queue import JobQueue
+from backend.core.registry import Kind, Registries
+from backend.core.settings import Settings
+from backend.core.store import Store
 
 log = logging.getLogger(__name__)
 
