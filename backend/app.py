@@ -9,6 +9,7 @@ from redis import Redis
 
 from backend.ml_backend import RLHFBackend
 from backend.protocol import bp, register_errors
+from backend.reconciler import Reconciler
 from backend.core.services import build
 from backend.core.settings import Settings, get_settings
 from backend.watcher import ModelWatcher
@@ -22,11 +23,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    services = build(settings, Redis.from_url(settings.redis_url, socket_timeout=5))
-    watcher = ModelWatcher(services.registries, services.queue.redis, services.queue.models_channel,
-                           settings.model_poll_seconds)
+    # Requests never wait long on Redis (Label Studio gives a webhook 1 s): what needs it is deferred instead.
+    timeout = settings.redis_request_timeout
+    services = build(settings, Redis.from_url(settings.redis_url, socket_timeout=timeout,
+                                              socket_connect_timeout=timeout))
+    listener = Redis.from_url(settings.redis_url, health_check_interval=30)  # pub/sub blocks: no short timeout
+    watcher = ModelWatcher(services.registries, listener, services.queue.models_channel, settings.model_poll_seconds)
     watcher.start()
-    app.extensions["rlhf"] = RLHFBackend(settings, services.store, services.queue, watcher)
+    backend = RLHFBackend(settings, services.store, services.queue, watcher)
+    Reconciler(backend).start()
+    app.extensions["rlhf"] = backend
     app.extensions["rlhf_settings"] = settings
     app.extensions["rlhf_registries"] = services.registries
     app.register_blueprint(bp)

@@ -8,13 +8,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+from label_studio_sdk.core.api_error import ApiError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
 from backend.core import labelstudio
 from backend.core.algorithms import POLICY_ALGORITHMS
-from backend.ml_backend import InvalidRequest, RLHFBackend
 from backend.core.preferences import demonstrations, parse_layout
-from backend.prompts_file import read_prompts
 from backend.core.services import Services, build
 from backend.core.settings import Settings, get_settings
+from backend.ml_backend import InvalidRequest, RLHFBackend
+from backend.prompts_file import read_prompts
 from backend.status import format_status, status_report
 from backend.watcher import ModelWatcher
 
@@ -152,7 +157,7 @@ def _record_export(model: RLHFBackend, project_id: int, config: str, exported: l
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
     services = _services(settings)
-    report = status_report(services.store, services.queue, services.registries, args.project)
+    report = status_report(services.store, services.queue, services.registries, args.project, settings.retrain_every)
     print(json.dumps(report, indent=2, default=str) if args.json else format_status(report))
 
 
@@ -253,5 +258,18 @@ def main(argv: list[str] | None = None) -> None:
         args = parser().parse_args(["serve", *(argv or [])])
     try:
         args.func(settings, args)
+    except RedisError as exc:
+        _fail(f"Redis at {settings.redis_url} is unreachable ({exc}); start it, or set REDIS_URL")
+    except (httpx.HTTPError, ApiError) as exc:
+        _fail(f"Label Studio did not answer as expected ({type(exc).__name__}: {str(exc)[:300]}); check --url "
+              "and --api-key (or LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+    except SQLAlchemyError as exc:
+        _fail(f"the store at {settings.sqlalchemy_url.split('@')[-1]} failed: {str(exc).splitlines()[0]}")
     except (ValueError, LookupError, labelstudio.LabelStudioError, OSError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        _fail(str(exc))
+
+
+def _fail(message: str) -> None:
+    """One line on stderr and exit status 2, not a traceback: the admin fixes the setting and runs again."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -6,3 +6,13 @@ bind = f"0.0.0.0:{get_settings().port}"
 workers = 2
 threads = 1  # one thread per worker avoids SQLite lock waits between threads (see bench/README.md)
 timeout = 120  # seconds a request may take before its worker is replaced (Label Studio's /predict waits 100 s)
+
+
+def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
+    """A loud warning when the backend listens beyond this machine without credentials."""
+    exposed = [b for b in server.cfg.bind if not b.startswith(("127.", "localhost", "[::1]", "unix:"))]
+    if exposed and not get_settings().auth_enabled:
+        server.log.warning(
+            "AUTHENTICATION IS OFF and the backend listens on %s: anyone who reaches it can post annotations, "
+            "queue training and read /status. Set BASIC_AUTH_USER and BASIC_AUTH_PASS, or bind to 127.0.0.1 "
+            "(README: Security).", ", ".join(exposed))

@@ -11,15 +11,18 @@ import math
 from datetime import timedelta
 from typing import Any
 
+from redis.exceptions import LockError, RedisError
+
+from backend.core.algorithms import POLICY_ALGORITHMS
 from backend.core.labelstudio import utc as labelstudio_time
 from backend.core.preferences import (
     GENERATION_KEY, InvalidAnnotation, InvalidConfig, Layout, pairs_from_result, parse_layout,
 )
-from backend.core.registry import RegistryError, valid_lineage
 from backend.core.queue import JobQueue
-from backend.core.algorithms import POLICY_ALGORITHMS
+from backend.core.registry import RegistryError, valid_lineage
 from backend.core.settings import Settings
 from backend.core.store import Store
+from backend.payloads import MAX_INT
 from backend.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
@@ -40,9 +43,12 @@ def project_id_of(value: Any) -> int:
     if isinstance(value, bool):
         value = None
     try:
-        return int(str(value).split(".")[0])
+        project_id = int(str(value).split(".")[0])
     except (TypeError, ValueError):
-        raise InvalidRequest(f"project must be an id or '<id>.<timestamp>', got {value!r}") from None
+        project_id = 0
+    if not 1 <= project_id <= MAX_INT:
+        raise InvalidRequest(f"project must be an id or '<id>.<timestamp>', got {str(value)[:80]!r}")
+    return project_id
 
 
 def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
@@ -72,6 +78,10 @@ class RLHFBackend:
         schema = _require(body, "schema", str)
         self._layout(schema)
         params = _extra_params(body.get("extra_params"))
+        hostname, configured = body.get("hostname"), self.settings.label_studio_url
+        if hostname and configured and hostname.rstrip("/") != configured.rstrip("/"):
+            log.info("project %s: /setup names Label Studio at %s; LABEL_STUDIO_URL %s is used instead",
+                     project_id, hostname, self.settings.label_studio_url)
         self.store.save_project(project_id, label_config=schema, ls_url=body.get("hostname") or None,
                                 ls_token=body.get("access_token") or None, algorithm=params.get("algorithm"),
                                 lineage=params.get("lineage"))
@@ -97,7 +107,7 @@ class RLHFBackend:
             scores = row.scores if fresh and served.reward is not None else None
             results.append(_prediction(layout, data, scores) | {"model_version": served.model_version})
         if stale:
-            self.queue.enqueue_generation(project_id, stale, reason="predict")
+            self._queue_generation(project_id, stale, "predict")
         return results
 
     # /webhook
@@ -210,8 +220,8 @@ class RLHFBackend:
         parsed = [self._task(t, layout) for t in tasks]
         self.store.save_tasks(project_id, parsed)
         missing = [tid for tid, d in parsed if layout.candidates_from_data(d) is None]
-        job = self.queue.enqueue_generation(project_id, missing, reason="TASKS_CREATED") if missing else None
-        return {"tasks": len(parsed), "to_generate": len(missing), "job": job.id if job else None}
+        job = self._queue_generation(project_id, missing, "TASKS_CREATED") if missing else None
+        return {"tasks": len(parsed), "to_generate": len(missing), "job": job}
 
     def _tasks_deleted(self, data: dict[str, Any]) -> dict[str, Any]:
         """Label Studio sends `tasks: [{id}]`; the tasks' annotations went with them."""
@@ -228,6 +238,7 @@ class RLHFBackend:
 
     def _start_training(self, data: dict[str, Any]) -> dict[str, Any]:
         project_id = project_id_of(data.get("project"))
+        self.store.request_training(project_id)  # durable: due until a chain succeeds, even if Redis is down now
         return self._maybe_train(project_id, force=True, reason="START_TRAINING")
 
     def _project_updated(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -248,10 +259,23 @@ class RLHFBackend:
         project = self.store.project(project_id)
         algorithm = (project.algorithm if project else None) or self.settings.algorithm
         lineage = self.lineage(project_id)
-        jobs, coalesced = self.queue.enqueue_training(lineage, algorithm, self.store.lineage_projects(lineage),
-                                                      reason or f"{new} new pairs", project_id)
-        self.store.mark_trained(lineage, newest)
+        try:
+            jobs, coalesced = self.queue.enqueue_training(lineage, algorithm, self.store.lineage_projects(lineage),
+                                                          reason or f"{new} new pairs", project_id)
+        except (RedisError, LockError) as exc:  # stored and due: the reconciler queues it once Redis answers
+            log.warning("lineage %s: training deferred, Redis unavailable (%s)", lineage, exc)
+            return {"new_pairs": new, "lineage": lineage, "training": "deferred"}
+        self.store.mark_queued(lineage, newest)
         return {"new_pairs": new, "lineage": lineage, "training": [j.id for j in jobs], "coalesced": coalesced}
+
+    def _queue_generation(self, project_id: int, task_ids: list[int], reason: str) -> str | None:
+        """Queue candidates; with Redis down the tasks stay without candidates and the reconciler queues them."""
+        try:
+            job = self.queue.enqueue_generation(project_id, task_ids, reason=reason)
+        except RedisError as exc:
+            log.warning("project %s: generation deferred, Redis unavailable (%s)", project_id, exc)
+            return "deferred"
+        return job.id if job else None
 
     def _config(self, project_id: int, project: Any) -> str:
         """The label config a request carries (webhook project object, /predict body), else the one stored at

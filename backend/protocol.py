@@ -7,11 +7,13 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from backend.ml_backend import InvalidRequest, RLHFBackend, project_id_of
+from backend.payloads import WEBHOOKS, PayloadError, PredictBody, SetupBody, WebhookBody, parse_json, validate
 from backend.status import status_report
 
 log = logging.getLogger(__name__)
@@ -23,10 +25,11 @@ def _model() -> RLHFBackend:
     return current_app.extensions["rlhf"]
 
 
-def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
+def _json_body(model: type[BaseModel] | None = None) -> dict[str, Any]:
+    """The request's JSON object, checked (payloads.parse_json) and, given a model, of its declared shape."""
+    body = parse_json(request.get_data(cache=True))
+    if model is not None:
+        validate(model, body)
     return body
 
 
@@ -37,9 +40,9 @@ def _basic_auth() -> Response | None:
     if not settings.auth_enabled or request.endpoint in OPEN_ENDPOINTS:
         return None
     expected = base64.b64encode(f"{settings.basic_auth_user}:{settings.basic_auth_pass}".encode()).decode()
-    given = request.headers.get("Authorization", "")
-    if hmac.compare_digest(given.encode(), f"Basic {expected}".encode()):
-        return None
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "basic" and hmac.compare_digest(credentials.strip().encode(), expected.encode()):
+        return None  # the scheme name is case-insensitive (RFC 7617)
     response = jsonify(error="authentication required")
     response.status_code = 401
     response.headers["WWW-Authenticate"] = 'Basic realm="rlhf-backend"'
@@ -62,21 +65,28 @@ def _project(*candidates: Any) -> int:
 
 
 @bp.get("/health")
-@bp.get("/")
 def health() -> dict[str, Any]:
+    """Liveness, the one endpoint open without credentials: it names no project and no trained version."""
+    return {"status": "UP", "model_class": type(_model()).__name__}
+
+
+@bp.get("/")
+def index() -> dict[str, Any]:
+    """What the backend serves, for a person (behind auth like everything but /health)."""
     registries = current_app.extensions["rlhf_registries"]
-    return {"status": "UP", "model_class": type(_model()).__name__, "model_version": registries.base.model_version()}
+    return {"status": "UP", "model_class": type(_model()).__name__, "base": registries.base.model_version(),
+            "lineages": registries.lineages()}
 
 
 @bp.post("/setup")
 def setup() -> dict[str, Any]:
-    body = _json_body()
+    body = _json_body(SetupBody)
     return _model().setup({**body, "project": _project(body.get("project"))})
 
 
 @bp.post("/predict")
 def predict() -> dict[str, Any]:
-    body = _json_body()
+    body = _json_body(PredictBody)
     tasks = body.get("tasks")
     if not isinstance(tasks, list) or not tasks:
         raise InvalidRequest("'tasks' must be a non-empty list")
@@ -90,11 +100,9 @@ def predict() -> dict[str, Any]:
 
 @bp.post("/webhook")
 def webhook() -> dict[str, Any]:
-    body = _json_body()
-    action = body.get("action")
-    if not isinstance(action, str):
-        raise InvalidRequest("'action' must be a string")
-    return _model().fit(action, body)
+    body = _json_body(WebhookBody)
+    validate(WEBHOOKS.get(body["action"], WebhookBody), body)
+    return _model().fit(body["action"], body)
 
 
 @bp.get("/versions")
@@ -114,7 +122,8 @@ def versions() -> dict[str, Any]:
 def status() -> dict[str, Any]:
     model = _model()
     project = g.get("path_project") or request.args.get("project", type=int)
-    return status_report(model.store, model.queue, current_app.extensions["rlhf_registries"], project)
+    return status_report(model.store, model.queue, current_app.extensions["rlhf_registries"], project,
+                         model.settings.retrain_every)
 
 
 def register_errors(app: Flask) -> None:
@@ -123,6 +132,10 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(InvalidRequest)
     def _invalid(exc: InvalidRequest) -> tuple[Response, int]:
         return jsonify(error=str(exc)), exc.status
+
+    @app.errorhandler(PayloadError)
+    def _malformed(exc: PayloadError) -> tuple[Response, int]:
+        return jsonify(error=str(exc)), 400
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:

@@ -8,20 +8,25 @@ from backend.core.registry import Registries
 from backend.core.store import Store
 
 
-def status_report(store: Store, queue: JobQueue, registries: Registries, project: int | None = None) -> dict[str, Any]:
+def status_report(store: Store, queue: JobQueue, registries: Registries, project: int | None = None,
+                  retrain_every: int = 50) -> dict[str, Any]:
     """Everything /status and `python -m backend status` show; with a project, only it and its lineage."""
     counts = store.counts()
     if project is not None:
         counts = {project: counts.get(project) or {"lineage": store.lineage_of(project), "annotations": 0,
                                                    "pairs": 0, "new_pairs": 0, "stale_annotations": 0}}
+    due = store.due_lineages(retrain_every)
     names = sorted({c["lineage"] for c in counts.values()} | (set(registries.lineages()) if project is None else set()))
     lineages = {}
     for name in names:
         registry = registries.lineage(name)
         lineages[name] = {"model_version": registry.model_version(), "models": registry.catalog(),
-                          "projects": store.lineage_projects(name)}
+                          "projects": store.lineage_projects(name), "due": due.get(name),
+                          "training_attempts": queue.attempts(name)[0]}
+    synced = {p: store.project(p) for p in counts}
     for pid, c in counts.items():
         c["model_version"] = lineages[c["lineage"]]["model_version"]
+        c["synced_at"] = synced[pid].synced_at.isoformat() if synced[pid] and synced[pid].synced_at else None
     jobs = queue.recent_jobs()
     if project is not None:
         lineage = counts[project]["lineage"]

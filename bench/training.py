@@ -5,7 +5,7 @@ max_length, batch size and steps (fp32, no gradient checkpointing in either), al
 samples/s end to end (model load, tokenization, training, save) and inside trainer.train().
 (b) runs the real backend (Flask app in-process) and a real RQ worker (`python -m workers --queues train`,
 started beforehand as `make run` does), posts webhooks until one crosses RETRAIN_EVERY, and times until
-/health serves the new model_version. The trainers' own time is subtracted; the rest is overhead, broken down
+project 1 serves the new model_version. The trainers' own time is subtracted; the rest is overhead, broken down
 from the versions' meta.json and the worker's log timestamps.
 """
 from __future__ import annotations
@@ -196,15 +196,15 @@ def annotation_body(task_id: int, data: dict[str, str], label_config: str) -> di
 
 
 def wait_for_version(client: Any, wanted: str, timeout: float, seen: dict[str, float]) -> float:
-    """Poll /health every 5 ms until it serves `wanted`; records when each version first appeared."""
+    """Poll project 1's /versions every 5 ms until it serves `wanted`; records when each version first appeared."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        version = client.get("/health").json["model_version"]
+        version = client.get("/projects/1/versions").json["current"]
         seen.setdefault(version, time.time())
         if version == wanted:
             return seen[version]
         time.sleep(0.005)
-    raise RuntimeError(f"/health never served {wanted} within {timeout} s (saw {list(seen)})")
+    raise RuntimeError(f"project 1 never served {wanted} within {timeout} s (saw {list(seen)})")
 
 
 def seed_project(client: Any, config: str, n_tasks: int) -> dict[int, dict[str, str]]:
@@ -221,10 +221,10 @@ def seed_project(client: Any, config: str, n_tasks: int) -> dict[int, dict[str, 
 
 def part_b(args: argparse.Namespace, model_path: str) -> bool:
     """Webhooks -> trigger -> reward job -> policy job -> promotion -> notification -> served, timed."""
-    from test_training_loop import TINY_TRAIN  # the training sizes the end-to-end tests use
+    from conftest import TINY_TRAIN  # the training sizes the end-to-end tests use
 
     from backend.app import create_app
-    from backend.core.registry import Registry
+    from backend.core.registry import Registries
     from backend.core.settings import Settings
     from workers.bootstrap import ensure_base_policy
 
@@ -233,8 +233,9 @@ def part_b(args: argparse.Namespace, model_path: str) -> bool:
     settings = Settings(redis_url=common.BENCH_REDIS_URL, queue_prefix="bench", data_dir=tmp / "data",
                         model_dir=tmp / "models", policy_model=model_path, retrain_every=args.retrain_every,
                         train_args=TINY_TRAIN, algorithm=args.algorithm, label_studio_url="", label_studio_api_key="")
-    registry = Registry(settings.model_dir)
-    ensure_base_policy(registry, model_path)  # v0 exists, as on any start after the first
+    registries = Registries(settings.model_dir)
+    ensure_base_policy(registries.base, model_path)  # v0 exists, as on any start after the first
+    registry = registries.lineage("project-1")
     config = common.LABEL_CONFIG.read_text()
     client = create_app(settings).test_client()
     tasks = seed_project(client, config, args.tasks)

@@ -52,7 +52,7 @@ def make_settings(tmp_path: Path, tiny_model: Path, **overrides: Any) -> Setting
     values = dict(redis_url=TEST_REDIS_URL, data_dir=tmp_path / "data", model_dir=tmp_path / "models",
                   policy_model=str(tiny_model), queue_prefix="rlhf-test", max_new_tokens=12, num_candidates=3,
                   generation_batch_size=16, model_poll_seconds=0.2, retrain_every=4, label_studio_url="",
-                  label_studio_api_key="")
+                  label_studio_api_key="", reconcile_seconds=0)  # tests run the reconciler's passes themselves
     values.update(overrides)
     return Settings(**values)
 

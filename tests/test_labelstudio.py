@@ -279,3 +279,9 @@ def test_address_and_token_come_from_one_source() -> None:
     assert ls.access("http://ls:8080", "setup-token", "", "") == ("http://ls:8080", "setup-token")
     assert ls.access("http://evil:1", None, "", "operator") is None  # never the operator's token to /setup's host
     assert ls.access(None, None, "http://ls:8080", "") is None
+
+
+def test_a_setup_hostname_outside_the_allow_list_is_never_called() -> None:
+    allowed = ("ls.internal",)
+    assert ls.access("http://ls.internal:8080", "t", "", "", allowed) == ("http://ls.internal:8080", "t")
+    assert ls.access("http://attacker.example", "t", "", "", allowed) is None

@@ -17,7 +17,9 @@ from redis import Redis
 
 from backend.core import labelstudio as ls
 from backend.core.registry import Registries
+from backend.app import create_app
 from backend.core.store import Store
+from backend.reconciler import Reconciler
 from labelstudio_server import LabelStudioServer, free_port, label_studio  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.labelstudio
@@ -280,3 +282,28 @@ def test_label_studio_address_and_token_come_from_one_source(label_studio: Label
     assert trap.requests == []
     c = ls.client(label_studio.url, label_studio.token)
     assert all(t["data"]["answer1"] for t in ls.list_tasks(c, project))
+
+
+def test_annotations_whose_webhook_never_arrived_are_resynced(label_studio: LabelStudioServer, backend,  # noqa: F811
+                                                              tmp_path) -> None:
+    """Label Studio sends each webhook once; while the backend is unreachable it is lost. The periodic resync
+    brings the annotation in, once (it is idempotent), and /status says when it last ran."""
+    settings, url = backend
+    store = Store(settings.sqlalchemy_url)
+    project = connect_project(settings, label_studio, url, "Resync", ["What is snow?", "What is hail?"], tmp_path)
+    wait_until(lambda: len(store.project_tasks(project)) == 2, what="TASKS_CREATED webhook")
+    run_worker(settings, "--queues", "generate")
+    c = ls.client(label_studio.url, label_studio.token)
+    [hook] = [w for w in c.webhooks.list(project=str(project)) if w.url == ls.project_url(url, project) + "webhook"]
+    c.webhooks.update(hook.id, is_active=False)  # as if the backend were down
+    for task in ls.list_tasks(c, project):
+        submit(c, task, "left")
+    c.webhooks.update(hook.id, is_active=True)
+    assert store.counts()[project]["pairs"] == 0
+    app = create_app(settings)
+    reconciler = Reconciler(app.extensions["rlhf"])
+    assert reconciler.resync()[project] == 2
+    assert store.counts()[project]["pairs"] == 2
+    assert reconciler.resync()[project] == 0  # incremental: nothing changed since
+    assert store.counts()[project]["pairs"] == 2
+    assert app.test_client().get(f"/status?project={project}", auth=AUTH).json["projects"][str(project)]["synced_at"]

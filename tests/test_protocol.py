@@ -161,6 +161,16 @@ def test_basic_auth_guards_all_but_health(tmp_path, tiny_model, redis) -> None:
     assert client.get("/status", headers=wrong).status_code == 401
     good = {"Authorization": "Basic " + base64.b64encode(b"ls:s3cret").decode()}
     assert client.post("/setup", json=payload("setup.pairwise.json"), headers=good).status_code == 200
+    shouted = {"Authorization": "BASIC  " + base64.b64encode(b"ls:s3cret").decode()}  # RFC 7617: any case
+    assert client.get("/status", headers=shouted).status_code == 200
+    assert client.get("/").status_code == 401  # no second open door; /health tells nothing about models
+    assert set(client.get("/health").json) == {"status", "model_class"}
+    assert client.get("/projects/1/health").status_code == 200
+    routes = {r.rule for r in app.url_map.iter_rules()} - {"/health", "/projects/<int:project>/health"}
+    for rule in routes - {"/static/<path:filename>"}:  # every other route asks for credentials
+        path = rule.replace("<int:project>", "1").replace("<path:filename>", "x").replace("<", "").replace(">", "")
+        assert client.open(path, method="GET").status_code in (401, 405), path
+        assert client.open(path, method="POST").status_code in (401, 405), path
 
 
 def test_versions_are_listed_per_project(client, settings) -> None:
@@ -234,3 +244,36 @@ def test_projects_pool_into_one_lineage_only_when_asked(client, settings) -> Non
     bad = payload("setup.pairwise.json") | {"extra_params": '{"lineage": "../../etc"}'}
     answer = client.post("/setup", json=bad)
     assert answer.status_code == 400 and "lineage" in answer.json["error"]
+
+
+def test_predict_answers_thousands_of_tasks_in_order(client, settings) -> None:
+    """Label Studio sends every selected task in one /predict: all are stored and answered, none capped."""
+    setup_project(client)
+    body = payload("predict.pairwise.json")
+    body["tasks"] = [{"id": 10_000 + i, "data": {"prompt": f"Q{i}?", "answer1": "", "answer2": ""}} for i in range(6000)]
+    answer = client.post("/predict", json=body).json
+    assert len(answer["results"]) == 6000
+    body["tasks"][0]["data"]["prompt"] = "changed"
+    assert len(client.post("/predict", json=body).json["results"]) == 6000  # known tasks are updated in bulk
+    assert Store(settings.sqlalchemy_url).tasks([10_000])[10_000].data["prompt"] == "changed"
+
+
+def test_the_cli_says_in_one_line_what_is_unreachable(tmp_path, tiny_model, redis) -> None:
+    import subprocess
+    import sys
+
+    from conftest import settings_env
+    from labelstudio_server import free_port
+
+    settings = make_settings(tmp_path, tiny_model, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    out = subprocess.run([sys.executable, "-m", "backend", "status"], env=settings_env(settings), cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: Redis at redis://127.0.0.1:")
+    ok = make_settings(tmp_path, tiny_model)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\n")
+    out = subprocess.run([sys.executable, "-m", "backend", "import", "--project", "1", str(prompts), "--url",
+                          f"http://127.0.0.1:{free_port()}", "--api-key", "x"], env=settings_env(ok), cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "Label Studio did not answer" in out.stderr

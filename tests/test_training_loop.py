@@ -16,6 +16,7 @@ from conftest import ROOT, TINY_TRAIN, make_settings, payload, run_worker, setti
 from backend.app import create_app
 from backend.core.registry import Registries
 from backend.core.store import Store
+from backend.reconciler import Reconciler
 
 PROMPTS = [f"Tell me fact number {i} about the sea." for i in range(10)]
 
@@ -154,17 +155,25 @@ def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> No
             time.sleep(0.5)
         horses = children(worker.pid)  # RQ runs the job in a forked work-horse, in a session of its own
         assert horses, "the worker has no work-horse running the job"
+        assert list(settings.model_dir.rglob(".tmp-*")), "the job trains into a staging directory"
         for pid in horses:
-            os.kill(pid, signal.SIGKILL)  # the job dies mid-training...
+            os.kill(pid, signal.SIGKILL)  # the job dies mid-training
+        while not any(j["status"] == "failed" for j in client.get("/status").json["jobs"] if j["kind"] == "reward"):
+            assert time.monotonic() < deadline, "the worker never noticed its work-horse died"
+            time.sleep(0.2)
     finally:
         for pid in children(worker.pid):
             os.kill(pid, signal.SIGKILL)
-        os.killpg(worker.pid, signal.SIGKILL)  # ...and its worker with it
+        os.killpg(worker.pid, signal.SIGKILL)  # and its worker with it
         worker.wait(10)
     assert registry.versions("reward") == [] and registry.current("reward") is None
     assert served_version(client, "policy-v0") == "policy-v0"
-    registry.discard_stale_staging(older_than_s=0)
-    assert not list(settings.model_dir.rglob(".tmp-*"))
+    done = Reconciler(client.application.extensions["rlhf"]).run_once()  # notices the failure at once:
+    assert not list(settings.model_dir.rglob(".tmp-*"))  # staging removed,
+    jobs = client.get("/status").json["jobs"]
+    # the chain's policy step, which would have waited forever, cancelled; the trigger still due: a new chain
+    assert sorted(j["status"] for j in jobs if j["kind"] == "ppo") == ["canceled", "deferred"]
+    assert done["trained"] == ["project-1"] and store.due_lineages(4)
 
 
 def test_rollback_and_report_cli(loop, tmp_path) -> None:

@@ -22,7 +22,7 @@ def test_first_generation_on_a_fresh_model_dir_with_the_embedded_model(tmp_path,
     settings = make_settings(tmp_path, tiny_model, policy_model="", max_new_tokens=6, job_stall_seconds=60,
                              generation_dtype="float32")
     client = create_app(settings).test_client()
-    assert client.get("/health").json["model_version"] == "policy-pending"  # nothing served before v0 exists
+    assert client.get("/").json["base"] == "policy-pending"  # nothing served before v0 exists
     setup_project(client)
     created = tasks_created(1, [(1, {"prompt": "What is the capital of France?", "answer1": "", "answer2": ""})])
     assert client.post("/webhook", json=created).json["job"]

@@ -25,6 +25,15 @@ class JobContext(Services):
         ensure_base_policy(self.registries.base, self.settings.policy_model)
         return self.registries.base.path("policy", 0)
 
+    def remember_staging(self, path: Path) -> None:
+        """Note in the job where it trains, so that whoever finds it failed can remove the directory."""
+        from rq import get_current_job
+
+        job = get_current_job()
+        if job is not None:
+            job.meta["staging"] = str(path)
+            job.save_meta()
+
     def progress(self, **fields: Any) -> None:
         """Merge fields into the current RQ job's progress (shown in /status)."""
         from workers.progress import record

@@ -72,7 +72,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) 
         generated = out[:, batch["input_ids"].shape[1]:]
         new_tokens += int((generated != tokenizer.pad_token_id).sum())
         for i, text in zip(index, tokenizer.batch_decode(generated, skip_special_tokens=True)):
-            answers[i] = text.strip()
+            answers[i] = text.replace("\x00", "").strip()  # NUL: no database (nor Label Studio on PostgreSQL) stores it
     return answers, new_tokens
 
 

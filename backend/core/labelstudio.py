@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
@@ -221,18 +222,29 @@ def tasks_with_drafts(c: LabelStudio, project_id: int) -> set[int]:
     return {t.id for t in c.tasks.list(project=project_id, page_size=100) if getattr(t, "drafts", None)}
 
 
-def access(project_url: str | None, project_token: str | None, env_url: str, env_token: str) -> tuple[str, str] | None:
+def access(project_url: str | None, project_token: str | None, env_url: str, env_token: str,
+           allowed_hosts: tuple[str, ...] = ()) -> tuple[str, str] | None:
     """Where to reach Label Studio, and with which token, from ONE source: LABEL_STUDIO_URL and
     LABEL_STUDIO_API_KEY when set (the operator's token then goes to that host only, whatever /setup said),
-    else the hostname and token Label Studio itself sent to /setup; None when neither is complete."""
+    else the hostname and token Label Studio itself sent to /setup, if its host is allowed
+    (LABEL_STUDIO_HOSTS, when set); None when neither is complete."""
     if env_url and env_token:
         return env_url, env_token
-    if project_url and project_token:
-        return project_url, project_token
-    return None
+    if not (project_url and project_token):
+        return None
+    host = urlsplit(project_url).hostname or ""
+    if allowed_hosts and host not in allowed_hosts:
+        logger.warning("not calling %s: its host is not in LABEL_STUDIO_HOSTS", project_url)
+        return None
+    return project_url, project_token
 
 
 def export_annotations(c: LabelStudio, project_id: int, all_tasks: bool = False) -> list[dict]:
     """The annotated tasks (skipped ones included) in Label Studio's JSON export format."""
     chunks = c.projects.exports.download_sync(project_id, export_type="JSON", download_all_tasks=all_tasks)
     return json.loads(b"".join(chunks))
+
+
+def label_config_of(c: LabelStudio, project_id: int) -> str:
+    """The project's label config XML."""
+    return c.projects.get(project_id).label_config or ""

@@ -1,9 +1,11 @@
 """Label configs and annotations -> preference pairs (prompt, chosen, rejected); no I/O."""
 from __future__ import annotations
 
+import hashlib
+import threading
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from itertools import combinations
 from typing import Any, Literal
 
@@ -89,8 +91,27 @@ class Layout:
         return prompt
 
 
-@lru_cache(maxsize=64)
+_LAYOUTS: OrderedDict[bytes, Layout] = OrderedDict()  # sha256 of the config -> its layout, newest last
+_LAYOUTS_KEPT = 256  # layouts are a few names each: memory stays bounded however large the configs were
+_LAYOUTS_LOCK = threading.Lock()
+
+
 def parse_layout(label_config: str) -> Layout:
+    """The layout of a label config, parsed once per distinct config (cached by digest, not by the text)."""
+    key = hashlib.sha256(label_config.encode("utf-8", "surrogatepass")).digest()
+    with _LAYOUTS_LOCK:
+        if key in _LAYOUTS:
+            _LAYOUTS.move_to_end(key)
+            return _LAYOUTS[key]
+    layout = _parse_layout(label_config)
+    with _LAYOUTS_LOCK:
+        _LAYOUTS[key] = layout
+        while len(_LAYOUTS) > _LAYOUTS_KEPT:
+            _LAYOUTS.popitem(last=False)
+    return layout
+
+
+def _parse_layout(label_config: str) -> Layout:
     """Find the ranking control, the prompt and the candidate fields of a label config."""
     try:
         interface = LabelInterface(label_config)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 from typing import Any
 
 from redis import Redis
@@ -25,7 +27,7 @@ PENDING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 DAY = 86400
 GENERATE_TTL = {"result_ttl": 7 * DAY, "failure_ttl": 30 * DAY}  # how long /status shows finished and failed jobs
 TRAIN_TTL = {"result_ttl": 30 * DAY, "failure_ttl": 30 * DAY}
-TRAIN_LOCK = {"timeout": 10, "blocking_timeout": 5}  # seconds: the per-lineage lock around chain coalescing
+TRAIN_LOCK = {"timeout": 10, "blocking_timeout": 0.5}  # seconds: the per-lineage lock around chain coalescing
 BROKEN = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
@@ -103,6 +105,49 @@ class JobQueue:
         log.info("queued training %s for lineage %s (%s)", [j.id for j in jobs], lineage, reason)
         return jobs
 
+    def chain_alive(self, lineage: str) -> bool:
+        """Whether the lineage's last chain is still waiting or running (then nothing needs queueing)."""
+        last = self._fetch(self.redis.get(self._key("train", lineage, "last")))
+        if last is None:
+            return False
+        chain = [j for j in (self._fetch(i) for i in last.meta.get("chain", [])) if j is not None]
+        statuses = [j.get_status(refresh=True) for j in chain]
+        return not any(st in BROKEN for st in statuses) and any(st in PENDING | {JobStatus.STARTED} for st in statuses)
+
+    def attempts(self, lineage: str) -> tuple[int, float]:
+        """(chains queued by the reconciler since the lineage last trained successfully, when the last was)."""
+        raw = self.redis.hgetall(self._key("retry", lineage))
+        return int(raw.get(b"attempts", 0)), float(raw.get(b"at", 0.0))
+
+    def note_attempt(self, lineage: str, when: float) -> None:
+        self.redis.hincrby(self._key("retry", lineage), "attempts", 1)
+        self.redis.hset(self._key("retry", lineage), "at", when)
+
+    def training_succeeded(self, lineage: str) -> None:
+        """A chain completed: the next failure starts its backoff from scratch."""
+        self.redis.delete(self._key("retry", lineage))
+
+    def settle_broken(self) -> list[str]:
+        """Deferred jobs whose dependency failed would wait forever: cancel them, saying why; and remove the
+        staging directories failed training jobs left (a killed work-horse cannot clean up after itself)."""
+        settled = []
+        for queue in (self.generate, self.train):
+            for job in Job.fetch_many(DeferredJobRegistry(queue=queue).get_job_ids(), connection=self.redis):
+                if job is None or job.allow_dependency_failures:
+                    continue
+                broken = [d for d in job.fetch_dependencies() if d.get_status() in BROKEN]
+                if broken:
+                    job.meta["error"] = f"cancelled: job {broken[0].id} it waited for {broken[0].get_status()}"
+                    job.save_meta()
+                    job.cancel(enqueue_dependents=True)  # its follow-ups (which allow failure) still catch up
+                    settled.append(job.id)
+            for job in Job.fetch_many(FailedJobRegistry(queue=queue).get_job_ids(), connection=self.redis):
+                staging = job.meta.get("staging") if job is not None else None
+                if staging and Path(staging).is_dir():
+                    shutil.rmtree(staging, ignore_errors=True)
+                    settled.append(job.id)
+        return settled
+
     def enqueue_sft(self, rows: list[dict[str, str]], lineage: str, projects: list[int]) -> Job:
         job = self.train.enqueue(SFT_JOB, rows, lineage, job_timeout=self.settings.train_timeout,
                                  meta={"kind": "sft", "lineage": lineage}, **TRAIN_TTL)
@@ -168,5 +213,10 @@ def describe(job: Job) -> dict[str, Any]:
         result = job.latest_result()
         exc = (result.exc_string if result else None) or job.exc_info or ""
         # the worker's own reason (a stalled horse it killed) says more than RQ's "terminated unexpectedly"
-        view["error"] = job.meta.get("error") or (exc.strip().splitlines()[-1] if exc.strip() else str(status.value))
+        reason = exc.strip().splitlines()[-1] if exc.strip() else str(status.value)
+        if "AbandonedJobError" in reason:
+            reason = "abandoned: its worker stopped (killed or lost) before the job finished"
+        view["error"] = job.meta.get("error") or reason
+    elif status == JobStatus.CANCELED and job.meta.get("error"):
+        view["error"] = job.meta["error"]
     return view

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     # Label Studio
     label_studio_url: str = Field("", description="Label Studio URL; with LABEL_STUDIO_API_KEY it overrides /setup's.")
     label_studio_api_key: str = Field("", description="Label Studio API token, sent only to LABEL_STUDIO_URL.")
+    label_studio_hosts: str = Field("", description="Comma-separated hosts a /setup hostname may name; empty = any.")
 
     # generation
     num_candidates: int = Field(4, description="K answers per prompt for a Ranker config (Pairwise always uses 2).")
@@ -59,6 +60,10 @@ class Settings(BaseSettings):
     use_lora: bool = Field(False, description="Train LoRA adapters (peft) and merge them, for big models.")
     train_timeout: int = Field(6 * 3600, description="RQ job timeout of a training job, seconds.")
     generate_timeout: int = Field(3600, description="RQ job timeout of a generation job, seconds.")
+    reconcile_seconds: float = Field(30.0, description="How often the backend queues what the store says is due; 0 = never.")
+    reconcile_backoff_seconds: float = Field(60.0, description="Wait before re-queueing a failed chain; doubles per attempt, at most 1 h.")
+    resync_seconds: float = Field(300.0, description="How often annotations are resynced from Label Studio; 0 = never.")
+    redis_request_timeout: float = Field(0.25, description="Seconds a request waits on Redis before deferring the job.")
     job_stall_seconds: float = Field(
         600.0, description="A job whose work-horse uses no CPU this long is killed and failed; 0 = never.")
     worker_threads: int = Field(0, description="Torch CPU threads per worker; 0 = CPU cores / LOCAL_WORKERS.")
@@ -89,6 +94,10 @@ class Settings(BaseSettings):
         """These settings as environment variables, for a process started with them (worker, gunicorn, CLI)."""
         return {name.upper(): json.dumps(value) if isinstance(value, (dict, list)) else str(value)
                 for name, value in self.model_dump().items() if value is not None}
+
+    @property
+    def allowed_label_studio_hosts(self) -> tuple[str, ...]:
+        return tuple(h.strip() for h in self.label_studio_hosts.split(",") if h.strip())
 
     @property
     def auth_enabled(self) -> bool:

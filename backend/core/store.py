@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, create_engine, delete, event, false, func, insert,
-    select, update,
+    JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, case, create_engine, delete, event, false, func,
+    insert, select, update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -41,7 +41,10 @@ class Project(Base):
     ls_url: Mapped[str | None] = mapped_column(String(512))
     ls_token: Mapped[str | None] = mapped_column(String(512))
     algorithm: Mapped[str | None] = mapped_column(String(16))
-    trained_pair_id: Mapped[int] = mapped_column(Integer, default=0)  # pairs up to this id fed a training
+    trained_pair_id: Mapped[int] = mapped_column(Integer, default=0)  # pairs up to this id fed a chain that succeeded
+    queued_pair_id: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # ...handed to a queued chain
+    train_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # "Start Training"
+    synced_at: Mapped[datetime | None] = mapped_column(DateTime)  # last incremental resync from Label Studio
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
 
 
@@ -94,6 +97,12 @@ class Generation(Base):
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
+def _chunks(ids: list[int], size: int = 5000) -> Iterator[list[int]]:
+    """IN lists of bounded length (SQLite caps the parameters of one statement)."""
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
 def make_engine(url: str) -> Engine:
     """An engine for the URL; SQLite gets WAL, full sync and a busy timeout for concurrent writers."""
     if url.startswith("sqlite:///"):
@@ -132,8 +141,8 @@ class Store:
     def save_project(self, project_id: int, **fields: Any) -> Project:
         """Create or update a project; None values leave a field as it is."""
         with self.session() as s:
-            project = s.get(Project, project_id) or Project(id=project_id, trained_pair_id=0,
-                                                            lineage=default_lineage(project_id))
+            project = s.get(Project, project_id) or Project(id=project_id, trained_pair_id=0, queued_pair_id=0,
+                                                            train_requested=False, lineage=default_lineage(project_id))
             for name, value in fields.items():
                 if value is not None:
                     setattr(project, name, value)
@@ -155,16 +164,24 @@ class Store:
 
     # tasks
     def save_tasks(self, project_id: int, tasks: Iterable[tuple[int, dict[str, Any]]]) -> None:
-        """Record tasks' data; candidates already generated are kept."""
+        """Record tasks' data in a few bulk statements (Label Studio sends thousands at once); candidates
+        already generated are kept."""
+        rows = {task_id: data for task_id, data in tasks}
+        now = _now()
         with self.session() as s:
-            for task_id, data in tasks:
-                task = s.get(Task, task_id) or Task(id=task_id, project_id=project_id)
-                task.project_id, task.data = project_id, data
-                s.add(task)
+            known = {i for chunk in _chunks(list(rows)) for i in s.scalars(select(Task.id).where(Task.id.in_(chunk)))}
+            if known:
+                s.execute(update(Task), [{"id": i, "project_id": project_id, "data": rows[i], "updated_at": now}
+                                         for i in known])
+            new = [{"id": i, "project_id": project_id, "data": d, "updated_at": now} for i, d in rows.items()
+                   if i not in known]
+            if new:
+                s.execute(insert(Task), new)
 
     def tasks(self, task_ids: Iterable[int]) -> dict[int, Task]:
         with self.session() as s:
-            return {t.id: t for t in s.scalars(select(Task).where(Task.id.in_(list(task_ids))))}
+            return {t.id: t for chunk in _chunks(list(task_ids))
+                    for t in s.scalars(select(Task).where(Task.id.in_(chunk)))}
 
     def project_tasks(self, project_id: int) -> list[Task]:
         with self.session() as s:
@@ -218,6 +235,12 @@ class Store:
                                                 "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected,
                                                 "generation": generation} for p in pairs])
             return self._untrained(conn, project_id)
+
+    def annotation_results(self, annotation_ids: Iterable[int]) -> dict[int, Any]:
+        """The stored result of each of these annotations that is stored."""
+        with self.session() as s:
+            return {i: r for chunk in _chunks(list(annotation_ids))
+                    for i, r in s.execute(select(Annotation.id, Annotation.result).where(Annotation.id.in_(chunk)))}
 
     def delete_annotations(self, annotation_ids: Iterable[int]) -> int:
         ids = list(annotation_ids)
@@ -276,7 +299,7 @@ class Store:
                 for pid in ids}
 
     def untrained_pairs(self, project_id: int) -> tuple[int, int]:
-        """(pairs of the project's lineage that arrived since its last training trigger, newest pair id): the
+        """(pairs of the project's lineage not yet handed to a queued chain, newest pair id): the webhook's
         retrain trigger, derived from the store so that it survives restarts."""
         with self.session() as s:
             return self._untrained(s, project_id)
@@ -286,10 +309,47 @@ class Store:
         lineage = select(Project.lineage).where(Project.id == project_id).scalar_subquery()
         pooled = select(func.count(), func.max(PairRow.id)).join(Project, Project.id == PairRow.project_id) \
             .where(Project.lineage == lineage)
-        new, newest = s.execute(pooled.where(PairRow.id > Project.trained_pair_id)).one()
+        new, newest = s.execute(pooled.where(PairRow.id > Project.queued_pair_id)).one()
         return new, newest or s.execute(pooled).one()[1] or 0
 
-    def mark_trained(self, lineage: str, upto_pair_id: int) -> None:
-        """Record that the lineage's pairs up to this id have been handed to a training."""
+    def mark_queued(self, lineage: str, upto_pair_id: int) -> None:
+        """The lineage's pairs up to this id are in a queued chain: webhooks stop re-triggering for them."""
         with self.session() as s:
-            s.execute(update(Project).where(Project.lineage == lineage).values(trained_pair_id=upto_pair_id))
+            s.execute(update(Project).where(Project.lineage == lineage).values(queued_pair_id=upto_pair_id))
+
+    def mark_trained(self, lineage: str, upto_pair_id: int) -> None:
+        """A chain trained on the lineage's pairs up to this id and succeeded: its trigger is cleared."""
+        with self.session() as s:
+            s.execute(update(Project).where(Project.lineage == lineage).values(trained_pair_id=upto_pair_id,
+                                                                               train_requested=False))
+
+    def request_training(self, project_id: int) -> None:
+        """"Start Training" was pressed: due until a chain of the lineage succeeds, whatever happens meanwhile."""
+        with self.session() as s:
+            lineage = s.scalar(select(Project.lineage).where(Project.id == project_id))
+            s.execute(update(Project).where(Project.lineage == lineage).values(train_requested=True))
+
+    def due_lineages(self, retrain_every: int) -> dict[str, str]:
+        """Lineages that must train (durable state): lineage -> why. Due when RETRAIN_EVERY pairs arrived since
+        the last successful chain, or "Start Training" is pending, and it has pairs at all."""
+        with self.session() as s:
+            rows = s.execute(select(Project.lineage, func.count(PairRow.id),
+                                    func.sum(case((PairRow.id > Project.trained_pair_id, 1), else_=0)),
+                                    func.max(case((Project.train_requested, 1), else_=0)))
+                             .join(PairRow, PairRow.project_id == Project.id).group_by(Project.lineage)).all()
+        due = {}
+        for lineage, pairs, new, requested in rows:
+            if requested and pairs:
+                due[lineage] = "Start Training pending"
+            elif (new or 0) >= retrain_every:
+                due[lineage] = f"{new} pairs since the last successful training"
+        return due
+
+    def tasks_without_candidates(self) -> dict[int, list[int]]:
+        """Per project, the tasks still waiting for candidates (a generation that was never queued or failed)."""
+        with self.session() as s:
+            rows = s.execute(select(Task.project_id, Task.id).where(Task.candidates.is_(None))).all()
+        found: dict[int, list[int]] = {}
+        for project_id, task_id in rows:
+            found.setdefault(project_id, []).append(task_id)
+        return found

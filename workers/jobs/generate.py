@@ -106,8 +106,9 @@ def _score(ctx: JobContext, registry: Registry, layout: Layout, project_id: int,
 
 def _label_studio(ctx: JobContext, project: Project) -> Any:
     """A client for the project's Label Studio, from one source (see labelstudio.access), or None."""
-    found = labelstudio.access(project.ls_url, project.ls_token, ctx.settings.label_studio_url,
-                               ctx.settings.label_studio_api_key)
+    s = ctx.settings
+    found = labelstudio.access(project.ls_url, project.ls_token, s.label_studio_url, s.label_studio_api_key,
+                               s.allowed_label_studio_hosts)
     if found is None:
         log.warning("project %s: no Label Studio URL/token; candidates stay in the store only", project.id)
         return None

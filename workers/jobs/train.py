@@ -48,7 +48,7 @@ def train_reward(lineage: str) -> dict[str, Any]:
     train, held = split(pairs, lambda p: p["prompt"], ctx.settings.seed)
     policy = registry.current("policy")
     data = {"pairs": len(train), "held_out_pairs": len(held), "lineage": lineage,
-            "projects": ctx.store.lineage_projects(lineage)}
+            "projects": ctx.store.lineage_projects(lineage), "upto_pair_id": max((p["id"] for p in pairs), default=0)}
     return _run(ctx, registry, lineage, "reward", "reward", {"pairs": train, "eval_pairs": held}, {"policy": policy},
                 data, verify=load_reward)
 
@@ -67,7 +67,7 @@ def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
         eval_prompts = train_prompts
     trainable = set(train_prompts)
     pairs = [p for p in all_pairs if p["prompt"] in trainable]
-    reward = _chain_reward(registry)
+    reward, upto = _chain_reward(registry, all_pairs)
     previous = registry.current("policy")
     parents = {"policy": previous, "reward": reward, "reference": 0}
     data = {"prompts": len(train_prompts), "held_out_prompts": len(eval_prompts), "pairs": len(pairs),
@@ -80,23 +80,28 @@ def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
                               missing_eos_penalty=ctx.settings.missing_eos_penalty, seed=ctx.settings.seed)
 
     inputs = {"prompts": train_prompts, "pairs": pairs, "reward_dir": registry.path("reward", reward)}
-    return _run(ctx, registry, lineage, "policy", algorithm, inputs, parents, data, verify=load_policy, assess=assess)
+    result = _run(ctx, registry, lineage, "policy", algorithm, inputs, parents, data, verify=load_policy,
+                  assess=assess)
+    ctx.store.mark_trained(lineage, upto)  # the chain succeeded: its trigger is cleared, not before
+    ctx.queue.training_succeeded(lineage)
+    return result
 
 
-def _chain_reward(registry: Registry) -> int:
-    """The reward version this chain's reward job promoted (the policy job's dependency), so that a policy
-    never trains against a reward model another chain produced meanwhile; the current one outside a chain."""
+def _chain_reward(registry: Registry, pairs: list[dict[str, Any]]) -> tuple[int, int]:
+    """(the reward version this chain's reward job promoted, the newest pair it trained on): the policy job's
+    dependency says, so that a policy never trains against a reward model another chain produced meanwhile.
+    Outside a chain: the current reward model and every pair."""
     from rq import get_current_job
 
     job = get_current_job()
     dependency = job.dependency if job is not None else None
     result = dependency.return_value() if dependency is not None else None
     if isinstance(result, dict) and isinstance(result.get("version"), int):
-        return result["version"]
+        return result["version"], int((result.get("data") or {}).get("upto_pair_id") or 0)
     current = registry.current("reward")
     if current is None:
         raise ValueError("no reward model yet: the reward job must succeed first")
-    return current
+    return current, max((p["id"] for p in pairs), default=0)
 
 
 def _task_prompts(ctx: JobContext, lineage: str) -> set[str]:
@@ -142,6 +147,7 @@ def _run(ctx: JobContext, registry: Registry, lineage: str, kind: Kind, recipe: 
     staging directory is deleted and the previous version keeps serving."""
     started = time.time()
     staging = registry.staging(kind)
+    ctx.remember_staging(staging)  # a killed work-horse cannot clean up: the reconciler will, from this
     inputs = _inputs(ctx, registry, recipe, staging, **fields)
     try:
         metrics = run_recipe(recipe, inputs, ctx.settings.train_processes, _current_job_id())

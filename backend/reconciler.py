@@ -1,0 +1,126 @@
+"""Brings queued work in line with the durable state in the store, so that no trigger is ever lost: a
+lineage that is due trains (after a crash between commit and enqueue, a Redis outage, or a failed chain,
+with backoff), tasks without candidates get them, broken chains are settled, and annotations whose webhook
+never arrived are resynced from Label Studio."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from redis.exceptions import LockError, RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from backend.core import labelstudio
+from backend.ml_backend import InvalidRequest, RLHFBackend
+
+log = logging.getLogger(__name__)
+RESYNC_OVERLAP = timedelta(minutes=2)  # re-read a little before the last sync: clocks and in-flight saves
+
+
+class Reconciler:
+    """One pass every RECONCILE_SECONDS, by one backend process at a time (a Redis lock)."""
+
+    def __init__(self, backend: RLHFBackend) -> None:
+        self.backend = backend
+        self.settings, self.store, self.queue = backend.settings, backend.store, backend.queue
+        self._thread: threading.Thread | None = None
+        self._last_resync = 0.0
+
+    def start(self) -> None:
+        if self._thread is None and self.settings.reconcile_seconds > 0:
+            self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.settings.reconcile_seconds)
+            try:
+                lock = self.queue.redis.lock(self.queue.models_channel + ":reconcile",
+                                             timeout=max(60, self.settings.reconcile_seconds * 4), blocking=False)
+                if lock.acquire():
+                    try:
+                        self.run_once()
+                    finally:
+                        lock.release()
+            except (RedisError, LockError, SQLAlchemyError) as exc:
+                log.warning("reconcile pass skipped: %s", exc)
+
+    def run_once(self, now: float | None = None) -> dict[str, Any]:
+        """One pass; returns what it did (also for tests and the CLI)."""
+        now = time.time() if now is None else now
+        done: dict[str, Any] = {"trained": self._train_due(now), "generated": self._generate_missing(),
+                                "settled": self.queue.settle_broken()}
+        if self.settings.resync_seconds > 0 and now - self._last_resync >= self.settings.resync_seconds:
+            done["resynced"] = self.resync()
+            self._last_resync = now
+        return done
+
+    def _train_due(self, now: float) -> list[str]:
+        queued = []
+        for lineage, why in self.store.due_lineages(self.settings.retrain_every).items():
+            attempts, last = self.queue.attempts(lineage)
+            wait = min(self.settings.reconcile_backoff_seconds * 2 ** max(attempts - 1, 0), 3600) if attempts else 0
+            if self.queue.chain_alive(lineage) or now - last < wait:
+                continue
+            projects = self.store.lineage_projects(lineage)
+            project = self.store.project(projects[0])
+            algorithm = (project.algorithm if project else None) or self.settings.algorithm
+            self.queue.enqueue_training(lineage, algorithm, projects, f"reconciler: {why} (attempt {attempts + 1})")
+            self.queue.note_attempt(lineage, now)
+            self.store.mark_queued(lineage, self.store.untrained_pairs(projects[0])[1])
+            log.info("lineage %s was due (%s): queued a chain, attempt %d", lineage, why, attempts + 1)
+            queued.append(lineage)
+        return queued
+
+    def _generate_missing(self) -> list[int]:
+        queued = []
+        for project_id, task_ids in self.store.tasks_without_candidates().items():
+            project = self.store.project(project_id)
+            if project is not None and project.label_config and self.queue.enqueue_generation(
+                    project_id, task_ids, reason="reconciler: tasks without candidates") is not None:
+                queued.append(project_id)
+        return queued
+
+    def resync(self) -> dict[int, int]:
+        """Annotations created or updated in Label Studio since each project's last sync, stored idempotently
+        (Label Studio sends a webhook once and never again, so one the backend missed is fetched here)."""
+        synced = {}
+        for project_id in sorted(self.store.counts()):
+            project = self.store.project(project_id)
+            found = project and labelstudio.access(project.ls_url, project.ls_token, self.settings.label_studio_url,
+                                                   self.settings.label_studio_api_key,
+                                                   self.settings.allowed_label_studio_hosts)
+            if not found or not project.label_config:
+                continue
+            started = datetime.now(timezone.utc).replace(tzinfo=None)
+            since = (project.synced_at - RESYNC_OVERLAP) if project.synced_at else None
+            try:
+                exported = labelstudio.export_annotations(labelstudio.client(*found), project_id)
+            except Exception as exc:  # noqa: BLE001 - Label Studio down or refusing: try again next pass
+                log.warning("project %s: resync from Label Studio failed: %s", project_id, exc)
+                continue
+            synced[project_id] = self._store_newer(project_id, project.label_config, exported, since)
+            self.store.save_project(project_id, synced_at=started)
+        return synced
+
+    def _store_newer(self, project_id: int, config: str, exported: list[dict[str, Any]],
+                     since: datetime | None) -> int:
+        count = 0
+        ids = [a.get("id") for t in exported for a in t.get("annotations") or [] if isinstance(a.get("id"), int)]
+        stored = self.store.annotation_results(ids)
+        for task in exported:
+            for annotation in task.get("annotations") or []:
+                changed = labelstudio.utc(annotation.get("updated_at") or annotation.get("created_at"))
+                if since is not None and changed is not None and changed < since:
+                    continue
+                if stored.get(annotation.get("id"), object()) == (annotation.get("result") or []):
+                    continue  # already stored as it is
+                try:
+                    self.backend.save_annotation(project_id, config, annotation, task)
+                    count += 1
+                except InvalidRequest as exc:
+                    log.warning("resync of project %s: %s", project_id, exc)
+        return count

@@ -1,0 +1,105 @@
+"""No trigger is ever lost: what the store says is due gets queued, whatever happened to Redis or to a chain."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+from conftest import ROOT, TINY_TRAIN, make_settings, payload, run_worker, setup_project, tasks_created
+from redis import Redis
+
+from backend.app import create_app
+from backend.core.store import Store
+from backend.reconciler import Reconciler
+from labelstudio_server import free_port
+
+
+@pytest.fixture
+def own_redis():
+    """A Redis of this test's own, on its own port, that the test can stop and start again."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not on the PATH")
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    procs = []
+
+    def start() -> None:
+        procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                Redis(port=port).ping()
+                return
+            except Exception:  # noqa: BLE001
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def stop() -> None:
+        procs[-1].terminate()
+        procs[-1].wait(10)
+
+    start()
+    yield f"redis://127.0.0.1:{port}/0", start, stop
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def annotate(client, task_id: int, annotation_id: int) -> dict:
+    body = payload("webhook-annotation-created.pairwise.json")
+    body["project"]["label_config"] = (ROOT / "label_config.xml").read_text()
+    body["task"] = {"id": task_id, "data": {"prompt": f"Question {task_id}?", "answer1": f"a{task_id}",
+                                            "answer2": f"b{task_id}"}, "project": 1}
+    body["annotation"].update(id=annotation_id, task=task_id, result=[
+        {"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": "left"}}])
+    response = client.post("/webhook", json=body)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def test_webhooks_are_acknowledged_with_redis_down_and_their_triggers_queued_later(tmp_path, tiny_model,
+                                                                                    own_redis) -> None:
+    url, start, stop = own_redis
+    settings = make_settings(tmp_path, tiny_model, redis_url=url, retrain_every=2)
+    app = create_app(settings)
+    client = app.test_client()
+    setup_project(client)
+    assert "training" not in annotate(client, 1, 101)
+    stop()
+    deferred = annotate(client, 2, 102)  # crosses RETRAIN_EVERY while Redis is down: stored, acknowledged
+    assert deferred["pairs"] == 1 and deferred["training"] == "deferred"
+    created = client.post("/webhook", json=tasks_created(1, [(9, {"prompt": "p", "answer1": "", "answer2": ""})]))
+    assert created.status_code == 200 and created.json["job"] == "deferred"
+    assert Store(settings.sqlalchemy_url).counts()[1]["pairs"] == 2
+    start()
+    done = Reconciler(app.extensions["rlhf"]).run_once()
+    assert done["trained"] == ["project-1"] and done["generated"] == [1]
+    backend = app.extensions["rlhf"]
+    assert backend.queue.chain_alive("project-1")
+    assert Reconciler(backend).run_once()["trained"] == []  # queued once: the chain is alive now
+
+
+def test_a_failed_chain_keeps_its_trigger_and_is_retried_with_backoff(tmp_path, tiny_model, redis) -> None:
+    broken = {**TINY_TRAIN, "ppo": {**TINY_TRAIN["ppo"], "per_device_train_batch_size": 64}}  # more than the prompts
+    settings = make_settings(tmp_path, tiny_model, train_args=broken, retrain_every=2, reconcile_backoff_seconds=100)
+    app = create_app(settings)
+    client, backend = app.test_client(), app.extensions["rlhf"]
+    setup_project(client)
+    for i in range(1, 5):
+        annotate(client, i, 200 + i)
+    run_worker(settings, "--queues", "train")
+    store = Store(settings.sqlalchemy_url)
+    assert store.due_lineages(2) == {"project-1": "4 pairs since the last successful training"}  # not eaten
+    reconciler = Reconciler(backend)
+    now = time.time()
+    assert reconciler.run_once(now)["trained"] == ["project-1"]
+    status = client.get("/status").json["lineages"]["project-1"]
+    assert status["training_attempts"] == 1 and status["due"]
+    run_worker(settings, "--queues", "train")  # fails again
+    assert reconciler.run_once(now + 10)["trained"] == []  # backing off
+    assert reconciler.run_once(now + 101)["trained"] == ["project-1"]
+    assert client.get("/status").json["lineages"]["project-1"]["training_attempts"] == 2
+    jobs = client.get("/status").json["jobs"]
+    assert any(j["status"] == "failed" and "prompts" in (j["error"] or "") for j in jobs)
