@@ -29,9 +29,11 @@ def create_app(settings: Settings | None = None) -> Flask:
                                               socket_connect_timeout=timeout))
     listener = Redis.from_url(settings.redis_url, health_check_interval=30)  # pub/sub blocks: no short timeout
     watcher = ModelWatcher(services.registries, listener, services.queue.models_channel, settings.model_poll_seconds)
-    watcher.start()
     backend = RLHFBackend(settings, services.store, services.queue, watcher)
-    Reconciler(backend).start()
+    reconciler = Reconciler(backend)
+    for background in (watcher.start, reconciler.start):  # now, and again in each process gunicorn forks
+        background()
+        app.before_request(background)
     app.extensions["rlhf"] = backend
     app.extensions["rlhf_settings"] = settings
     app.extensions["rlhf_registries"] = services.registries

@@ -6,6 +6,7 @@ bind = f"0.0.0.0:{get_settings().port}"
 workers = 2
 threads = 1  # one thread per worker avoids SQLite lock waits between threads (see bench/README.md)
 timeout = 120  # seconds a request may take before its worker is replaced (Label Studio's /predict waits 100 s)
+preload_app = True  # the master imports the app once: a worker that dies is replaced by a fork in milliseconds
 
 
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter

@@ -5,6 +5,7 @@ never arrived are resynced from Label Studio."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -27,10 +28,13 @@ class Reconciler:
         self.backend = backend
         self.settings, self.store, self.queue = backend.settings, backend.store, backend.queue
         self._thread: threading.Thread | None = None
+        self._pid: int | None = None
         self._last_resync = 0.0
 
     def start(self) -> None:
-        if self._thread is None and self.settings.reconcile_seconds > 0:
+        """Run passes in a daemon thread, once per process (see ModelWatcher.start)."""
+        if self._pid != os.getpid() and self.settings.reconcile_seconds > 0:
+            self._pid = os.getpid()
             self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
             self._thread.start()
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class ModelWatcher:
         self._served: dict[str, tuple[float, Served]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._pid: int | None = None
 
     def served(self, lineage: str) -> Served:
         """The versions a lineage serves; re-read at most every poll period unless a notification came."""
@@ -51,8 +53,10 @@ class ModelWatcher:
                 self._served.pop(lineage, None)
 
     def start(self) -> None:
-        """Listen for promotions in a daemon thread (idempotent)."""
-        if self._thread is None:
+        """Listen for promotions in a daemon thread, once per process (threads do not survive gunicorn's fork of
+        a preloaded app, so a forked worker starts its own)."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
             self._thread = threading.Thread(target=self._listen, name="model-watcher", daemon=True)
             self._thread.start()
 

@@ -159,10 +159,14 @@ def store_url(database_url: str, data_dir: Path) -> str:
 def reset_database(url: str) -> None:
     """Drop and recreate the backend's tables, so counts start from zero; created here, before gunicorn starts,
     because two workers creating them at once race (one dies with "table projects already exists")."""
+    from sqlalchemy import text
+
     from backend.core.store import Base, Store, make_engine
 
     engine = make_engine(url)
     Base.metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))  # the migrations then build it all again
     engine.dispose()
     Store(url).engine.dispose()
 

@@ -72,9 +72,11 @@ def test_retrain_counter_is_derived_from_the_store(store: Store) -> None:
     for i in range(3):
         store.save_annotation(2, 20 + i, 200 + i, [], [Pair(f"p{i}", "a", "b")], skipped=False)
     new, newest = store.untrained_pairs(2)
-    assert new == 3
-    store.mark_trained("project-2", newest)
-    assert store.untrained_pairs(2)[0] == 0
+    assert new == 3 and store.due_lineages(3) == {"project-2": "3 pairs since the last successful training"}
+    store.mark_queued("project-2", newest)  # handed to a chain: webhooks stop triggering, but it is still due
+    assert store.untrained_pairs(2)[0] == 0 and "project-2" in store.due_lineages(3)
+    store.mark_trained("project-2", newest)  # the chain succeeded: no longer due
+    assert store.due_lineages(3) == {}
     store.save_annotation(2, 30, 300, [], [Pair("q", "a", "b")], skipped=False)
     reopened = Store(store.engine.url.render_as_string(hide_password=False))  # as after a restart
     assert reopened.untrained_pairs(2)[0] == 1
@@ -165,5 +167,7 @@ def test_pooled_projects_share_pairs_and_one_retrain_counter(store: Store) -> No
     assert store.save_annotation(2, 2, 20, [], [Pair("q", "a", "b")], skipped=False)[0] == 2
     assert {p["prompt"] for p in store.pairs("support")} == {"p", "q"}
     assert store.lineage_projects("support") == [1, 2]
-    store.mark_trained("support", store.untrained_pairs(1)[1])
+    store.mark_queued("support", store.untrained_pairs(1)[1])
     assert store.untrained_pairs(2)[0] == 0 and store.untrained_pairs(3)[0] == 1
+    store.request_training(3)  # "Start Training" in project 3: its lineage is due however few pairs it has
+    assert store.due_lineages(50) == {"project-3": "Start Training pending"}

@@ -1,0 +1,174 @@
+"""Webhooks under faults, side by side in one run: latency and acked/stored/lost, healthy vs Redis down vs Redis
+hung vs a gunicorn worker killed mid-burst; and `--fuzz N` hostile requests over HTTP with the workers' memory.
+
+Label Studio waits 1 s for a webhook and never resends it, so under any single fault every annotation must
+still be acknowledged within a second, and every acknowledged one must be in the store. The backend runs as it
+ships (gunicorn with backend/gunicorn_conf.py) on SQLite (or --database-url), against a Redis of its own that
+the bench stops (down) and freezes with SIGSTOP (hung).
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import common
+import webhooks
+
+GOAL_P99_MS = 1000.0
+
+
+def start_redis(port: int) -> subprocess.Popen:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is needed on the PATH for the fault bench")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            import redis
+
+            redis.Redis(port=port).ping()
+            return proc
+        except Exception:  # noqa: BLE001
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def start_backend(tmp: Path, port: int, redis_port: int, database_url: str) -> subprocess.Popen:
+    env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", QUEUE_PREFIX="faults",
+               DATA_DIR=str(tmp / "data"), MODEL_DIR=str(tmp / "models"), DATABASE_URL=database_url,
+               RETRAIN_EVERY="50", RECONCILE_SECONDS="0", PYTHONPATH=str(common.ROOT), PORT=str(port))
+    log = open(tmp / "gunicorn.log", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:backend.gunicorn_conf", "backend.wsgi:app",
+                             "-b", f"127.0.0.1:{port}"], cwd=common.ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"gunicorn did not start: {(tmp / 'gunicorn.log').read_text()[-2000:]}")
+
+
+def workers_of(master: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def scenario(name: str, port: int, first_id: int, n: int, concurrency: int, url: str,
+             during=None) -> tuple[str, webhooks.Burst, int, int]:
+    """One burst of n annotations; `during` runs in a thread while it goes (the fault)."""
+    from backend.core.store import Store
+
+    bodies = webhooks.annotation_bodies(first_id, n)
+    fault = threading.Thread(target=during) if during else None
+    if fault:
+        fault.start()
+    result = webhooks.burst(port, "/webhook", bodies, concurrency, 1)
+    if fault:
+        fault.join()
+    acked = n - len(result.failures)
+    store = Store(url)
+    stored = len(store.annotation_results(range(first_id, first_id + n)))
+    store.engine.dispose()
+    return name, result, acked, stored
+
+
+def fuzz(port: int, master: int, rounds: int) -> None:
+    """Hostile requests over HTTP (the tests' fuzz, at size), counting 5xx, with the workers' RSS before and after."""
+    sys.path.insert(0, str(common.ROOT / "tests"))
+    from test_fuzz import mutate, raw_bodies, seeds
+
+    rng, bodies, errors = random.Random(7), seeds(), 0
+    before = rss_mb(workers_of(master))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    started = time.perf_counter()
+    for i in range(rounds):
+        path, body = rng.choice(bodies)
+        data = json.dumps(mutate(body, rng)).encode() if i % 50 else rng.choice(raw_bodies())
+        conn.request("POST", path, data, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        errors += response.status >= 500
+    print(f"fuzz: {rounds} hostile requests in {time.perf_counter() - started:.1f} s, 5xx: {errors}, "
+          f"workers' RSS {before:.0f} MB before, {rss_mb(workers_of(master)):.0f} MB after")
+
+
+def main(argv: list[str] | None = None) -> bool:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--annotations", type=int, default=500, help="webhooks per scenario")
+    parser.add_argument("-c", "--concurrency", type=int, default=4)
+    parser.add_argument("--database-url", default="", help="postgresql://... (default: SQLite in a temp dir)")
+    parser.add_argument("--fuzz", type=int, default=0, metavar="N", help="also send N hostile requests")
+    args = parser.parse_args(argv)
+    common.header("webhooks under faults: latency, acked, stored, lost")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-faults-"))
+    url = webhooks.store_url(args.database_url, tmp / "data")
+    webhooks.reset_database(url)
+    redis_port, port = common.free_port(), common.free_port()
+    redis_proc = start_redis(redis_port)
+    server = start_backend(tmp, port, redis_port, args.database_url)
+    rows = []
+    try:
+        setup = common.payload("setup.pairwise.json") | {"hostname": "", "access_token": ""}
+        webhooks.request_json(port, "POST", "/setup", setup)
+        webhooks.burst(port, "/webhook", webhooks.annotation_bodies(1, 20), args.concurrency, 1)  # warm-up
+        n, base = args.annotations, 1000
+        rows.append(scenario("healthy", port, base, n, args.concurrency, url))
+        redis_proc.send_signal(signal.SIGSTOP)
+        rows.append(scenario("Redis hung (SIGSTOP)", port, base + n, n, args.concurrency, url))
+        redis_proc.send_signal(signal.SIGCONT)
+        redis_proc.terminate()
+        redis_proc.wait(10)
+        rows.append(scenario("Redis down", port, base + 2 * n, n, args.concurrency, url))
+        redis_proc = start_redis(redis_port)
+
+        def kill_a_worker() -> None:
+            time.sleep(0.5)
+            os.kill(workers_of(server.pid)[0], signal.SIGKILL)
+
+        rows.append(scenario("gunicorn worker killed -9", port, base + 3 * n, n, args.concurrency, url, kill_a_worker))
+        print(f"{'scenario':<28} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'acked':>6} {'stored':>6} {'lost':>5}")
+        ok = True
+        for name, result, acked, stored in rows:
+            lost = max(0, acked - stored)
+            print(f"{name:<28} {result.ms(50):>8.1f} {result.ms(99):>8.1f} {result.ms(100):>8.1f} {acked:>6} "
+                  f"{stored:>6} {lost:>5}")
+            ok &= result.ms(99) <= GOAL_P99_MS and lost == 0
+        ok &= common.verdict("p99 under every single fault, nothing acknowledged lost", f"<= {GOAL_P99_MS:g} ms, 0 lost",
+                             ok)
+        if args.fuzz:
+            fuzz(port, server.pid, args.fuzz)
+        return ok
+    finally:
+        common.stop(server)
+        redis_proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(0 if main() else 1)
