@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from backend.payloads import MAX_INT
 from backend.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
+REDIS_REST_SECONDS = 5.0  # after a Redis failure, how long requests skip it (the reconciler catches up)
 
 
 class InvalidRequest(ValueError):
@@ -64,6 +66,7 @@ class RLHFBackend:
     def __init__(self, settings: Settings, store: Store, queue: JobQueue, watcher: ModelWatcher) -> None:
         self.settings, self.store, self.queue, self.watcher = settings, store, queue, watcher
         self._configured: set[int] = set()  # projects known to have a stored label config
+        self._redis_down_until = 0.0  # see _redis_resting
 
     def lineage(self, project_id: int) -> str:
         return self.store.lineage_of(project_id)
@@ -259,23 +262,36 @@ class RLHFBackend:
         project = self.store.project(project_id)
         algorithm = (project.algorithm if project else None) or self.settings.algorithm
         lineage = self.lineage(project_id)
+        if self._redis_resting():  # stored and due: the reconciler queues it once Redis answers
+            return {"new_pairs": new, "lineage": lineage, "training": "deferred"}
         try:
             jobs, coalesced = self.queue.enqueue_training(lineage, algorithm, self.store.lineage_projects(lineage),
                                                           reason or f"{new} new pairs", project_id)
-        except (RedisError, LockError) as exc:  # stored and due: the reconciler queues it once Redis answers
-            log.warning("lineage %s: training deferred, Redis unavailable (%s)", lineage, exc)
+        except (RedisError, LockError) as exc:
+            self._redis_failed(exc)
             return {"new_pairs": new, "lineage": lineage, "training": "deferred"}
         self.store.mark_queued(lineage, newest)
         return {"new_pairs": new, "lineage": lineage, "training": [j.id for j in jobs], "coalesced": coalesced}
 
     def _queue_generation(self, project_id: int, task_ids: list[int], reason: str) -> str | None:
         """Queue candidates; with Redis down the tasks stay without candidates and the reconciler queues them."""
+        if self._redis_resting():
+            return "deferred"
         try:
             job = self.queue.enqueue_generation(project_id, task_ids, reason=reason)
         except RedisError as exc:
-            log.warning("project %s: generation deferred, Redis unavailable (%s)", project_id, exc)
+            self._redis_failed(exc)
             return "deferred"
         return job.id if job else None
+
+    def _redis_resting(self) -> bool:
+        """After a Redis failure, requests stop trying for a while: a hung Redis would otherwise cost every
+        webhook its full timeout (the work is deferred to the reconciler either way)."""
+        return time.monotonic() < self._redis_down_until
+
+    def _redis_failed(self, exc: Exception) -> None:
+        log.warning("Redis unavailable (%s): queueing deferred to the reconciler for %gs", exc, REDIS_REST_SECONDS)
+        self._redis_down_until = time.monotonic() + REDIS_REST_SECONDS
 
     def _config(self, project_id: int, project: Any) -> str:
         """The label config a request carries (webhook project object, /predict body), else the one stored at

@@ -27,7 +27,7 @@ PENDING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 DAY = 86400
 GENERATE_TTL = {"result_ttl": 7 * DAY, "failure_ttl": 30 * DAY}  # how long /status shows finished and failed jobs
 TRAIN_TTL = {"result_ttl": 30 * DAY, "failure_ttl": 30 * DAY}
-TRAIN_LOCK = {"timeout": 10, "blocking_timeout": 0.5}  # seconds: the per-lineage lock around chain coalescing
+TRAIN_LOCK = {"timeout": 10, "blocking_timeout": 0.5, "sleep": 0.005}  # seconds; redis-py polls every 0.1 s by default
 BROKEN = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
