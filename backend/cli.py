@@ -256,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     if args.command is None:
         args = parser().parse_args(["serve", *(argv or [])])
+    print(f"using Redis {_safe(settings.redis_url)}, store {_safe(settings.sqlalchemy_url)}, registry "
+          f"{settings.model_dir}", file=sys.stderr)
     try:
         args.func(settings, args)
     except RedisError as exc:
@@ -267,6 +269,13 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"the store at {settings.sqlalchemy_url.split('@')[-1]} failed: {str(exc).splitlines()[0]}")
     except (ValueError, LookupError, labelstudio.LabelStudioError, OSError) as exc:
         _fail(str(exc))
+
+
+def _safe(url: str) -> str:
+    """A URL without its password, for printing."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{credentials.split(':')[0] + ':***' if ':' in credentials else credentials}{at}{host}"
 
 
 def _fail(message: str) -> None:

@@ -92,8 +92,10 @@ class RLHFBackend:
 
     # /predict
     def predict(self, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None, *,
-                project_id: int, label_config: str | None = None) -> list[dict[str, Any]]:
-        """One result per task, in order, from the candidates and reward scores workers prepared."""
+                project_id: int, label_config: str | None = None) -> list[dict[str, Any] | list]:
+        """One result per task, in order, from the candidates and reward scores workers prepared: a prediction
+        once the lineage's reward model scored the task's candidates, else an empty list, which Label Studio
+        takes as "no prediction yet" (no empty tab) and asks again for later."""
         layout = self._layout(self._config(project_id, label_config))
         parsed = [self._task(t, layout) for t in tasks]
         self.store.save_tasks(project_id, [(tid, data) for tid, data in parsed])
@@ -108,7 +110,8 @@ class RLHFBackend:
             if candidates is None or (served.reward is not None and not fresh):
                 stale.append(task_id)
             scores = row.scores if fresh and served.reward is not None else None
-            results.append(_prediction(layout, data, scores) | {"model_version": served.model_version})
+            results.append([] if scores is None else _prediction(layout, data, scores, self.settings.preselect_choice)
+                           | {"model_version": served.model_version})
         if stale:
             self._queue_generation(project_id, stale, "predict")
         return results
@@ -162,6 +165,9 @@ class RLHFBackend:
             task_data = row.data
         result = annotation.get("result") or []
         skipped = bool(annotation.get("was_cancelled")) or not result
+        if skipped:  # Label Studio counts the task as done; nothing is learned from it
+            log.info("annotation %s of task %s is %s: stored, no pairs (counted as skipped in /status)",
+                     annotation_id, task_id, "cancelled" if annotation.get("was_cancelled") else "empty")
         layout = self._layout(config)
         shown = None if skipped else self._shown(layout, task_id, task_data, annotation, result)
         if shown is None and not skipped:
@@ -359,10 +365,10 @@ def _extra_params(extra_params: Any) -> dict[str, str]:
     return {k: v for k, v in (("algorithm", algorithm), ("lineage", lineage)) if v is not None}
 
 
-def _prediction(layout: Layout, data: dict[str, Any], scores: list[float] | None) -> dict[str, Any]:
-    """The reward model's pick (pairwise) or order (ranker); score = its mean confidence over adjacent pairs."""
-    if scores is None:
-        return {"result": [], "score": 0.0}
+def _prediction(layout: Layout, data: dict[str, Any], scores: list[float], preselect: bool) -> dict[str, Any]:
+    """score = the reward model's mean confidence over adjacent candidates, which Label Studio's task ordering
+    reads. The result, its pick (pairwise) or order (ranker), is shown pre-selected only when PRESELECT_CHOICE
+    is on: pre-selected, it anchors annotators, and clicking the picked answer un-selects it."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     confidence = sum(_sigmoid(abs(scores[a] - scores[b])) for a, b in zip(order, order[1:])) / (len(order) - 1)
     if layout.kind == "pairwise":
@@ -371,7 +377,7 @@ def _prediction(layout: Layout, data: dict[str, Any], scores: list[float] | None
         ids = [str(item.get("id")) for item in data[layout.answer_keys[0]]]
         value = {"ranker": {layout.control: [ids[i] for i in order]}}
     item = {"from_name": layout.control, "to_name": layout.to_name, "type": layout.kind, "value": value}
-    return {"result": [item], "score": round(confidence, 6)}
+    return {"result": [item] if preselect else [], "score": round(confidence, 6)}
 
 
 def _sigmoid(x: float) -> float:

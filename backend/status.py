@@ -14,7 +14,8 @@ def status_report(store: Store, queue: JobQueue, registries: Registries, project
     counts = store.counts()
     if project is not None:
         counts = {project: counts.get(project) or {"lineage": store.lineage_of(project), "annotations": 0,
-                                                   "pairs": 0, "new_pairs": 0, "stale_annotations": 0}}
+                                                   "pairs": 0, "new_pairs": 0, "stale_annotations": 0,
+                                                   "skipped_annotations": 0}}
     due = store.due_lineages(retrain_every)
     names = sorted({c["lineage"] for c in counts.values()} | (set(registries.lineages()) if project is None else set()))
     lineages = {}

@@ -41,7 +41,7 @@ def test_predict_on_task_without_candidates_queues_generation(client, settings) 
     setup_project(client)
     body = payload("predict.pairwise.json")
     body["tasks"][0]["data"] = {"prompt": "Tell me a joke", "answer1": "", "answer2": ""}
-    assert client.post("/predict", json=body).json["results"][0]["result"] == []
+    assert client.post("/predict", json=body).json["results"] == [[]]
     run_worker(settings)
     task = Store(settings.sqlalchemy_url).tasks([2])[2]
     assert len(task.candidates) == 2 and task.candidates[0] != task.candidates[1]

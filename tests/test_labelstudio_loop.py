@@ -53,9 +53,13 @@ def backend(tmp_path_factory, tiny_model):
 
 
 def cli(settings, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "backend", *args], env=settings_env(settings), cwd=ROOT,
+    """Run `python -m backend ARGS` from another directory, as an admin might: same store, same settings."""
+    out = subprocess.run([sys.executable, "-m", "backend", *args], env=settings_env(settings), cwd="/",
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stderr.startswith(f"using Redis {settings.redis_url}, store sqlite:///{settings.data_dir}"), out.stderr
+    printed = out.stdout.strip().splitlines()
+    assert len(printed) == len(set(printed)) and not any(line in out.stderr for line in printed), out  # once each
     return out.stdout
 
 

@@ -70,6 +70,10 @@ def test_cancelled_and_empty_annotations_give_no_pairs(client) -> None:
     assert client.post("/webhook", json=body).json["pairs"] == 0
     body["annotation"].update(was_cancelled=False, result=[])
     assert client.post("/webhook", json=body).json["pairs"] == 0
+    body["annotation"].update(id=body["annotation"]["id"] + 1)
+    client.post("/webhook", json=body)
+    counts = client.get("/status").json["projects"]["1"]
+    assert (counts["skipped_annotations"], counts["annotations"]) == (2, 0)  # reported, not silently dropped
 
 
 def test_predict_answers_in_order_and_queues_generation(client, settings) -> None:
@@ -79,7 +83,7 @@ def test_predict_answers_in_order_and_queues_generation(client, settings) -> Non
                      for i in range(3)]
     answer = client.post("/predict", json=body).json
     assert len(answer["results"]) == 3
-    assert all(r["result"] == [] and r["model_version"] == "policy-pending" for r in answer["results"])
+    assert answer["results"] == [[], [], []]  # nothing scored yet: no prediction (no empty tab in Label Studio)
     jobs = client.get("/status").json["jobs"]
     assert [(j["kind"], j["status"]) for j in jobs] == [("generate", "queued")]
     client.post("/predict", json=body)  # asking again does not queue twice
@@ -203,10 +207,13 @@ def test_ranker_prediction_orders_items_by_reward(client, settings) -> None:
     store.set_candidates(60, ["answer x", "answer y", "answer z"], 0, data)
     store.set_scores(60, [0.1, 2.0, -1.0], 0)
     time.sleep(settings.model_poll_seconds + 0.1)
-    result = client.post("/predict", json={"tasks": [{"id": 60, "data": data}], "project": "2.1"}).json["results"][0]
-    assert result["model_version"] == "policy-v0.reward-v0"
+    body = {"tasks": [{"id": 60, "data": data}], "project": "2.1"}
+    result = client.post("/predict", json=body).json["results"][0]
+    assert result["model_version"] == "policy-v0.reward-v0" and 0.5 < result["score"] < 1.0
+    assert result["result"] == []  # by default the pick is not pre-selected: it would anchor the annotator
+    preselecting = create_app(settings.model_copy(update={"preselect_choice": True})).test_client()
+    result = preselecting.post("/predict", json=body).json["results"][0]
     assert result["result"][0]["value"] == {"ranker": {"rank": ["y", "x", "z"]}}
-    assert 0.5 < result["score"] < 1.0
 
 
 def test_cancel_a_queued_training_from_the_cli(client, settings) -> None:

@@ -25,3 +25,11 @@ def test_architecture_lists_every_module() -> None:
                if p.name != "__init__.py" or p.parent.name == "recipes"]
     missing = [str(m) for m in modules if m.name not in listed]
     assert not missing, f"README architecture section does not mention {missing}"
+
+
+def test_relative_paths_are_anchored_to_the_checkout(tmp_path, monkeypatch) -> None:
+    """A CLI command run from another directory uses the same store and registry as `make run`."""
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir="data", model_dir="models", _env_file=None)
+    assert settings.data_dir == ROOT / "data" and settings.model_dir == ROOT / "models"
+    assert Settings(data_dir=tmp_path / "elsewhere", _env_file=None).data_dir == tmp_path / "elsewhere"

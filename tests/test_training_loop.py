@@ -23,7 +23,7 @@ PROMPTS = [f"Tell me fact number {i} about the sea." for i in range(10)]
 
 @pytest.fixture
 def loop(tmp_path, tiny_model, redis):
-    settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4)
+    settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4, preselect_choice=True)
     client = create_app(settings).test_client()
     return settings, client, Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
 

@@ -33,6 +33,12 @@ class JobProgress(TrainerCallback):
         logger.info("%s step %s/%s loss %s", self.stage, state.global_step, state.max_steps, self.loss)
         self._report(state)
 
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        """Show the stage and the step count as soon as training starts, not at the first logged step."""
+        self._report(state, force=True)
+
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         """Report the step even when nothing is logged."""
         self._report(state)

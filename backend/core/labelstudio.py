@@ -163,8 +163,6 @@ def connect(url: str, api_key: str, backend_url: str, *, project_id: int | None 
     auth_header = _basic_auth_header(auth_user, auth_pass) if auth_user else None
     result.webhook_id = _ensure_webhook(c, result.project_id, ml_url.rstrip("/"), auth_header, created,
                                         result.actions)
-    for line in result.actions:
-        logger.info("connect: %s", line)
     return result
 
 
@@ -180,7 +178,6 @@ def import_prompts(c: LabelStudio, project_id: int, prompts: list[str], data_key
         except ApiError as e:
             raise LabelStudioError(f"Label Studio refused the tasks for project {project_id}: {_reason(e)}") from e
         count += r.task_count or 0
-    logger.info("imported %d prompts into project %d", count, project_id)
     return count
 
 

@@ -11,11 +11,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.core.algorithms import POLICY_ALGORITHMS
 
+CHECKOUT = Path(__file__).resolve().parents[2]
+# Relative paths and .env are anchored to the checkout (where `make run` runs), so a command run from another
+# directory still uses the same store, registry and settings; an installed package anchors to the working dir.
+HOME = CHECKOUT if (CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
+
 
 class Settings(BaseSettings):
     """Every knob of the backend and the workers; field names map to upper-case env vars."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=HOME / ".env", extra="ignore")
 
     # serving
     port: int = Field(9090, description="Port the backend listens on.")
@@ -27,8 +32,8 @@ class Settings(BaseSettings):
     # storage and queue
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for RQ queues and notifications.")
     database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite (WAL) under DATA_DIR.")
-    data_dir: Path = Field(Path("data"), description="Where the default SQLite store lives.")
-    model_dir: Path = Field(Path("models"), description="Model registry: base policy/v0, lineages/<name>/{policy,reward}/vN.")
+    data_dir: Path = Field(HOME / "data", description="Where the default SQLite store lives.")
+    model_dir: Path = Field(HOME / "models", description="Model registry: base policy/v0, lineages/<name>/{policy,reward}/vN.")
     queue_prefix: str = Field("rlhf", description="Prefix of the RQ queue names (generate, train).")
 
     # models
@@ -50,6 +55,7 @@ class Settings(BaseSettings):
                                                         "MAX_NEW_TOKENS, in PPO and in evaluation.")
     generation_batch_size: int = Field(128, description="Sequences per generate() call.")
     generation_dtype: str = Field("auto", description="auto (bf16 where the GPU/CPU runs it natively), float32 or bfloat16.")
+    preselect_choice: bool = Field(False, description="Predictions pre-select the reward model's pick (else they only score).")
     regenerate_stale: bool = Field(True, description="Regenerate unlabeled tasks' candidates after a new policy.")
 
     # training
@@ -76,6 +82,11 @@ class Settings(BaseSettings):
         if value not in POLICY_ALGORITHMS:
             raise ValueError(f"ALGORITHM must be one of {POLICY_ALGORITHMS}, got {value!r}")
         return value
+
+    @field_validator("data_dir", "model_dir")
+    @classmethod
+    def _anchored(cls, value: Path) -> Path:
+        return value if value.is_absolute() else HOME / value
 
     @field_validator("train_args", mode="before")
     @classmethod

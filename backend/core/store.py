@@ -301,19 +301,21 @@ class Store:
             return [dict(r._mapping) for r in rows]
 
     def counts(self) -> dict[int, dict[str, Any]]:
-        """Per project: its lineage, annotations that gave pairs, pairs, pairs not yet fed to a training, and
-        annotations refused because they referred to candidates no longer known."""
+        """Per project: its lineage, annotations that gave pairs, pairs, pairs not yet fed to a training,
+        annotations refused because they referred to candidates no longer known, and cancelled or empty ones."""
         with self.session() as s:
             per_project = select(Annotation.project_id, func.count()).group_by(Annotation.project_id)
             anns = dict(s.execute(per_project.where(Annotation.skipped.is_(False), Annotation.stale.is_(False))).all())
             stale = dict(s.execute(per_project.where(Annotation.stale.is_(True))).all())
+            skipped = dict(s.execute(per_project.where(Annotation.skipped.is_(True))).all())
             pairs = dict(s.execute(select(PairRow.project_id, func.count()).group_by(PairRow.project_id)).all())
             new = dict(s.execute(select(PairRow.project_id, func.count()).join(Project, Project.id == PairRow.project_id)
                                  .where(PairRow.id > Project.trained_pair_id).group_by(PairRow.project_id)).all())
             lineages = dict(s.execute(select(Project.id, Project.lineage)).all())
         ids = sorted(set(anns) | set(pairs) | set(lineages) | set(stale))
         return {pid: {"lineage": lineages.get(pid) or default_lineage(pid), "annotations": anns.get(pid, 0),
-                      "pairs": pairs.get(pid, 0), "new_pairs": new.get(pid, 0), "stale_annotations": stale.get(pid, 0)}
+                      "pairs": pairs.get(pid, 0), "new_pairs": new.get(pid, 0), "stale_annotations": stale.get(pid, 0),
+                      "skipped_annotations": skipped.get(pid, 0)}
                 for pid in ids}
 
     def untrained_pairs(self, project_id: int) -> tuple[int, int]:

@@ -146,6 +146,7 @@ def _run(ctx: JobContext, registry: Registry, lineage: str, kind: Kind, recipe: 
     """Train into staging, verify it loads, assess it, then promote and announce; on any failure the
     staging directory is deleted and the previous version keeps serving."""
     started = time.time()
+    ctx.progress(stage="loading", recipe=recipe)
     staging = registry.staging(kind)
     ctx.remember_staging(staging)  # a killed work-horse cannot clean up: the reconciler will, from this
     inputs = _inputs(ctx, registry, recipe, staging, **fields)
