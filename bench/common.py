@@ -27,7 +27,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 MODEL_CACHE = ROOT / ".cache" / "bench-models"  # gitignored; converted models are reused between runs
-PAYLOADS = ROOT / "tests" / "payloads"
 LABEL_CONFIG = ROOT / "label_config.xml"
 HH_DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 ASSISTANT = "\n\nAssistant:"
@@ -65,12 +64,6 @@ def resolve_model(name: str) -> str:
 
 
 # --- data --------------------------------------------------------------------------------------------------------
-
-def payload(name: str) -> dict[str, Any]:
-    """The body of a request Label Studio 1.23.2 really sent (tests/payloads)."""
-    data = json.loads((PAYLOADS / name).read_text())
-    return data.get("body", data)
-
 
 def split_transcript(text: str) -> tuple[str, str] | None:
     """(prompt, answer) of an HH-RLHF transcript: the answer is what follows the last `Assistant:` turn."""
@@ -123,7 +116,8 @@ def fits(tokenizer: Any, pair: dict[str, str], max_length: int) -> bool:
 
 # --- processes and services --------------------------------------------------------------------------------------
 
-from labelstudio_server import free_port  # noqa: E402,F401  (tests/ is on sys.path above)
+from conftest import payload  # noqa: E402,F401  (tests/ is on sys.path above: one copy of each helper)
+from labelstudio_server import free_port  # noqa: E402,F401
 
 
 def flush_bench_redis() -> None:

@@ -45,26 +45,6 @@ def start_redis(port: int) -> subprocess.Popen:
     raise RuntimeError("redis-server did not start")
 
 
-def start_backend(tmp: Path, port: int, redis_port: int, database_url: str) -> subprocess.Popen:
-    env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", QUEUE_PREFIX="faults",
-               DATA_DIR=str(tmp / "data"), MODEL_DIR=str(tmp / "models"), DATABASE_URL=database_url,
-               RETRAIN_EVERY="50", RECONCILE_SECONDS="0", PYTHONPATH=str(common.ROOT), PORT=str(port))
-    log = open(tmp / "gunicorn.log", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:backend.gunicorn_conf", "backend.wsgi:app",
-                             "-b", f"127.0.0.1:{port}"], cwd=common.ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"gunicorn did not start: {(tmp / 'gunicorn.log').read_text()[-2000:]}")
-
-
 def workers_of(master: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -131,7 +111,9 @@ def main(argv: list[str] | None = None) -> bool:
     webhooks.reset_database(url)
     redis_port, port = common.free_port(), common.free_port()
     redis_proc = start_redis(redis_port)
-    server = start_backend(tmp, port, redis_port, args.database_url)
+    server = webhooks.start_backend(tmp, port, {"REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "RECONCILE_SECONDS": "0",
+                                                "DATABASE_URL": args.database_url, "RETRAIN_EVERY": "50"},
+                                    ["-c", "python:backend.gunicorn_conf"])  # as it ships: preloaded, 2 workers
     rows = []
     try:
         setup = common.payload("setup.pairwise.json") | {"hostname": "", "access_token": ""}

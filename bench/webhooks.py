@@ -171,15 +171,14 @@ def reset_database(url: str) -> None:
     Store(url).engine.dispose()
 
 
-def start_backend(tmp: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
-    """gunicorn as deployed (gthread workers), with settings in the environment; waits until /health answers."""
-    env = dict(os.environ, REDIS_URL=common.BENCH_REDIS_URL, QUEUE_PREFIX="bench", DATA_DIR=str(tmp / "data"),
-               MODEL_DIR=str(tmp / "models"), DATABASE_URL=args.database_url, RETRAIN_EVERY=str(args.retrain_every),
-               PYTHONPATH=str(common.ROOT))
+def start_backend(tmp: Path, port: int, env: dict[str, str], gunicorn_args: list[str]) -> subprocess.Popen:
+    """gunicorn over backend.wsgi:app with these settings in the environment; waits until /health answers."""
+    env = dict(os.environ, QUEUE_PREFIX="bench", DATA_DIR=str(tmp / "data"), MODEL_DIR=str(tmp / "models"),
+               PYTHONPATH=str(common.ROOT), **env)
     log = open(tmp / "gunicorn.log", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "backend.wsgi:app", "-w", str(args.workers),
-                             "--threads", str(args.threads), "-b", f"127.0.0.1:{port}"],
-                            cwd=common.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", *gunicorn_args, "backend.wsgi:app",
+                             "-b", f"127.0.0.1:{port}"], cwd=common.ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -221,7 +220,9 @@ def main(argv: list[str] | None = None) -> bool:
     common.flush_bench_redis()
     reset_database(url)
     port = common.free_port()
-    server = start_backend(tmp, port, args)
+    server = start_backend(tmp, port, {"REDIS_URL": common.BENCH_REDIS_URL, "DATABASE_URL": args.database_url,
+                                       "RETRAIN_EVERY": str(args.retrain_every), "RECONCILE_SECONDS": "0"},
+                           ["-w", str(args.workers), "--threads", str(args.threads)])
     profiler = None
     try:
         setup = common.payload("setup.pairwise.json") | {"hostname": "", "access_token": ""}

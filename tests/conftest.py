@@ -124,3 +124,14 @@ def ml_backend_id(client: Any, project_id: int, url: str) -> int | None:
 def listed_versions(client: Any, ml_backend: int) -> list[str]:
     """What Label Studio's Model page lists: the backend's GET /versions, relayed by Label Studio."""
     return list(client.ml.list_model_versions(ml_backend).versions or [])
+
+
+def annotation_created(task_id: int, annotation_id: int, data: dict[str, Any], selected: str = "left",
+                       project: int = 1) -> dict[str, Any]:
+    """An ANNOTATION_CREATED webhook as Label Studio sends it for the shipped Pairwise config."""
+    body = payload("webhook-annotation-created.pairwise.json")
+    body["project"]["label_config"] = (ROOT / "label_config.xml").read_text()
+    body["task"] = {"id": task_id, "data": data, "project": project}
+    body["annotation"].update(id=annotation_id, task=task_id, result=[
+        {"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": selected}}])
+    return body

@@ -1,8 +1,6 @@
 """Candidate generation by a real RQ worker with a tiny local policy: triggers, shapes, provenance."""
 from __future__ import annotations
 
-import copy
-
 from conftest import ROOT, payload, run_worker, setup_project, tasks_created
 
 from backend.core.store import Store

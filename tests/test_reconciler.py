@@ -6,7 +6,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import ROOT, TINY_TRAIN, make_settings, payload, run_worker, setup_project, tasks_created
+from conftest import TINY_TRAIN, annotation_created, make_settings, run_worker, setup_project, tasks_created
 from redis import Redis
 
 from backend.app import create_app
@@ -48,13 +48,8 @@ def own_redis():
 
 
 def annotate(client, task_id: int, annotation_id: int) -> dict:
-    body = payload("webhook-annotation-created.pairwise.json")
-    body["project"]["label_config"] = (ROOT / "label_config.xml").read_text()
-    body["task"] = {"id": task_id, "data": {"prompt": f"Question {task_id}?", "answer1": f"a{task_id}",
-                                            "answer2": f"b{task_id}"}, "project": 1}
-    body["annotation"].update(id=annotation_id, task=task_id, result=[
-        {"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": "left"}}])
-    response = client.post("/webhook", json=body)
+    data = {"prompt": f"Question {task_id}?", "answer1": f"a{task_id}", "answer2": f"b{task_id}"}
+    response = client.post("/webhook", json=annotation_created(task_id, annotation_id, data))
     assert response.status_code == 200, response.json
     return response.json
 

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_TRAIN, make_settings, payload, run_worker, settings_env, tasks_created
+from conftest import (
+    ROOT, TINY_TRAIN, annotation_created, make_settings, payload, run_worker, settings_env, tasks_created,
+)
 
 from backend.app import create_app
 from backend.core.registry import Registries
@@ -29,13 +31,8 @@ def loop(tmp_path, tiny_model, redis):
 
 
 def annotate(client, store: Store, task_id: int, annotation_id: int, selected: str = "left") -> dict:
-    body = payload("webhook-annotation-created.pairwise.json")
-    body["project"]["label_config"] = (ROOT / "label_config.xml").read_text()
-    task = store.tasks([task_id])[task_id]
-    body["task"] = {"id": task_id, "data": task.data, "project": 1}
-    body["annotation"].update(id=annotation_id, task=task_id, result=[
-        {"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": selected}}])
-    response = client.post("/webhook", json=body)
+    data = store.tasks([task_id])[task_id].data
+    response = client.post("/webhook", json=annotation_created(task_id, annotation_id, data, selected))
     assert response.status_code == 200, response.json
     return response.json
 
