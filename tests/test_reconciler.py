@@ -98,3 +98,17 @@ def test_a_failed_chain_keeps_its_trigger_and_is_retried_with_backoff(tmp_path, 
     assert client.get("/status").json["lineages"]["project-1"]["training_attempts"] == 2
     jobs = client.get("/status").json["jobs"]
     assert any(j["status"] == "failed" and "prompts" in (j["error"] or "") for j in jobs)
+
+
+def test_readiness_follows_redis(tmp_path, tiny_model, own_redis) -> None:
+    """/health says the process lives; /ready, which compose's healthcheck asks, says whether it can work."""
+    url, start, stop = own_redis
+    client = create_app(make_settings(tmp_path, tiny_model, redis_url=url, basic_auth_user="u",
+                                      basic_auth_pass="p")).test_client()
+    assert client.get("/ready").status_code == 200  # open, like /health
+    stop()
+    answer = client.get("/ready")
+    assert answer.status_code == 503 and answer.json["failing"] == ["redis"]
+    assert client.get("/health").status_code == 200
+    start()
+    assert client.get("/ready").status_code == 200

@@ -155,6 +155,10 @@ class Store:
         with self._sessions.begin() as session:
             yield session
 
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
     # projects
     def save_project(self, project_id: int, **fields: Any) -> Project:
         """Create or update a project; None values leave a field as it is."""
