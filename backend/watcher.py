@@ -61,15 +61,21 @@ class ModelWatcher:
             self._thread.start()
 
     def _listen(self) -> None:
+        lost = False
         while True:
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
+                if lost:
+                    log.info("model watcher: Redis is back")
+                    lost = False
                 for message in pubsub.listen():
                     log.info("model notification: %s", message.get("data"))
                     self.invalidate(_lineage_of(message.get("data")))
             except RedisError as exc:
-                log.warning("model watcher lost Redis (%s); polling every %ss", exc, self.poll_seconds)
+                if not lost:  # once per outage, not every poll
+                    log.warning("model watcher lost Redis (%s); polling every %ss", exc, self.poll_seconds)
+                lost = True
                 time.sleep(self.poll_seconds)
 
 

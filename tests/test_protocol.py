@@ -170,7 +170,8 @@ def test_basic_auth_guards_all_but_health(tmp_path, tiny_model, redis) -> None:
     assert client.get("/").status_code == 401  # no second open door; /health tells nothing about models
     assert set(client.get("/health").json) == {"status", "model_class"}
     assert client.get("/projects/1/health").status_code == 200
-    routes = {r.rule for r in app.url_map.iter_rules()} - {"/health", "/projects/<int:project>/health"}
+    assert set(client.get("/ready").json) == {"status", "failing"}  # readiness is open too, and names nothing
+    routes = {r.rule for r in app.url_map.iter_rules()} - {"/health", "/projects/<int:project>/health", "/ready"}
     for rule in routes - {"/static/<path:filename>"}:  # every other route asks for credentials
         path = rule.replace("<int:project>", "1").replace("<path:filename>", "x").replace("<", "").replace(">", "")
         assert client.open(path, method="GET").status_code in (401, 405), path
