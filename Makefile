@@ -13,7 +13,7 @@ HF_HUB_OFFLINE ?= 1
 LOCAL_WORKERS ?= 2
 export REDIS_URL TEST_REDIS_URL LS_VENV HF_HUB_OFFLINE
 
-.PHONY: install run test redis ls-venv bench clean
+.PHONY: install run test redis ls-venv browser bench clean
 
 install: $(VENV)/.installed
 
@@ -54,7 +54,12 @@ run: install redis
 ls-venv: install
 	$(PY) tests/labelstudio_server.py --install
 
-test: install redis ls-venv
+# The browser tests drive Debian's chromium with Playwright (Playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "no chromium (install Debian's chromium package): the browser tests will be skipped"
+
+test: install redis ls-venv browser
 	$(PY) -m pytest -q
 
 bench: install redis

@@ -72,6 +72,7 @@ def cmd_connect(settings: Settings, args: argparse.Namespace) -> None:
     for line in result.actions:
         print(line)
     print(f"project {result.project_id} is connected to {labelstudio.project_url(args.backend_url, result.project_id)}")
+    print(f"Label Studio serves model version {result.model_version!r} (Settings -> Model lists the versions)")
 
 
 def _generate(model: RLHFBackend, client: Any, project_id: int, reason: str) -> None:

@@ -4,6 +4,7 @@ Label Studio listing the new model version."""
 from __future__ import annotations
 
 import base64
+import shutil
 import subprocess
 import sys
 import time
@@ -87,7 +88,8 @@ def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServe
     project = int(first.split("project ")[-1].split()[0])
     registry = Registries(settings.model_dir).lineage(f"project-{project}")
     again = cli(settings, *connect)  # idempotent: a second run changes nothing
-    assert all(line.startswith(("already", "project")) for line in again.strip().splitlines()), again
+    assert all(line.startswith(("already", "project", "Label Studio serves")) for line in again.strip().splitlines()), again
+    assert "Label Studio serves model version 'policy-" in again  # the admin sees what is served
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(f"Tell me fact number {i} about the sea." for i in range(8)) + "\n")
@@ -182,9 +184,9 @@ def test_prompts_under_the_configs_key_and_deleted_tasks(label_studio: LabelStud
 
 
 def connect_project(settings, label_studio: LabelStudioServer, url: str, title: str, prompts: list[str],  # noqa: F811
-                    tmp_path) -> int:
+                    tmp_path, config: str = "label_config.xml") -> int:
     out = cli(settings, "connect", "--url", label_studio.url, "--api-key", label_studio.token, "--title", title,
-              "--backend-url", url)
+              "--backend-url", url, "--label-config", str(ROOT / config))
     project = int(out.split("project ")[-1].split()[0])
     source = tmp_path / f"{project}.txt"
     source.write_text("\n".join(prompts) + "\n")
@@ -311,3 +313,93 @@ def test_annotations_whose_webhook_never_arrived_are_resynced(label_studio: Labe
     assert reconciler.resync()[project] == 0  # incremental: nothing changed since
     assert store.counts()[project]["pairs"] == 2
     assert app.test_client().get(f"/status?project={project}", auth=AUTH).json["projects"][str(project)]["synced_at"]
+
+
+SCREENSHOTS = ROOT / ".cache" / "screenshots"  # test artifacts; two of them are docs/labeling-*.png
+
+
+@pytest.fixture
+def browser_page(label_studio: LabelStudioServer):  # noqa: F811
+    """Headless Debian Chromium driven by Playwright, logged in to Label Studio as its admin."""
+    chromium = shutil.which("chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is installed by make test")
+    if chromium is None:
+        pytest.skip("no chromium on the PATH (make test installs Debian's chromium where it can)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(f"{label_studio.url}/user/login/")
+        page.fill("input[name=email]", label_studio.email)
+        page.fill("input[name=password]", label_studio.password)
+        page.click("button[type=submit]")
+        page.wait_for_load_state("networkidle")
+        yield page
+        browser.close()
+
+
+def open_task(page, label_studio: LabelStudioServer, project: int, task_id: int, text: str) -> None:  # noqa: F811
+    page.goto(f"{label_studio.url}/projects/{project}/data?task={task_id}")
+    page.locator(".lsf-richtext__line, .htx-ranker-item").filter(has_text=text).first.wait_for(timeout=60_000)
+    page.wait_for_load_state("networkidle")
+    submit_button(page).wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)  # the view fades in after loading
+
+
+def submit_button(page):  # noqa: ANN001, ANN201 - Playwright's Page and Locator
+    return page.locator("button:has-text('Submit')").first
+
+
+def test_an_annotator_compares_in_the_labeling_view(label_studio: LabelStudioServer, backend, browser_page,  # noqa: F811
+                                                    tmp_path) -> None:
+    """Log in, open a task, see the prompt and both answers side by side with nothing pre-selected, pick one,
+    submit: the backend stores the pair the annotator chose."""
+    settings, url = backend
+    store, page = Store(settings.sqlalchemy_url), browser_page
+    project = connect_project(settings, label_studio, url, "Browser pairwise", ["Name a fruit, please."], tmp_path)
+    wait_until(lambda: len(store.project_tasks(project)) == 1, what="TASKS_CREATED webhook")
+    run_worker(settings, "--queues", "generate")
+    [task] = store.project_tasks(project)
+    left, right = task.candidates
+    open_task(page, label_studio, project, task.id, left)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "labeling-pairwise.png"))
+    answers = [page.locator(".answer-box").filter(has_text=t).first for t in (left, right)]  # not the table's cells
+    boxes = [a.bounding_box() for a in answers]
+    assert abs(boxes[0]["y"] - boxes[1]["y"]) < 40 and boxes[1]["x"] > boxes[0]["x"] + 300  # side by side, 1440 px
+    assert page.get_by_text("Name a fruit, please.").first.is_visible()
+    answers[1].click()
+    submit_button(page).click()
+    pairs = wait_until(lambda: store.pairs(f"project-{project}"), what="the annotation's webhook", timeout=30)
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [(right, left)]
+
+
+def test_an_annotator_ranks_in_the_labeling_view(label_studio: LabelStudioServer, backend, browser_page,  # noqa: F811
+                                                 tmp_path) -> None:
+    """The Ranker: cards without internal ids; moving the first answer to the bottom (keyboard drag) and
+    submitting gives K(K-1)/2 pairs with it ranked last."""
+    settings, url = backend
+    store, page = Store(settings.sqlalchemy_url), browser_page
+    project = connect_project(settings, label_studio, url, "Browser ranker", ["Name a colour, please."], tmp_path,
+                              config="label_config_ranker.xml")
+    wait_until(lambda: len(store.project_tasks(project)) == 1, what="TASKS_CREATED webhook")
+    run_worker(settings, "--queues", "generate")
+    [task] = store.project_tasks(project)
+    first = task.candidates[0]
+    open_task(page, label_studio, project, task.id, first)
+    cards = page.locator(".htx-ranker-item")
+    shown = [cards.nth(i).inner_text() for i in range(cards.count())]  # what the annotator sees on each card
+    assert len(shown) == len(task.candidates) and not any(task.generation in text for text in shown), shown
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "labeling-ranker.png"))
+    page.locator(f'[data-ranker-id="{task.generation}-0"]').focus()
+    page.keyboard.press("Space")
+    for _ in range(len(task.candidates) - 1):
+        page.keyboard.press("ArrowDown")
+        page.wait_for_timeout(300)
+    page.keyboard.press("Space")
+    page.wait_for_timeout(500)
+    submit_button(page).click()
+    k = len(task.candidates)
+    pairs = wait_until(lambda: store.pairs(f"project-{project}"), what="the annotation's webhook", timeout=30)
+    assert len(pairs) == k * (k - 1) // 2
+    assert all(p["rejected"] == first for p in pairs if first in (p["chosen"], p["rejected"]))

@@ -31,6 +31,7 @@ class ConnectResult:
     actions: list[str] = field(default_factory=list)
     ml_backend_id: int | None = None
     webhook_id: int | None = None
+    model_version: str | None = None  # what Label Studio recorded from the backend's /setup
 
 
 def client(url: str, api_key: str) -> LabelStudio:
@@ -163,6 +164,7 @@ def connect(url: str, api_key: str, backend_url: str, *, project_id: int | None 
     auth_header = _basic_auth_header(auth_user, auth_pass) if auth_user else None
     result.webhook_id = _ensure_webhook(c, result.project_id, ml_url.rstrip("/"), auth_header, created,
                                         result.actions)
+    result.model_version = c.ml.get(result.ml_backend_id).model_version
     return result
 
 
