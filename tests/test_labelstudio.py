@@ -142,6 +142,8 @@ def test_connect_twice_changes_nothing_the_second_time(label_studio, stub, c):  
         assert all(line.startswith("already") for line in again.actions), again.actions
 
     assert [p.id for p in c.projects.list(title=title) if p.title == title] == [first.project_id]
+    created = c.projects.get(first.project_id)
+    assert created.show_instruction and "better answer" in created.expert_instruction  # annotators see how to judge
     assert ls.label_config_of(c, first.project_id) == PAIRWISE
     backends = c.ml.list(project=first.project_id)
     registered = ls.project_url(stub.url, first.project_id)

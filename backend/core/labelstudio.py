@@ -17,6 +17,11 @@ from label_studio_sdk.core.api_error import ApiError
 logger = logging.getLogger(__name__)
 
 IMPORT_BATCH = 1000
+INSTRUCTIONS = (  # shown to annotators before each task (the project's "show instructions" setting is on)
+    "<p>Read the prompt, then judge the answers as the person who asked would: which one helps more, is "
+    "correct, and says it clearly and safely?</p><p><b>Pairwise:</b> click the better answer, then Submit. "
+    "<b>Ranker:</b> drag the answers into order, best at the top, then Submit.</p><p>Nothing is pre-selected; "
+    "if both are equally bad, pick the less bad one, or Skip.</p>")
 
 
 class LabelStudioError(RuntimeError):
@@ -78,7 +83,8 @@ def _ensure_project(c: LabelStudio, project_id: int | None, title: str | None, l
         if not label_config:
             raise ValueError(f"project {title!r} does not exist; pass label_config= to create it")
         try:
-            project = c.projects.create(title=title, label_config=label_config)
+            project = c.projects.create(title=title, label_config=label_config, show_instruction=True,
+                                        expert_instruction=INSTRUCTIONS)
         except ApiError as e:
             raise LabelStudioError(f"could not create project {title!r}: {_reason(e)}") from e
         actions.append(f"created project {project.id} {title!r}")
