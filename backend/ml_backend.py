@@ -23,7 +23,7 @@ from backend.core.preferences import (
 from backend.core.queue import JobQueue
 from backend.core.registry import RegistryError, valid_lineage
 from backend.core.settings import Settings
-from backend.core.store import Store
+from backend.core.store import Generation, Store
 from backend.payloads import MAX_INT
 from backend.watcher import ModelWatcher
 
@@ -205,29 +205,19 @@ class RLHFBackend:
         current = data.get(GENERATION_KEY)
         if not isinstance(current, str):
             return data, None  # candidates that came with the task, or from before generations were tagged
-        wanted = layout.generation_ranked(result) or self._generation_at(task_id, annotation) or current
+        ranked = layout.generation_ranked(result)
+        if ranked == current:
+            return data, current  # the usual case, without a query
+        generations = self.store.generations(task_id)
+        wanted = ranked or _generation_at(generations, annotation) or current
         if wanted == current:
             return data, current
-        old = next((g for g in self.store.generations(task_id) if g.id == wanted), None)
+        old = next((g for g in generations if g.id == wanted), None)
         if old is None:
             return None
         log.info("annotation %s of task %s: learned from generation %s the annotator saw, not the current %s",
                  annotation.get("id"), task_id, wanted, current)
         return {**data, **layout.candidates_to_data(old.candidates, old.id)}, old.id
-
-    def _generation_at(self, task_id: int, annotation: dict[str, Any]) -> str | None:
-        """The generation Label Studio showed when the annotator opened the task: its first draft, or the
-        annotation's time minus the time spent on it (lead_time), both by Label Studio's clock."""
-        started = [labelstudio_time(annotation.get("draft_created_at"))]
-        created, lead = labelstudio_time(annotation.get("created_at")), annotation.get("lead_time")
-        if created is not None and isinstance(lead, (int, float)) and math.isfinite(lead) and 0 <= lead < 1e7:
-            started.append(created - timedelta(seconds=float(lead)))
-        known = [t for t in started if t is not None]
-        if not known:
-            return None
-        start = min(known)
-        shown = [g for g in self.store.generations(task_id) if g.shown_at is not None and g.shown_at <= start]
-        return shown[-1].id if shown else None
 
     def _deleted(self, data: dict[str, Any]) -> dict[str, Any]:
         annotations = _require(data, "annotations", list)
@@ -352,6 +342,21 @@ class RLHFBackend:
             raise InvalidRequest(f"task {task_id} has no '{layout.prompt_key}' text", 422)
         return task_id, data
 
+
+
+def _generation_at(generations: list[Generation], annotation: dict[str, Any]) -> str | None:
+    """The generation Label Studio showed when the annotator opened the task: its first draft, or the
+    annotation's time minus the time spent on it (lead_time), both by Label Studio's clock."""
+    started = [labelstudio_time(annotation.get("draft_created_at"))]
+    created, lead = labelstudio_time(annotation.get("created_at")), annotation.get("lead_time")
+    if created is not None and isinstance(lead, (int, float)) and math.isfinite(lead) and 0 <= lead < 1e7:
+        started.append(created - timedelta(seconds=float(lead)))
+    known = [t for t in started if t is not None]
+    if not known:
+        return None
+    start = min(known)
+    shown = [g for g in generations if g.shown_at is not None and g.shown_at <= start]
+    return shown[-1].id if shown else None
 
 def _task_ref(annotation: dict[str, Any]) -> Any:
     task = annotation.get("task")

@@ -55,19 +55,25 @@ class Reconciler:
     def run_once(self, now: float | None = None) -> dict[str, Any]:
         """One pass; returns what it did (also for tests and the CLI)."""
         now = time.time() if now is None else now
-        done: dict[str, Any] = {"trained": self._train_due(now), "generated": self._generate_missing(),
+        done: dict[str, Any] = {"trained": self._train_due(now), "generated": self._generate_missing(now),
                                 "settled": self.queue.settle_broken()}
         if self.settings.resync_seconds > 0 and now - self._last_resync >= self.settings.resync_seconds:
             done["resynced"] = self.resync()
             self._last_resync = now
         return done
 
+    def _backing_off(self, key: str, now: float) -> tuple[bool, int]:
+        """(whether the last attempt for `key` failed too recently to retry, attempts so far): the wait
+        starts at RECONCILE_BACKOFF_SECONDS and doubles per attempt, up to an hour."""
+        attempts, last = self.queue.attempts(key)
+        wait = min(self.settings.reconcile_backoff_seconds * 2 ** max(attempts - 1, 0), 3600) if attempts else 0
+        return now - last < wait, attempts
+
     def _train_due(self, now: float) -> list[str]:
         queued = []
         for lineage, why in self.store.due_lineages(self.settings.retrain_every).items():
-            attempts, last = self.queue.attempts(lineage)
-            wait = min(self.settings.reconcile_backoff_seconds * 2 ** max(attempts - 1, 0), 3600) if attempts else 0
-            if self.queue.chain_alive(lineage) or now - last < wait:
+            waiting, attempts = self._backing_off(lineage, now)
+            if self.queue.chain_alive(lineage) or waiting:
                 continue
             projects = self.store.lineage_projects(lineage)
             project = self.store.project(projects[0])
@@ -79,12 +85,18 @@ class Reconciler:
             queued.append(lineage)
         return queued
 
-    def _generate_missing(self) -> list[int]:
-        queued = []
-        for project_id, task_ids in self.store.tasks_without_candidates().items():
+    def _generate_missing(self, now: float) -> list[int]:
+        """Tasks still without candidates get a generation job, with the same backoff as training: a task the
+        job cannot serve (say, without a prompt) must not load the policy every pass."""
+        queued, missing = [], self.store.tasks_without_candidates()
+        for project_id in set(self.store.counts()) - set(missing):
+            self.queue.training_succeeded(f"gen-{project_id}")  # none missing: the backoff starts afresh
+        for project_id, task_ids in missing.items():
             project = self.store.project(project_id)
-            if project is not None and project.label_config and self.queue.enqueue_generation(
-                    project_id, task_ids, reason="reconciler: tasks without candidates") is not None:
+            if project is None or not project.label_config or self._backing_off(f"gen-{project_id}", now)[0]:
+                continue
+            if self.queue.enqueue_generation(project_id, task_ids, reason="reconciler: tasks without candidates"):
+                self.queue.note_attempt(f"gen-{project_id}", now)
                 queued.append(project_id)
         return queued
 

@@ -73,7 +73,13 @@ def test_webhooks_are_acknowledged_with_redis_down_and_their_triggers_queued_lat
     assert done["trained"] == ["project-1"] and done["generated"] == [1]
     backend = app.extensions["rlhf"]
     assert backend.queue.chain_alive("project-1")
-    assert Reconciler(backend).run_once()["trained"] == []  # queued once: the chain is alive now
+    reconciler, now = Reconciler(backend), time.time()
+    assert reconciler.run_once(now)["trained"] == []  # queued once: the chain is alive now
+    for job in backend.queue.generate.get_jobs():
+        job.cancel()  # as if the generation had failed: task 9 still has no candidates
+    backoff = settings.reconcile_backoff_seconds
+    assert reconciler.run_once(now + backoff / 2)["generated"] == []  # backing off, not loading the policy again
+    assert reconciler.run_once(now + backoff + 1)["generated"] == [1]
 
 
 def test_a_failed_chain_keeps_its_trigger_and_is_retried_with_backoff(tmp_path, tiny_model, redis) -> None:

@@ -124,7 +124,8 @@ class JobQueue:
         self.redis.hset(self._key("retry", lineage), "at", when)
 
     def training_succeeded(self, lineage: str) -> None:
-        """A chain completed: the next failure starts its backoff from scratch."""
+        """A chain completed (or, for a `gen-<project>` key, no task waits for candidates): the next failure
+        starts its backoff from scratch."""
         self.redis.delete(self._key("retry", lineage))
 
     def settle_broken(self) -> list[str]:
