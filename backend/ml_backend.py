@@ -343,7 +343,6 @@ class RLHFBackend:
         return task_id, data
 
 
-
 def _generation_at(generations: list[Generation], annotation: dict[str, Any]) -> str | None:
     """The generation Label Studio showed when the annotator opened the task: its first draft, or the
     annotation's time minus the time spent on it (lead_time), both by Label Studio's clock."""
