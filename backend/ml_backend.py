@@ -269,19 +269,25 @@ class RLHFBackend:
         new, newest = untrained or self.store.untrained_pairs(project_id)
         if not newest or (not force and new < self.settings.retrain_every):
             return {"new_pairs": new}
-        project = self.store.project(project_id)
-        algorithm = (project.algorithm if project else None) or self.settings.algorithm
         lineage = self.lineage(project_id)
         if self._redis_resting():  # stored and due: the reconciler queues it once Redis answers
             return {"new_pairs": new, "lineage": lineage, "training": "deferred"}
         try:
-            jobs, coalesced = self.queue.enqueue_training(lineage, algorithm, self.store.lineage_projects(lineage),
-                                                          reason or f"{new} new pairs", project_id)
+            jobs, coalesced = self.queue_training(project_id, lineage, newest, reason or f"{new} new pairs")
         except (RedisError, LockError) as exc:
             self._redis_failed(exc)
             return {"new_pairs": new, "lineage": lineage, "training": "deferred"}
-        self.store.mark_queued(lineage, newest)
         return {"new_pairs": new, "lineage": lineage, "training": [j.id for j in jobs], "coalesced": coalesced}
+
+    def queue_training(self, project_id: int, lineage: str, newest: int, reason: str) -> tuple[list[Any], bool]:
+        """Queue (or join) the lineage's reward -> policy chain with the project's recipe, and record that its
+        pairs up to `newest` are handed to it; the webhook path and the reconciler both come through here."""
+        project = self.store.project(project_id)
+        algorithm = (project.algorithm if project else None) or self.settings.algorithm
+        chain = self.queue.enqueue_training(lineage, algorithm, self.store.lineage_projects(lineage), reason,
+                                            project_id)
+        self.store.mark_queued(lineage, newest)
+        return chain
 
     def _queue_generation(self, project_id: int, task_ids: list[int], reason: str) -> str | None:
         """Queue candidates; with Redis down the tasks stay without candidates and the reconciler queues them."""

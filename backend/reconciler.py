@@ -75,12 +75,10 @@ class Reconciler:
             waiting, attempts = self._backing_off(lineage, now)
             if self.queue.chain_alive(lineage) or waiting:
                 continue
-            projects = self.store.lineage_projects(lineage)
-            project = self.store.project(projects[0])
-            algorithm = (project.algorithm if project else None) or self.settings.algorithm
-            self.queue.enqueue_training(lineage, algorithm, projects, f"reconciler: {why} (attempt {attempts + 1})")
+            first = self.store.lineage_projects(lineage)[0]
+            self.backend.queue_training(first, lineage, self.store.untrained_pairs(first)[1],
+                                        f"reconciler: {why} (attempt {attempts + 1})")
             self.queue.note_attempt(lineage, now)
-            self.store.mark_queued(lineage, self.store.untrained_pairs(projects[0])[1])
             log.info("lineage %s was due (%s): queued a chain, attempt %d", lineage, why, attempts + 1)
             queued.append(lineage)
         return queued
@@ -89,8 +87,8 @@ class Reconciler:
         """Tasks still without candidates get a generation job, with the same backoff as training: a task the
         job cannot serve (say, without a prompt) must not load the policy every pass."""
         queued, missing = [], self.store.tasks_without_candidates()
-        for project_id in set(self.store.counts()) - set(missing):
-            self.queue.training_succeeded(f"gen-{project_id}")  # none missing: the backoff starts afresh
+        for project_id in set(self.store.project_ids()) - set(missing):
+            self.queue.reset_attempts(f"gen-{project_id}")  # none missing: the backoff starts afresh
         for project_id, task_ids in missing.items():
             project = self.store.project(project_id)
             if project is None or not project.label_config or self._backing_off(f"gen-{project_id}", now)[0]:
@@ -104,7 +102,7 @@ class Reconciler:
         """Annotations created or updated in Label Studio since each project's last sync, stored idempotently
         (Label Studio sends a webhook once and never again, so one the backend missed is fetched here)."""
         synced = {}
-        for project_id in sorted(self.store.counts()):
+        for project_id in self.store.project_ids():
             project = self.store.project(project_id)
             found = project and labelstudio.access(project.ls_url, project.ls_token, self.settings.label_studio_url,
                                                    self.settings.label_studio_api_key,

@@ -8,7 +8,6 @@ OpenMP pool it inherited (DESIGN.md §9).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import importlib.util
 import logging
 import shutil
@@ -17,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from backend.core.locks import file_lock
 from backend.core.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,7 @@ def ensure_base_policy(registry: Registry, source: str) -> int:
 
 def convert_once(registry: Registry, source: str) -> None:
     """Convert under a file lock: workers starting together convert once, the others wait and find v0."""
-    lock_path = registry.root / "policy" / ".bootstrap.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(registry.root / "policy" / ".bootstrap.lock"):
         if 0 not in registry.versions("policy"):
             _convert(registry, source)
 

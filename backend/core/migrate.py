@@ -6,7 +6,6 @@ SQLite database, an advisory lock on PostgreSQL.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
+
+from backend.core.locks import file_lock
 
 log = logging.getLogger(__name__)
 SCRIPTS = Path(__file__).resolve().parent / "migrations"
@@ -65,8 +66,7 @@ def _exclusive(engine: Engine) -> Iterator[Connection]:
     """One migrating process at a time, inside one transaction."""
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if database:
-        with open(f"{database}.migrate.lock", "w") as lock, engine.connect() as conn:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(f"{database}.migrate.lock"), engine.connect() as conn:
             # SQLite alters a table by copying it; with foreign keys on, dropping the old annotations table
             # would cascade into the pairs. The pragma only takes effect outside a transaction.
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")

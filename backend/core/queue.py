@@ -76,7 +76,7 @@ class JobQueue:
             last = self._fetch(self.redis.get(key))
             after = None
             if last is not None and last.get_status(refresh=True) in PENDING | {JobStatus.STARTED}:
-                chain = [j for j in (self._fetch(i) for i in last.meta.get("chain", [])) if j is not None]
+                chain = self._chain(last)
                 if any(j.get_status() in BROKEN for j in chain):
                     last.cancel()  # an earlier step failed: it would wait forever
                 elif chain and chain[0].get_status() in PENDING:
@@ -110,23 +110,26 @@ class JobQueue:
         last = self._fetch(self.redis.get(self._key("train", lineage, "last")))
         if last is None:
             return False
-        chain = [j for j in (self._fetch(i) for i in last.meta.get("chain", [])) if j is not None]
-        statuses = [j.get_status(refresh=True) for j in chain]
+        statuses = [j.get_status(refresh=True) for j in self._chain(last)]
         return not any(st in BROKEN for st in statuses) and any(st in PENDING | {JobStatus.STARTED} for st in statuses)
 
-    def attempts(self, lineage: str) -> tuple[int, float]:
-        """(chains queued by the reconciler since the lineage last trained successfully, when the last was)."""
-        raw = self.redis.hgetall(self._key("retry", lineage))
+    def _chain(self, last: Job) -> list[Job]:
+        """The jobs of the chain `last` belongs to (those still in Redis)."""
+        return [j for j in (self._fetch(i) for i in last.meta.get("chain", [])) if j is not None]
+
+    def attempts(self, key: str) -> tuple[int, float]:
+        """(retries queued by the reconciler for `key` since it last succeeded, when the last was). Keys: a
+        lineage (training chains) or `gen-<project>` (candidates)."""
+        raw = self.redis.hgetall(self._key("retry", key))
         return int(raw.get(b"attempts", 0)), float(raw.get(b"at", 0.0))
 
-    def note_attempt(self, lineage: str, when: float) -> None:
-        self.redis.hincrby(self._key("retry", lineage), "attempts", 1)
-        self.redis.hset(self._key("retry", lineage), "at", when)
+    def note_attempt(self, key: str, when: float) -> None:
+        self.redis.hincrby(self._key("retry", key), "attempts", 1)
+        self.redis.hset(self._key("retry", key), "at", when)
 
-    def training_succeeded(self, lineage: str) -> None:
-        """A chain completed (or, for a `gen-<project>` key, no task waits for candidates): the next failure
-        starts its backoff from scratch."""
-        self.redis.delete(self._key("retry", lineage))
+    def reset_attempts(self, key: str) -> None:
+        """It succeeded (a chain completed; no task waits for candidates): the next failure backs off afresh."""
+        self.redis.delete(self._key("retry", key))
 
     def settle_broken(self) -> list[str]:
         """Deferred jobs whose dependency failed would wait forever: cancel them, saying why; and remove the

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -12,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
+
+from backend.core.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +176,7 @@ def migrate_layout(root: Path) -> None:
     Policy v0 stays where it is, as the base of every lineage. Idempotent; one process at a time."""
     if not _old_versions(root):
         return
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".layout.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(root / ".layout.lock"):
         legacy = root / "lineages" / LEGACY_LINEAGE
         for old in _old_versions(root):
             target = legacy / old.parent.name / old.name

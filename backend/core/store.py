@@ -1,7 +1,6 @@
 """The durable store (SQLAlchemy): projects, tasks with their candidates, annotations and preference pairs."""
 from __future__ import annotations
 
-import fcntl
 import os
 import weakref
 from collections.abc import Iterable, Iterator
@@ -17,6 +16,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from backend.core.locks import file_lock
 from backend.core.migrate import upgrade
 from backend.core.preferences import Pair
 
@@ -143,12 +143,8 @@ class Store:
         if self._write_lock_path is None:
             yield
             return
-        with open(self._write_lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with file_lock(self._write_lock_path):
+            yield
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -174,6 +170,10 @@ class Store:
     def project(self, project_id: int) -> Project | None:
         with self.session() as s:
             return s.get(Project, project_id)
+
+    def project_ids(self) -> list[int]:
+        with self.session() as s:
+            return list(s.scalars(select(Project.id).order_by(Project.id)))
 
     def lineage_of(self, project_id: int) -> str:
         """The lineage a project trains and is served from (its own unless it pools with others)."""

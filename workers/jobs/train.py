@@ -83,7 +83,7 @@ def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
     result = _run(ctx, registry, lineage, "policy", algorithm, inputs, parents, data, verify=load_policy,
                   assess=assess)
     ctx.store.mark_trained(lineage, upto)  # the chain succeeded: its trigger is cleared, not before
-    ctx.queue.training_succeeded(lineage)
+    ctx.queue.reset_attempts(lineage)
     return result
 
 

@@ -1,0 +1,19 @@
+"""One process at a time across processes on this host: an exclusive lock on a file beside what it guards.
+Waiters are woken by the kernel the moment the holder releases (no polling)."""
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
