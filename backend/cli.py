@@ -1,4 +1,4 @@
-"""`python -m backend <command>`: serve, connect, import, generate, train, resync, status, cancel, rollback, report."""
+"""`python -m backend <command>`: serve, connect, import, generate, train, resync, status, cancel, rollback, promote, report, export."""
 from __future__ import annotations
 
 import argparse
@@ -158,7 +158,8 @@ def _record_export(model: RLHFBackend, project_id: int, config: str, exported: l
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
     services = _services(settings)
-    report = status_report(services.store, services.queue, services.registries, args.project, settings.retrain_every)
+    report = status_report(services.store, services.queue, services.registries, args.project, settings.retrain_every,
+                           settings.kl_budget)
     print(json.dumps(report, indent=2, default=str) if args.json else format_status(report))
 
 
@@ -175,12 +176,16 @@ def _lineage(services: Services, args: argparse.Namespace) -> str:
     return services.store.lineage_of(args.project)
 
 
-def cmd_rollback(settings: Settings, args: argparse.Namespace) -> None:
+def cmd_serve_version(settings: Settings, args: argparse.Namespace) -> None:
+    """rollback and promote: serve a version already in the registry; `promote --force` also a rejected one."""
     services = _services(settings)
     lineage = _lineage(services, args)
     registry = services.registries.lineage(lineage)
     version = int(args.version.lstrip("v"))
-    registry.set_current(args.kind, version)
+    if getattr(args, "force", False):
+        registry.force(args.kind, version)
+    else:
+        registry.set_current(args.kind, version)
     services.announce(lineage, args.kind, version)
     print(f"lineage {lineage} now serves {args.kind} v{version}: {registry.model_version()}")
 
@@ -190,9 +195,21 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
 
     services = _services(settings)
     lineage = _lineage(services, args)
-    table = write_report(services.registries.lineage(lineage), lineage, Path(args.out))
+    status = status_report(services.store, services.queue, services.registries, None, settings.retrain_every,
+                           settings.kl_budget)["lineages"].get(lineage)
+    table = write_report(services.registries.lineage(lineage), lineage, Path(args.out), status)
     print(table)
     print(f"plot written to {args.out}")
+
+
+def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
+    from backend.export import export_project
+
+    services = _services(settings)
+    out = Path(args.out or f"export/project-{args.project}")
+    for line in export_project(services.store, services.registries, args.project, out, model=args.model,
+                               with_model=not args.no_model).lines():
+        print(line)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -237,15 +254,25 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("job")
     k.set_defaults(func=cmd_cancel)
     r = sub.add_parser("rollback", help="serve an older version of a project's lineage: rollback --project 3 policy v2")
-    r.add_argument("kind", choices=["policy", "reward"])
-    r.add_argument("version")
+    pr = sub.add_parser("promote", help="serve a version: promote --project 3 policy v4 [--force for a rejected one]")
+    pr.add_argument("--force", action="store_true", help="serve it even though its promotion gate rejected it")
+    for command in (r, pr):
+        command.add_argument("kind", choices=["policy", "reward"])
+        command.add_argument("version")
     rep = sub.add_parser("report", help="PNG plot + table of metrics across a lineage's versions")
     rep.add_argument("--out", default="report.png")
-    for command, func in ((r, cmd_rollback), (rep, cmd_report)):
+    for command, func in ((r, cmd_serve_version), (pr, cmd_serve_version), (rep, cmd_report)):
         command.add_argument("--project", type=int)
         command.add_argument("--lineage", help="the lineage itself, instead of --project's")
         command.set_defaults(func=func)
     rep.set_defaults(func=cmd_report)
+    ex = sub.add_parser("export", help="a project's pairs (JSONL + HF dataset) and a model with its card")
+    ex.add_argument("--project", type=int, required=True)
+    ex.add_argument("--out", help="directory to write into (default export/project-N)")
+    which = ex.add_mutually_exclusive_group()
+    which.add_argument("--model", help="version to export, e.g. policy-v3 or reward-v2 (default: the served policy)")
+    which.add_argument("--no-model", action="store_true", help="export the pairs only")
+    ex.set_defaults(func=cmd_export)
     return p
 
 

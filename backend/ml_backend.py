@@ -193,7 +193,8 @@ class RLHFBackend:
             raise InvalidRequest(f"annotation {annotation_id}: {exc}", status=422) from None
         untrained = self.store.save_annotation(project_id, annotation_id, task_id, result, pairs, skipped,
                                                generation=shown[1] if shown else None,
-                                               stale=shown is None and not skipped)
+                                               stale=shown is None and not skipped,
+                                               annotator=_annotator(annotation.get("completed_by")))
         return len(pairs), untrained
 
     def _shown(self, layout: Layout, task_id: int, data: dict[str, Any], annotation: dict[str, Any],
@@ -362,6 +363,12 @@ def _generation_at(generations: list[Generation], annotation: dict[str, Any]) ->
     start = min(known)
     shown = [g for g in generations if g.shown_at is not None and g.shown_at <= start]
     return shown[-1].id if shown else None
+
+def _annotator(completed_by: Any) -> int | None:
+    """Label Studio's user id of who labelled it: an id in webhooks, `{"id": ...}` in some exports."""
+    value = completed_by.get("id") if isinstance(completed_by, dict) else completed_by
+    return value if isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63 else None
+
 
 def _task_ref(annotation: dict[str, Any]) -> Any:
     task = annotation.get("task")

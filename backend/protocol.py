@@ -130,7 +130,7 @@ def status() -> dict[str, Any]:
     model = _model()
     project = g.get("path_project") or request.args.get("project", type=int)
     return status_report(model.store, model.queue, current_app.extensions["rlhf_registries"], project,
-                         model.settings.retrain_every)
+                         model.settings.retrain_every, model.settings.kl_budget)
 
 
 def register_errors(app: Flask) -> None:

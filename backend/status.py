@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from backend.core.quality import agreement, human_win_rates
 from backend.core.queue import JobQueue
 from backend.core.registry import Registries
 from backend.core.store import Store
+from backend.report import gate_of, headline
 
 
 def status_report(store: Store, queue: JobQueue, registries: Registries, project: int | None = None,
-                  retrain_every: int = 50) -> dict[str, Any]:
+                  retrain_every: int = 50, kl_budget: float | None = None) -> dict[str, Any]:
     """Everything /status and `python -m backend status` show; with a project, only it and its lineage."""
     counts = store.counts()
     if project is not None:
@@ -23,7 +25,9 @@ def status_report(store: Store, queue: JobQueue, registries: Registries, project
         registry = registries.lineage(name)
         lineages[name] = {"model_version": registry.model_version(), "models": registry.catalog(),
                           "projects": store.lineage_projects(name), "due": due.get(name),
-                          "training_attempts": queue.attempts(name)[0]}
+                          "training_attempts": queue.attempts(name)[0], "kl_budget": kl_budget,
+                          "agreement": agreement(store.overlapping_labels(name)),
+                          "human_judged": human_win_rates(store.judged_labels(name))}
     synced = {p: store.project(p) for p in counts}
     for pid, c in counts.items():
         c["model_version"] = lineages[c["lineage"]]["model_version"]
@@ -45,10 +49,18 @@ def format_status(report: dict[str, Any]) -> str:
         lines += ["", f"lineage {name} (projects {lineage['projects']}): serves {lineage['model_version']}"]
         for kind, versions in lineage["models"].items():
             for v in versions:
-                metrics = ", ".join(f"{k}={v2:.3f}" if isinstance(v2, float) else f"{k}={v2}"
-                                    for k, v2 in (v.get("metrics") or {}).items())
+                gate = gate_of(v)
                 lines.append(f"  {kind} v{v['version']}{' (current)' if v['current'] else ''} {v.get('recipe', '')} "
-                             f"parents={v.get('parents', {})} {metrics}")
+                             f"{gate.upper() if gate == 'rejected' else gate} parents={v.get('parents', {})} "
+                             f"{headline(kind, v)}")
+                if (v.get("gate") or {}).get("reason"):
+                    lines.append(f"    gate: {v['gate']['reason']}")
+        agree = lineage.get("agreement") or {}
+        if agree.get("n"):
+            lines.append(f"  inter-annotator agreement {agree['value']:.3f} [{agree['low']:.3f}, {agree['high']:.3f}] "
+                         f"n={agree['n']} on {agree['tasks']} tasks")
+        for name_, r in (lineage.get("human_judged") or {}).items():
+            lines.append(f"  human-judged {name_}: new chosen {r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}] n={r['n']}")
     lines += ["", "jobs:"]
     for job in report["jobs"]:
         progress = job.get("progress") or {}

@@ -195,14 +195,17 @@ def test_reward_is_read_at_the_eos_token_as_ppo_reads_it(models: SimpleNamespace
 
 
 def test_policy_metrics_are_finite_and_in_range(models: SimpleNamespace) -> None:
-    args = dict(reference_dir=models.policy, reward_dir=models.reward, prompts=PROMPTS[:4], max_new_tokens=8)
+    args = dict(reference_dir=models.policy, judge_dir=models.reward, prompts=PROMPTS[:4], max_new_tokens=8)
     metrics = policy_metrics(models.other, models.policy, **args)
-    assert set(metrics) == {"reward_before", "reward_after", "win_rate", "kl", "truncated_before", "truncated_after"}
+    assert set(metrics) == {"reward_before", "reward_after", "win_rate", "win_rate_low", "win_rate_high", "n_prompts",
+                            "wins", "losses", "ties", "kl", "truncated_before", "truncated_after"}
     assert all(math.isfinite(v) for v in metrics.values())
-    assert 0.0 <= metrics["win_rate"] <= 1.0
+    assert metrics["n_prompts"] == 4 and metrics["wins"] + metrics["losses"] + metrics["ties"] == 4
+    assert 0.0 <= metrics["win_rate_low"] <= metrics["win_rate"] <= metrics["win_rate_high"] <= 1.0
+    assert metrics["win_rate_high"] - metrics["win_rate_low"] > 0.4  # four prompts cannot tell much
     same = policy_metrics(models.policy, models.policy, **args)
     assert same["kl"] == pytest.approx(0.0, abs=1e-6)
-    assert same["win_rate"] == 0.5 and same["reward_before"] == same["reward_after"]
+    assert same["ties"] == 4 and same["win_rate"] == 0.5 and same["reward_before"] == same["reward_after"]
 
 
 def test_launched_training_saves_once_and_reports_back(models: SimpleNamespace, tmp_path: Path) -> None:

@@ -107,6 +107,46 @@ def test_dpo_chosen_per_project(loop) -> None:
     assert served_version(client, "policy-v1.reward-v0") == "policy-v1.reward-v0"
 
 
+def test_a_rejected_policy_is_kept_never_served_and_force_serves_it(tmp_path, tiny_model, redis) -> None:
+    """KL_BUDGET=0 makes any trained policy 'drift too far': the gate rejects it, the old one keeps serving,
+    the chain still completes (its trigger is cleared), and `promote --force` serves it anyway."""
+    settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4, kl_budget=0.0,
+                             algorithm="dpo")
+    client = create_app(settings).test_client()
+    store, registry = Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
+    project_with_candidates(settings, client, store)
+    for task_id in range(1, 5):
+        annotate(client, store, task_id, 700 + task_id)
+    run_worker(settings)
+
+    assert registry.versions("policy") == [0, 1] and registry.current("policy") == 0
+    gate = registry.meta("policy", 1)["gate"]
+    assert gate["status"] == "rejected" and "KL_BUDGET" in gate["reason"]
+    assert registry.meta("reward", 0)["gate"]["status"] == "unassessed"  # the lineage's first reward model
+    assert served_version(client, "policy-v0.reward-v0") == "policy-v0.reward-v0"
+    versions = client.get("/projects/1/versions").json["versions"]
+    assert "policy-v0.reward-v0" in versions and not any(v.startswith("policy-v1") for v in versions)
+    status = client.get("/status").json
+    assert status["lineages"]["project-1"]["models"]["policy"][1]["gate"]["status"] == "rejected"
+    assert status["lineages"]["project-1"]["due"] is None and status["projects"]["1"]["new_pairs"] == 0
+    assert all(t.policy_version == 0 for t in store.project_tasks(1))  # nothing regenerated from a rejected policy
+
+    env, cli = settings_env(settings), [sys.executable, "-m", "backend"]
+    text = subprocess.run([*cli, "status", "--project", "1"], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert "policy v1 dpo REJECTED" in text.stdout and "KL_BUDGET" in text.stdout, text.stderr
+    refused = subprocess.run([*cli, "promote", "--project", "1", "policy", "v1"], env=env, cwd=ROOT,
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    forced = subprocess.run([*cli, "promote", "--force", "--project", "1", "policy", "v1"], env=env, cwd=ROOT,
+                            capture_output=True, text=True)
+    assert forced.returncode == 0, forced.stderr
+    assert served_version(client, "policy-v1.reward-v0") == "policy-v1.reward-v0"
+    assert registry.meta("policy", 1)["gate"]["forced"] is True
+    back = subprocess.run([*cli, "rollback", "--project", "1", "policy", "v0"], env=env, cwd=ROOT, capture_output=True,
+                          text=True)
+    assert back.returncode == 0 and served_version(client, "policy-v0.reward-v0") == "policy-v0.reward-v0"
+
+
 def test_failing_policy_job_keeps_the_old_policy_serving(tmp_path, tiny_model, redis) -> None:
     broken = {**TINY_TRAIN, "ppo": {**TINY_TRAIN["ppo"], "per_device_train_batch_size": 64}}  # more than the prompts
     settings = make_settings(tmp_path, tiny_model, train_args=broken, retrain_every=4)
@@ -189,7 +229,7 @@ def test_rollback_and_report_cli(loop, tmp_path) -> None:
     out = subprocess.run([*cli, "report", "--project", "1", "--out", str(png)], env=env, cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "eval_accuracy" in out.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "held-out accuracy" in out.stdout
     status = subprocess.run([*cli, "status", "--project", "1"], env=env, cwd=ROOT, capture_output=True, text=True)
     assert "policy v1" in status.stdout and "reward v0 (current)" in status.stdout
 

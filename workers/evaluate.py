@@ -1,4 +1,5 @@
-"""Held-out evaluation of a new policy: reward before/after, win rate against the previous one, KL to the reference."""
+"""Held-out evaluation: a new policy against the previous one under a judge (reward before/after, wins, losses,
+ties, KL to the reference), and a reward model's per-pair correctness, the counts promotion gates decide on."""
 from __future__ import annotations
 
 import gc
@@ -11,6 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from workers.chat import encode_prompts
 from workers.loading import load_policy, load_reward
+from backend.core.stats import rate
 from workers.scoring import score
 
 logger = logging.getLogger(__name__)
@@ -29,34 +31,55 @@ def policy_metrics(
     policy_dir: str | Path,
     previous_dir: str | Path,
     reference_dir: str | Path,
-    reward_dir: str | Path,
+    judge_dir: str | Path,
     prompts: list[str],
     max_new_tokens: int = 128,
     missing_eos_penalty: float = 1.0,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Compare the new policy with the previous one on held-out prompts, so a job can decide to promote it.
-    Answers are as long as candidates and PPO rollouts (MAX_NEW_TOKENS); a cut one is scored as cut."""
+    """Compare the new policy with the previous one on held-out prompts under the judge reward model, so a job
+    can decide to promote it: per prompt, whose answer the judge scores higher (wins, losses, ties), the
+    win-rate with its 95 % interval, and KL to the reference. Answers are as long as candidates and PPO
+    rollouts (MAX_NEW_TOKENS); a cut one is scored as cut."""
     if not prompts:
         raise ValueError("policy_metrics needs at least one held-out prompt; pass prompts")
-    before = _sample(previous_dir, prompts, max_new_tokens, seed)
-    after = _sample(policy_dir, prompts, max_new_tokens, seed)
+    before = sample(previous_dir, prompts, max_new_tokens, seed)
+    after = sample(policy_dir, prompts, max_new_tokens, seed)
     kl = _kl(after, policy_dir, reference_dir)
-    model, tokenizer = load_reward(reward_dir)
+    model, tokenizer = load_reward(judge_dir)
     rewards_before = rewards(model, tokenizer, prompts, before, missing_eos_penalty)
     rewards_after = rewards(model, tokenizer, prompts, after, missing_eos_penalty)
     del model
     _release()
+    wins = sum(a > b for a, b in zip(rewards_after, rewards_before))
+    losses = sum(a < b for a, b in zip(rewards_after, rewards_before))
+    ties = len(prompts) - wins - losses
+    win_rate = rate(wins + ties / 2, len(prompts))
     metrics = {
+        "n_prompts": len(prompts), "wins": wins, "losses": losses, "ties": ties,
+        "win_rate": win_rate.value, "win_rate_low": win_rate.low, "win_rate_high": win_rate.high,
         "reward_before": sum(rewards_before) / len(prompts),
         "reward_after": sum(rewards_after) / len(prompts),
-        "win_rate": _win_rate(rewards_after, rewards_before),
         "kl": kl,
         "truncated_before": before.finished.count(False) / len(prompts),
         "truncated_after": after.finished.count(False) / len(prompts),
     }
     logger.info("policy %s on %d prompts: %s", policy_dir, len(prompts), metrics)
     return metrics
+
+
+@torch.no_grad()
+def reward_correct(reward_dir: str | Path, pairs: list[dict[str, str]]) -> list[bool]:
+    """Per held-out pair, whether the reward model scores the chosen answer above the rejected one."""
+    if not pairs:
+        return []
+    model, tokenizer = load_reward(reward_dir)
+    prompts = [p["prompt"] for p in pairs]
+    chosen = score(model, tokenizer, prompts, [p["chosen"] for p in pairs])
+    rejected = score(model, tokenizer, prompts, [p["rejected"] for p in pairs])
+    del model
+    _release()
+    return [c > r for c, r in zip(chosen, rejected)]
 
 
 def rewards(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], rollout: Rollout,
@@ -66,7 +89,7 @@ def rewards(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts:
     return [r if done else r - missing_eos_penalty for r, done in zip(raw, rollout.finished)]
 
 
-def _sample(
+def sample(
     policy_dir: str | Path, prompts: list[str], max_new_tokens: int, seed: int, batch_size: int = 16
 ) -> Rollout:
     """Seeded plain sampling (temperature 1): the tokens are draws from the policy, so the KL estimate is unbiased."""
@@ -119,11 +142,13 @@ def _ended(response: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
 
 
 def _kl(rollout: Rollout, policy_dir: str | Path, reference_dir: str | Path) -> float:
-    """Mean over answer tokens of log p_new - log p_ref, on the new policy's own samples."""
+    """KL(new || reference) per answer token, on the new policy's own samples, with the k3 estimator
+    (exp(d) - 1 - d, d = log p_ref - log p_new): unbiased like the plain log-ratio, but never negative, so a
+    small sample cannot report a policy closer than identical."""
     new = _logprobs(policy_dir, rollout)
     ref = _logprobs(reference_dir, rollout)
     masks = [b["response_mask"] for b in rollout.batches]
-    total = sum(((n - r) * m).sum() for n, r, m in zip(new, ref, masks))
+    total = sum(((torch.expm1(r - n) - (r - n)) * m).sum() for n, r, m in zip(new, ref, masks))
     tokens = sum(m.sum() for m in masks)
     return float(total / tokens) if tokens else 0.0
 
@@ -143,12 +168,6 @@ def _logprobs(model_dir: str | Path, rollout: Rollout) -> list[torch.Tensor]:
     del model
     _release()
     return result
-
-
-def _win_rate(after: list[float], before: list[float]) -> float:
-    """Fraction of prompts where the new answer scores higher; ties count half."""
-    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(after, before))
-    return wins / len(after)
 
 
 def _release() -> None:

@@ -16,3 +16,5 @@ RECIPE_KINDS: dict[str, RecipeKind] = {
     "sft": "sft",
 }
 POLICY_ALGORITHMS: tuple[str, ...] = tuple(name for name, kind in RECIPE_KINDS.items() if kind == "policy")
+# Recipes that maximise a reward model's score: that reward model cannot judge their policy fairly (it flatters).
+REWARD_OPTIMISERS: tuple[str, ...] = ("ppo", "grpo", "rloo")

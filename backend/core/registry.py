@@ -25,6 +25,12 @@ class RegistryError(ValueError):
     """A version that does not exist, or a kind that is not policy/reward."""
 
 
+def rejected(meta: dict[str, Any]) -> bool:
+    """A version its promotion gate rejected and nobody forced: kept for inspection, never served."""
+    gate = meta.get("gate") or {}
+    return gate.get("status") == "rejected" and not gate.get("forced")
+
+
 class Registry:
     """Versions live in `<root>/<kind>/vN`; `<root>/<kind>/CURRENT` names the one being served.
 
@@ -49,7 +55,7 @@ class Registry:
         return sorted(numbers)
 
     def current(self, kind: Kind) -> int | None:
-        """The served version: CURRENT's, or the newest when the pointer is missing."""
+        """The served version: CURRENT's, or the newest not rejected when the pointer is missing."""
         pointer = self._dir(kind) / "CURRENT"
         try:
             match = _VERSION.match(pointer.read_text().strip())
@@ -57,7 +63,7 @@ class Registry:
                 return int(match.group(1))
         except FileNotFoundError:
             pass
-        versions = self.versions(kind)
+        versions = [v for v in self.versions(kind) if not rejected(self.meta(kind, v))]
         return versions[-1] if versions else None
 
     def path(self, kind: Kind, version: int) -> Path:
@@ -71,10 +77,14 @@ class Registry:
         except FileNotFoundError:
             return {}
 
+    def servable_versions(self, kind: Kind) -> list[int]:
+        """Versions that may be served: all but those a gate rejected (a forced one is servable)."""
+        return [v for v in self.versions(kind) if not rejected(self.meta(kind, v)) or v == self.current(kind)]
+
     def servable(self) -> list[str]:
-        """The names Label Studio may list and pick: the served one, each policy alone, each policy with each
-        reward model still on disk."""
-        policies, rewards = self.versions("policy"), self.versions("reward")
+        """The names Label Studio may list and pick: the served one, each servable policy alone, and with each
+        servable reward model still on disk. Rejected versions are not among them."""
+        policies, rewards = self.servable_versions("policy"), self.servable_versions("reward")
         names = {self.model_version()} | {f"policy-v{p}" for p in policies}
         return sorted(names | {f"policy-v{p}.reward-v{r}" for p in policies for r in rewards})
 
@@ -97,8 +107,10 @@ class Registry:
         base.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
 
-    def promote(self, kind: Kind, staging: Path, meta: dict[str, Any], version: int | None = None) -> int:
-        """Move a trained, verified model into the next free vN, then flip CURRENT to it atomically."""
+    def promote(self, kind: Kind, staging: Path, meta: dict[str, Any], version: int | None = None,
+                serve: bool = True) -> int:
+        """Move a trained, verified model into the next free vN, then flip CURRENT to it atomically. With
+        serve=False (its gate rejected it) it is kept as vN with its meta, and CURRENT stays."""
         meta = {**meta, "kind": kind, "promoted_at": time.time()}
         while True:
             number = version if version is not None else (max(self.versions(kind), default=-1) + 1)
@@ -109,15 +121,31 @@ class Registry:
             except OSError as exc:  # only "vN is taken" means try vN+1; anything else is a real failure
                 if version is not None or exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
-        self.set_current(kind, number)
+        if serve:
+            self.set_current(kind, number)
         self.prune(kind)
-        log.info("promoted %s v%d", kind, number)
+        log.info("%s %s v%d", "promoted" if serve else "kept (not served)", kind, number)
         return number
 
+    def force(self, kind: Kind, version: int) -> None:
+        """Serve a version its gate rejected (`promote --force`): recorded in its meta, then CURRENT flips."""
+        meta = self.meta(kind, version)
+        if not meta:
+            raise RegistryError(f"{kind} v{version} does not exist; have {self.versions(kind)}")
+        if "gate" in meta:
+            meta["gate"] = {**meta["gate"], "forced": True, "forced_at": time.time()}
+            target = self.path(kind, version) / "meta.json"
+            tmp = target.with_name(f".meta.{os.getpid()}")
+            tmp.write_text(json.dumps(meta, indent=2, default=str))
+            os.replace(tmp, target)
+        self.set_current(kind, version)
+
     def set_current(self, kind: Kind, version: int) -> None:
-        """Point CURRENT at an existing version (promotion and rollback)."""
+        """Point CURRENT at an existing version (promotion and rollback); a rejected one only through force()."""
         if not self.path(kind, version).is_dir():
             raise RegistryError(f"{kind} v{version} does not exist; have {self.versions(kind)}")
+        if rejected(self.meta(kind, version)):
+            raise RegistryError(f"{kind} v{version} was rejected by its gate: serve it with `promote --force`")
         pointer = self._dir(kind) / "CURRENT"
         tmp = pointer.with_name(f".CURRENT.{os.getpid()}")
         tmp.write_text(f"v{version}\n")

@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     local_workers: int = Field(1, description="Workers sharing this host's CPUs (sizes WORKER_THREADS=0).")
     seed: int = Field(0, description="Seed of the held-out splits and of training.")
 
+    # promotion gates (see README, "Promotion gates")
+    gates: bool = Field(True, description="Promote a new model only when its gate passes; off = promote every model.")
+    gate_min_held_out: int = Field(10, description="Fewer held-out pairs (reward) or prompts (policy) than this: "
+                                                   "promoted, marked unassessed.")
+    gate_alpha: float = Field(0.05, description="One-sided significance of 'worse than the current one' that rejects.")
+    kl_budget: float = Field(0.5, description="Largest mean per-token KL (nats) to the reference a promoted policy may have.")
+    human_judge_fraction: float = Field(0.0, ge=0.0, le=1.0, description="Share of new Pairwise tasks that show the "
+                                        "new policy's answer beside the previous policy's, blind.")
+    human_judge_train: bool = Field(False, description="Also train on the labels of human-judged tasks.")
+
     @field_validator("algorithm")
     @classmethod
     def _known_algorithm(cls, value: str) -> str:

@@ -82,6 +82,8 @@ class PairRow(Base):
     chosen: Mapped[str] = mapped_column(Text)
     rejected: Mapped[str] = mapped_column(Text)
     generation: Mapped[str | None] = mapped_column(String(64))  # the candidates the annotator was shown
+    annotator: Mapped[int | None] = mapped_column(Integer)  # Label Studio's completed_by user id
+    created_at: Mapped[datetime | None] = mapped_column(DateTime)  # when the annotation was stored
 
 
 class Generation(Base):
@@ -94,6 +96,7 @@ class Generation(Base):
     project_id: Mapped[int] = mapped_column(Integer)
     candidates: Mapped[list[str]] = mapped_column(JSON)
     policy_version: Mapped[int | None] = mapped_column(Integer)
+    policies: Mapped[list[int] | None] = mapped_column(JSON(none_as_null=True))  # per candidate, on a human-judged task: new vs old
     shown_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # Label Studio's clock, when written
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
@@ -215,7 +218,8 @@ class Store:
             return set(s.scalars(q))
 
     def set_candidates(self, task_id: int, candidates: list[str], policy_version: int | None,
-                       data: dict[str, Any], generation: str | None = None, shown_at: datetime | None = None) -> None:
+                       data: dict[str, Any], generation: str | None = None, shown_at: datetime | None = None,
+                       policies: list[int] | None = None) -> None:
         """The task's new candidates, and the generation they form (kept for annotations made on it later).
         A task deleted meanwhile (TASKS_DELETED) stays deleted."""
         with self.session() as s:
@@ -227,7 +231,7 @@ class Store:
             task.generation = generation
             if generation is not None:
                 s.merge(Generation(id=generation, task_id=task_id, project_id=task.project_id, candidates=candidates,
-                                   policy_version=policy_version, shown_at=shown_at))
+                                   policy_version=policy_version, shown_at=shown_at, policies=policies))
 
     def generations(self, task_id: int) -> list[Generation]:
         """Every generation of a task's candidates we wrote, oldest first by when Label Studio showed them."""
@@ -244,18 +248,20 @@ class Store:
     # annotations and pairs
     def save_annotation(self, project_id: int, annotation_id: int, task_id: int, result: Any,
                         pairs: list[Pair], skipped: bool, generation: str | None = None,
-                        stale: bool = False) -> tuple[int, int]:
+                        stale: bool = False, annotator: int | None = None) -> tuple[int, int]:
         """Replace an annotation and its pairs atomically (an update replaces, a repeat is a no-op); returns the
         lineage's untrained pairs as `untrained_pairs` does, from the same transaction."""
         with self._writer(), self.engine.begin() as conn:  # Core statements: this is the webhook's hot path
             conn.execute(delete(PairRow).where(PairRow.annotation_id == annotation_id))
             conn.execute(delete(Annotation).where(Annotation.id == annotation_id))
+            now = _now()
             conn.execute(insert(Annotation).values(id=annotation_id, project_id=project_id, task_id=task_id,
-                                                   result=result, skipped=skipped, stale=stale, updated_at=_now()))
+                                                   result=result, skipped=skipped, stale=stale, updated_at=now))
             if pairs:
                 conn.execute(insert(PairRow), [{"annotation_id": annotation_id, "project_id": project_id,
                                                 "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected,
-                                                "generation": generation} for p in pairs])
+                                                "generation": generation, "annotator": annotator, "created_at": now}
+                                               for p in pairs])
             return self._untrained(conn, project_id)
 
     def annotation_results(self, annotation_ids: Iterable[int]) -> dict[int, Any]:
@@ -296,13 +302,55 @@ class Store:
             s.execute(delete(PairRow).where(PairRow.project_id == project_id))
             s.execute(delete(Annotation).where(Annotation.project_id == project_id))
 
-    def pairs(self, lineage: str) -> list[dict[str, Any]]:
-        """Every pair of the lineage's projects, oldest first."""
+    def pairs(self, lineage: str, judged: bool = True) -> list[dict[str, Any]]:
+        """Every pair of the lineage's projects, oldest first; judged=False leaves out the labels of human-judged
+        tasks (new policy against old), which the admin may keep out of training."""
         with self.session() as s:
-            rows = s.execute(select(PairRow.id, PairRow.prompt, PairRow.chosen, PairRow.rejected, PairRow.project_id)
+            query = (select(PairRow.id, PairRow.prompt, PairRow.chosen, PairRow.rejected, PairRow.project_id)
+                     .join(Project, Project.id == PairRow.project_id).where(Project.lineage == lineage))
+            if not judged:
+                query = (query.outerjoin(Generation, Generation.id == PairRow.generation)
+                         .where(Generation.policies.is_(None)))
+            return [dict(r._mapping) for r in s.execute(query.order_by(PairRow.id))]
+
+    def export_pairs(self, project_id: int) -> list[dict[str, Any]]:
+        """Every pair of one project, oldest first, with its task, annotator, time and the policy that wrote
+        the candidates compared (the generation's, else the task's while it still shows them): what a team's
+        own training stack needs to filter and weigh labels. One query with outer joins: no pair goes missing."""
+        shown = PairRow.generation.is_(None) | (PairRow.generation == Task.generation)
+        policy = case((Generation.id.is_not(None), Generation.policy_version), (shown, Task.policy_version))
+        with self.session() as s:
+            rows = s.execute(select(PairRow.id, Annotation.task_id, PairRow.prompt, PairRow.chosen, PairRow.rejected,
+                                    PairRow.annotator, PairRow.generation, policy.label("policy_version"),
+                                    PairRow.created_at, PairRow.project_id, Project.lineage)
+                             .outerjoin(Annotation, Annotation.id == PairRow.annotation_id)
+                             .outerjoin(Task, Task.id == Annotation.task_id)
+                             .outerjoin(Generation, Generation.id == PairRow.generation)
+                             .outerjoin(Project, Project.id == PairRow.project_id)
+                             .where(PairRow.project_id == project_id).order_by(PairRow.id))
+            return [{**r._mapping, "lineage": r.lineage or default_lineage(project_id)} for r in rows]
+
+    def overlapping_labels(self, lineage: str) -> list[tuple[int, str | None, int, str, str]]:
+        """(task, generation, annotator, chosen, rejected) of the lineage's tasks that two or more annotators
+        labelled: what inter-annotator agreement is computed from."""
+        with self.session() as s:
+            shared = (select(Annotation.task_id).join(PairRow, PairRow.annotation_id == Annotation.id)
+                      .join(Project, Project.id == Annotation.project_id)
+                      .where(Project.lineage == lineage, PairRow.annotator.is_not(None))
+                      .group_by(Annotation.task_id).having(func.count(func.distinct(PairRow.annotator)) > 1))
+            rows = s.execute(select(Annotation.task_id, PairRow.generation, PairRow.annotator, PairRow.chosen,
+                                    PairRow.rejected).join(PairRow, PairRow.annotation_id == Annotation.id)
+                             .where(Annotation.task_id.in_(shared)))
+            return [tuple(r) for r in rows]
+
+    def judged_labels(self, lineage: str) -> list[tuple[list[int], list[str], str]]:
+        """(policy of each candidate, the candidates, the chosen answer) of each label on a human-judged task."""
+        with self.session() as s:
+            rows = s.execute(select(Generation.policies, Generation.candidates, PairRow.chosen)
+                             .join(PairRow, PairRow.generation == Generation.id)
                              .join(Project, Project.id == PairRow.project_id)
-                             .where(Project.lineage == lineage).order_by(PairRow.id))
-            return [dict(r._mapping) for r in rows]
+                             .where(Project.lineage == lineage, Generation.policies.is_not(None)))
+            return [tuple(r) for r in rows]
 
     def counts(self) -> dict[int, dict[str, Any]]:
         """Per project: its lineage, annotations that gave pairs, pairs, pairs not yet fed to a training,

@@ -2,6 +2,7 @@
 back to Label Studio, and score them with the lineage's current reward model (for predictions)."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from typing import Any
@@ -57,6 +58,7 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
               policy_version: int | None) -> int:
     s = ctx.settings
     cfg = SamplingConfig.from_settings(s, layout.num_candidates(s.num_candidates))
+    old = _judged_answers(ctx, registry, layout, tasks, policy_version)
     model, tokenizer = load_policy(registry.path("policy", policy_version), inference_dtype(s.generation_dtype))
     done = 0
     chunk = max(cfg.batch_size // cfg.k, 1)
@@ -65,6 +67,12 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
         answers = candidates(model, tokenizer, [layout.prompt_of(t.data) for t in part], cfg)
         for task, texts in zip(part, answers):
             generation = f"p{policy_version}-{secrets.token_hex(4)}"
+            policies = None
+            if task.id in old:  # blind: new against previous, in an order the task id decides
+                previous, answer = old[task.id]
+                texts, policies = [texts[0], answer], [policy_version, previous]
+                if _draw(task.id, policy_version, "order") < 0.5:
+                    texts, policies = texts[::-1], policies[::-1]
             data = {**task.data, **layout.candidates_to_data(texts, generation)}
             shown_at = None
             if client is not None:
@@ -74,11 +82,35 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
                     log.warning("project %s: task %s was deleted in Label Studio; dropped", project.id, task.id)
                     ctx.store.delete_tasks([task.id])
                     continue
-            ctx.store.set_candidates(task.id, texts, policy_version, data, generation, shown_at)
+            ctx.store.set_candidates(task.id, texts, policy_version, data, generation, shown_at, policies)
         done += len(part)
         ctx.progress(stage="generate", step=done, total=len(tasks))
     log.info("project %s: generated candidates for %d tasks with policy v%s", project.id, done, policy_version)
     return done
+
+
+def _draw(task_id: int, policy_version: int | None, purpose: str) -> float:
+    """A uniform number in [0, 1) fixed by the task and policy: reruns of a job choose the same tasks."""
+    digest = hashlib.sha256(f"{purpose}:{task_id}:{policy_version}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32
+
+
+def _judged_answers(ctx: JobContext, registry: Registry, layout: Layout, tasks: list[Task],
+                    policy_version: int | None) -> dict[int, tuple[int, str]]:
+    """Human judging (HUMAN_JUDGE_FRACTION of Pairwise tasks): the previous policy's answer for each task
+    drawn, which then stands beside the new policy's, so annotators' choices give a human win-rate."""
+    fraction = ctx.settings.human_judge_fraction
+    previous = registry.meta("policy", policy_version).get("parents", {}).get("policy") if policy_version else None
+    if fraction <= 0 or previous is None or layout.kind != "pairwise":
+        return {}
+    drawn = [t for t in tasks if _draw(t.id, policy_version, "judge") < fraction]
+    if not drawn:
+        return {}
+    cfg = SamplingConfig.from_settings(ctx.settings, 1)
+    model, tokenizer = load_policy(registry.path("policy", previous), inference_dtype(ctx.settings.generation_dtype))
+    answers = candidates(model, tokenizer, [layout.prompt_of(t.data) for t in drawn], cfg)
+    log.info("project tasks %s: human-judged, policy v%s against v%s", [t.id for t in drawn], policy_version, previous)
+    return {t.id: (previous, a[0]) for t, a in zip(drawn, answers)}
 
 
 def _score(ctx: JobContext, registry: Registry, layout: Layout, project_id: int, task_ids: list[int]) -> int:

@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.core.algorithms import RECIPE_KINDS
+from backend.core.algorithms import RECIPE_KINDS, REWARD_OPTIMISERS
+from backend.core.gates import Verdict, enforced, policy_verdict, reward_verdict
 from backend.core.preferences import parse_layout
-from backend.core.registry import Kind, Registry
+from backend.core.registry import Kind, Registry, rejected
+from backend.core.stats import rate
 from workers.context import JobContext, context
-from workers.evaluate import policy_metrics
+from workers.evaluate import policy_metrics, reward_correct
 from workers.loading import load_policy, load_reward, use_bf16
 from workers.progress import JobProgress
 from workers.launch import run_recipe
@@ -40,17 +42,33 @@ def split(items: list[Any], prompt_of: Callable[[Any], str], seed: int) -> tuple
     return train, held
 
 
+Assessment = tuple[dict[str, float], Verdict]
+
+
 def train_reward(lineage: str) -> dict[str, Any]:
-    """Bradley-Terry reward model on all the lineage's pairs, initialised from its current policy."""
+    """Bradley-Terry reward model on all the lineage's pairs, initialised from its current policy; promoted
+    unless it is less accurate than the current reward model on the same held-out pairs, beyond noise."""
     ctx = context()
     registry = ctx.registry(lineage)
-    pairs = ctx.store.pairs(lineage)
+    pairs = ctx.store.pairs(lineage, judged=ctx.settings.human_judge_train)
     train, held = split(pairs, lambda p: p["prompt"], ctx.settings.seed)
-    policy = registry.current("policy")
+    policy, current = registry.current("policy"), registry.current("reward")
     data = {"pairs": len(train), "held_out_pairs": len(held), "lineage": lineage,
             "projects": ctx.store.lineage_projects(lineage), "upto_pair_id": max((p["id"] for p in pairs), default=0)}
+
+    def assess(staging: Path) -> Assessment:
+        ctx.progress(stage="evaluate")
+        new = reward_correct(staging, held)
+        old = reward_correct(registry.path("reward", current), held) if current is not None else None
+        accuracy = rate(sum(new), len(new))
+        metrics = {"accuracy": accuracy.value, "accuracy_low": accuracy.low, "accuracy_high": accuracy.high,
+                   "n_pairs": len(new)}
+        if old is not None:
+            metrics["current_accuracy"] = rate(sum(old), len(old)).value
+        return metrics, reward_verdict(new, old, current, ctx.settings)
+
     return _run(ctx, registry, lineage, "reward", "reward", {"pairs": train, "eval_pairs": held}, {"policy": policy},
-                data, verify=load_reward)
+                data, verify=load_reward, assess=assess)
 
 
 def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
@@ -69,15 +87,22 @@ def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
     pairs = [p for p in all_pairs if p["prompt"] in trainable]
     reward, upto = _chain_reward(registry, all_pairs)
     previous = registry.current("policy")
+    judge = _judge(registry, algorithm, reward)
     parents = {"policy": previous, "reward": reward, "reference": 0}
     data = {"prompts": len(train_prompts), "held_out_prompts": len(eval_prompts), "pairs": len(pairs),
             "lineage": lineage, "assessed_on_train": eval_prompts is train_prompts}
 
-    def assess(staging: Path) -> dict[str, float]:
+    def assess(staging: Path) -> Assessment:
         ctx.progress(stage="evaluate")
-        return policy_metrics(staging, registry.path("policy", previous), registry.path("policy", 0),
-                              registry.path("reward", reward), eval_prompts, max_new_tokens=ctx.settings.max_new_tokens,
-                              missing_eos_penalty=ctx.settings.missing_eos_penalty, seed=ctx.settings.seed)
+        scorer = judge if judge is not None else reward  # numbers still shown; the verdict says it is no judge
+        metrics = policy_metrics(staging, registry.path("policy", previous), registry.path("policy", 0),
+                                 registry.path("reward", scorer), eval_prompts,
+                                 max_new_tokens=ctx.settings.max_new_tokens,
+                                 missing_eos_penalty=ctx.settings.missing_eos_penalty, seed=ctx.settings.seed)
+        metrics["judge_reward_version"] = scorer
+        verdict = policy_verdict(int(metrics["wins"]), int(metrics["losses"]), int(metrics["ties"]), metrics["kl"],
+                                 None if judge is None else f"reward v{judge}", previous, ctx.settings)
+        return metrics, verdict
 
     inputs = {"prompts": train_prompts, "pairs": pairs, "reward_dir": registry.path("reward", reward)}
     result = _run(ctx, registry, lineage, "policy", algorithm, inputs, parents, data, verify=load_policy,
@@ -87,18 +112,34 @@ def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
     return result
 
 
+def _judge(registry: Registry, algorithm: str, reward: int) -> int | None:
+    """The reward model that judges the new policy against the previous one: one it was not optimised against.
+    DPO never reads a reward model, so the chain's own judges it; PPO, GRPO and RLOO maximise theirs, which
+    would flatter them, so the newest other servable reward model (the previous one) judges; None if none."""
+    if algorithm not in REWARD_OPTIMISERS:
+        return reward
+    others = [v for v in registry.versions("reward") if v != reward and not rejected(registry.meta("reward", v))]
+    return max(others, default=None)
+
+
 def _chain_reward(registry: Registry, pairs: list[dict[str, Any]]) -> tuple[int, int]:
-    """(the reward version this chain's reward job promoted, the newest pair it trained on): the policy job's
+    """(the reward version this chain's reward job produced, the newest pair it trained on): the policy job's
     dependency says, so that a policy never trains against a reward model another chain produced meanwhile.
-    Outside a chain: the current reward model and every pair."""
+    If the gate rejected that reward model, the policy trains against the lineage's current one. Outside a
+    chain: the current reward model and every pair."""
     from rq import get_current_job
 
     job = get_current_job()
     dependency = job.dependency if job is not None else None
     result = dependency.return_value() if dependency is not None else None
-    if isinstance(result, dict) and isinstance(result.get("version"), int):
-        return result["version"], int((result.get("data") or {}).get("upto_pair_id") or 0)
     current = registry.current("reward")
+    if isinstance(result, dict) and isinstance(result.get("version"), int):
+        upto = int((result.get("data") or {}).get("upto_pair_id") or 0)
+        if (result.get("gate") or {}).get("status") == "rejected" and current is not None:
+            log.info("reward v%s was rejected; the policy trains against the current reward v%s",
+                     result["version"], current)
+            return current, upto
+        return result["version"], upto
     if current is None:
         raise ValueError("no reward model yet: the reward job must succeed first")
     return current, max((p["id"] for p in pairs), default=0)
@@ -142,9 +183,10 @@ def _current_job_id() -> str | None:
 
 def _run(ctx: JobContext, registry: Registry, lineage: str, kind: Kind, recipe: str, fields: dict[str, Any],
          parents: dict[str, Any], data: dict[str, Any], verify: Callable[[Path], Any],
-         assess: Callable[[Path], dict[str, float]] | None = None) -> dict[str, Any]:
-    """Train into staging, verify it loads, assess it, then promote and announce; on any failure the
-    staging directory is deleted and the previous version keeps serving."""
+         assess: Callable[[Path], Assessment] | None = None) -> dict[str, Any]:
+    """Train into staging, verify it loads, assess it, then promote and announce, or keep it unserved as a
+    rejected version when its gate says it is worse; on any failure the staging directory is deleted and
+    the previous version keeps serving."""
     started = time.time()
     ctx.progress(stage="loading", recipe=recipe)
     staging = registry.staging(kind)
@@ -153,14 +195,20 @@ def _run(ctx: JobContext, registry: Registry, lineage: str, kind: Kind, recipe: 
     try:
         metrics = run_recipe(recipe, inputs, ctx.settings.train_processes, _current_job_id())
         verify(staging)
+        verdict = Verdict("unassessed", f"{recipe} is not gated")
         if assess is not None:
-            metrics = {**metrics, **assess(staging)}
+            assessed, verdict = assess(staging)
+            metrics = {**metrics, **assessed}
+        verdict = enforced(verdict, ctx.settings)
         meta = {"recipe": recipe, "parents": parents, "data": data, "hyperparameters": hyperparameters(recipe, inputs),
-                "use_lora": inputs.use_lora, "bf16": inputs.bf16, "metrics": metrics, "started_at": started,
-                "seconds": round(time.time() - started, 2)}
-        version = registry.promote(kind, staging, meta)
+                "use_lora": inputs.use_lora, "bf16": inputs.bf16, "metrics": metrics, "gate": verdict.as_dict(),
+                "started_at": started, "seconds": round(time.time() - started, 2)}
+        version = registry.promote(kind, staging, meta, serve=verdict.status != "rejected")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    ctx.announce(lineage, kind, version)
-    log.info("%s v%d (%s) promoted: %s", kind, version, recipe, metrics)
+    if verdict.status == "rejected":
+        log.warning("%s v%d (%s) rejected, not served: %s", kind, version, recipe, verdict.reason)
+    else:
+        ctx.announce(lineage, kind, version)
+        log.info("%s v%d (%s) promoted (%s): %s", kind, version, recipe, verdict.status, metrics)
     return {"kind": kind, "version": version, **meta}
