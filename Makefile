@@ -13,7 +13,7 @@ HF_HUB_OFFLINE ?= 1
 LOCAL_WORKERS ?= 2
 export REDIS_URL TEST_REDIS_URL LS_VENV HF_HUB_OFFLINE
 
-.PHONY: install run test redis ls-venv browser bench clean
+.PHONY: install run test redis ls-venv browser bench demo clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,12 @@ bench: install redis
 	$(PY) bench/webhooks.py
 	$(PY) bench/training.py
 	$(PY) bench/reward_accuracy.py  # needs ../shared/data/hh-rlhf-harmless-base-test.jsonl.gz or --data
+
+# The loop learns a known preference through a real Label Studio (bench/loop.py): DEMO_ARGS=--quick for ~10 min,
+# DEMO_ARGS="--recipe ppo --rounds 1" for PPO capped on a CPU.
+DEMO_ARGS ?=
+demo: install redis ls-venv
+	$(PY) bench/loop.py $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache data models .pytest_cache

@@ -23,6 +23,17 @@ def test_shipped_configs_parse() -> None:
     assert ranker.kind == "ranker" and ranker.answer_keys == ("items",)
 
 
+def test_ranker_data_has_readable_answer_columns_and_hides_internal_ones() -> None:
+    """The Data Manager shows the Ranker's item list as raw JSON: each answer also gets a plain column, and
+    the RLHF tab hides the list and the generation tag."""
+    ranker = parse_layout((ROOT / "label_config_ranker.xml").read_text())
+    data = {"prompt": "Q?"} | ranker.candidates_to_data(["one", "two", "three"], "p0-ab")
+    assert (data["answer_1"], data["answer_3"]) == ("one", "three") and data["generation"] == "p0-ab"
+    assert ranker.candidates_from_data(data) == ["one", "two", "three"]
+    assert ranker.hidden_columns() == ["tasks:data.generation", "tasks:data.items"]
+    assert parse_layout((ROOT / "label_config.xml").read_text()).hidden_columns() == ["tasks:data.generation"]
+
+
 def test_pairwise_captured_payload_left_is_first_to_name() -> None:
     body = payload("webhook-annotation-created.pairwise.json")
     layout = parse_layout(body["project"]["label_config"])

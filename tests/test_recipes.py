@@ -160,6 +160,24 @@ def test_job_progress_writes_meta_inside_a_job(
     assert stored["stage"] == "sft" and math.isfinite(stored["loss"])
 
 
+def test_ppo_progress_tells_rollouts_from_optimising(
+    models: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis
+) -> None:
+    """A PPO step on a CPU takes minutes: /status shows which half of it runs, with the step in progress."""
+    from rq.job import Job
+
+    job = Job.create("builtins.print", connection=redis)
+    job.save()
+    monkeypatch.setattr(progress, "get_current_job", lambda: job)
+    stages = []
+    real_record = progress.record
+    monkeypatch.setattr(progress, "record", lambda j=None, **f: (stages.append((f["stage"], f["step"])),
+                                                                  real_record(j, **f)))
+    RECIPES["ppo"].train(make_inputs(models, tmp_path / "out", overrides=OVERRIDES["ppo"]))
+    assert stages[0] == ("ppo: generating rollouts", 1) and ("ppo: optimising", 1) in stages
+    assert Job.fetch(job.id, connection=redis).meta["progress"]["stage"].startswith("ppo: ")
+
+
 def test_job_progress_outside_a_job_keeps_the_loss_and_writes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     state = SimpleNamespace(global_step=1, max_steps=2)
     saved = []

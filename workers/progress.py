@@ -61,6 +61,23 @@ class JobProgress(TrainerCallback):
         record(job, step=state.global_step, total=state.max_steps, loss=self.loss, stage=self.stage)
 
 
+class PhaseProgress:
+    """Which half of an RL step is running, for trainers whose step is long (a PPO step on a CPU: minutes):
+    a forward pre-hook on the policy sees sampling (no grad: "rollouts") or optimisation (grad: "optimising"),
+    and records the phase with the step in progress when it changes."""
+
+    def __init__(self, stage: str, state: TrainerState) -> None:
+        self.stage, self.state, self.phase = stage, state, ""
+
+    def __call__(self, module: Any, args: Any) -> None:
+        import torch
+
+        phase = "optimising" if torch.is_grad_enabled() else "generating rollouts"
+        if phase != self.phase:
+            self.phase = phase
+            record(stage=f"{self.stage}: {phase}", step=self.state.global_step + 1, total=self.state.max_steps)
+
+
 def record(job: Any = None, **fields: Any) -> None:
     """Merge fields into a job's progress (default: the job running this process); never fails the job."""
     job = job or get_current_job()

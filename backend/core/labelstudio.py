@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
+from backend.core.preferences import parse_layout
+
 logger = logging.getLogger(__name__)
 
 IMPORT_BATCH = 1000
@@ -170,8 +172,27 @@ def connect(url: str, api_key: str, backend_url: str, *, project_id: int | None 
     auth_header = _basic_auth_header(auth_user, auth_pass) if auth_user else None
     result.webhook_id = _ensure_webhook(c, result.project_id, ml_url.rstrip("/"), auth_header, created,
                                         result.actions)
+    if label_config:
+        _ensure_view(c, result.project_id, parse_layout(label_config).hidden_columns(), result.actions)
     result.model_version = c.ml.get(result.ml_backend_id).model_version
     return result
+
+
+VIEW_TITLE = "RLHF"
+
+
+def _ensure_view(c: LabelStudio, project_id: int, hidden: list[str], actions: list[str]) -> None:
+    """A Data Manager tab showing the prompt and readable answer columns, without internal JSON fields."""
+    if any((v.data or {}).get("title") == VIEW_TITLE for v in c.views.list(project=project_id)):
+        actions.append(f"already have the Data Manager tab {VIEW_TITLE!r}")
+        return
+    columns = {"explore": hidden, "labeling": hidden}
+    try:
+        c.views.create(project=project_id, data={"title": VIEW_TITLE, "hiddenColumns": columns})
+    except ApiError as e:  # a nicety: the project works without it
+        log.warning("could not create the Data Manager tab: %s", _reason(e))
+        return
+    actions.append(f"created the Data Manager tab {VIEW_TITLE!r} (internal fields hidden)")
 
 
 def import_prompts(c: LabelStudio, project_id: int, prompts: list[str], data_keys: dict[str, Any],

@@ -17,6 +17,7 @@ class InvalidConfig(ValueError):
 
 
 GENERATION_KEY = "generation"  # task data key naming the generation of candidates the task shows
+READABLE_PREFIX = "answer_"  # Ranker task data also holds each answer as answer_1..answer_K, for the Data Manager
 
 
 class InvalidAnnotation(ValueError):
@@ -58,7 +59,14 @@ class Layout:
             return dict(zip(self.answer_keys, answers)) | tag
         prefix = f"{generation}-" if generation else "c"
         items = [{"id": f"{prefix}{i}", "title": f"Answer {i + 1}", "body": text} for i, text in enumerate(answers)]
-        return {self.answer_keys[0]: items} | tag
+        readable = {f"{READABLE_PREFIX}{i + 1}": text for i, text in enumerate(answers)}  # Data Manager columns
+        return {self.answer_keys[0]: items} | readable | tag
+
+    def hidden_columns(self) -> list[str]:
+        """Data Manager columns of internal task data: the generation tag, and the Ranker's item list, which
+        shows as raw JSON (its answers also have a readable column each)."""
+        hidden = [GENERATION_KEY] + ([self.answer_keys[0]] if self.kind == "ranker" else [])
+        return [f"tasks:data.{key}" for key in hidden]
 
     def generation_ranked(self, result: Any) -> str | None:
         """The generation a Ranker result's item ids belong to (None for Pairwise or untagged ids)."""

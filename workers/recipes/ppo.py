@@ -15,6 +15,7 @@ from trl.experimental.ppo import PPOConfig, PPOTrainer
 
 from workers.chat import prompt_texts
 from workers.loading import load_policy, load_reward, load_tokenizer
+from workers.progress import PhaseProgress
 from workers.recipes.base import (
     RecipeInputs, TrainConfig, build_config, lora_config, require, scratch_dir, train_and_save, trl_args,
 )
@@ -74,6 +75,7 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
             value_model=value_model(inputs), train_dataset=dataset, eval_dataset=dataset,
             callbacks=inputs.callbacks, peft_config=lora_config(inputs, config),
         )
+        trainer.policy_model.register_forward_pre_hook(PhaseProgress("ppo", trainer.state))
         return train_and_save(trainer, tokenizer, inputs, model=trainer.policy_model)
 
 
