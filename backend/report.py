@@ -106,7 +106,7 @@ def _rates(ax: Any, rows: list[dict[str, Any]], key: str, title: str, even: floa
     if ceiling is not None:
         ax.axhline(ceiling, color="tab:green", linestyle="--", linewidth=1, label="inter-annotator agreement")
         ax.legend(fontsize=8, loc="lower right")
-    _frame(ax, title, (0, 1.08))
+    _frame(ax, title, (0, 1.08), [r["version"] for r in rows])
 
 
 def _kl(ax: Any, rows: list[dict[str, Any]], budget: float | None) -> None:
@@ -118,13 +118,15 @@ def _kl(ax: Any, rows: list[dict[str, Any]], budget: float | None) -> None:
     if budget is not None:
         ax.axhline(budget, color="tab:red", linestyle="--", linewidth=1, label=f"KL_BUDGET {budget}")
         ax.legend(fontsize=8)
-    _frame(ax, "policy: KL to the reference (nats per answer token)", None)
+    _frame(ax, "policy: KL to the reference (nats per answer token)", None, [r["version"] for r in rows])
 
 
-def _frame(ax: Any, title: str, ylim: tuple[float, float] | None) -> None:
+def _frame(ax: Any, title: str, ylim: tuple[float, float] | None, versions: list[int]) -> None:
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("version")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    if versions:  # one tick per version, a little room either side, however few there are
+        ax.set_xticks(versions, [f"v{v}" for v in versions])
+        ax.set_xlim(min(versions) - 0.5, max(versions) + 0.5)
     if ylim:
         ax.set_ylim(*ylim)
     if not ax.lines and not ax.collections:

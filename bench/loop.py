@@ -9,7 +9,7 @@ itself (not by any learned model), and each reward model's agreement with the ru
 
     .venv/bin/python bench/loop.py --quick          # ~10 min on 2 cores; PASS if the pass-rate rise's CI > 0
     .venv/bin/python bench/loop.py                  # DPO, 2 rounds of 64 labels: goal +20 points within 45 min
-    .venv/bin/python bench/loop.py --recipe ppo --rounds 1 --labels-per-round 48   # PPO, capped on a CPU
+    .venv/bin/python bench/loop.py --recipe ppo --rounds 1 --labels-per-round 48 --prompts 100   # PPO, capped
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ from backend.core.stats import Rate, difference, rate
 RECIPE_ARGS = {  # what the demo trains with on a CPU: one pass over the pairs, a learning rate that moves a
     # 135M model within a few dozen labels (the backend's defaults are for real projects)
     "reward": {"learning_rate": 2e-5, "num_train_epochs": 1, "max_length": 512},
-    "dpo": {"learning_rate": 2e-5, "num_train_epochs": 1, "beta": 0.1, "max_length": 512},
-    "ppo": {"total_episodes": 64, "num_ppo_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-5,
+    "dpo": {"learning_rate": 3e-5, "num_train_epochs": 1, "beta": 0.1, "max_length": 512},
+    "ppo": {"total_episodes": 48, "num_ppo_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-5,
             "response_length": 96},
     "grpo": {"max_steps": 8, "num_generations": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-6},
     "rloo": {"max_steps": 8, "num_generations": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-6},
@@ -84,12 +84,15 @@ def start(args: argparse.Namespace, work: Path) -> Stack:
     train_args = {k: v for k, v in RECIPE_ARGS.items() if k in ("reward", args.recipe)}
     if args.learning_rate:
         train_args[args.recipe] = {**train_args[args.recipe], "learning_rate": args.learning_rate}
+    # LOCAL_WORKERS=2 as in `make run`: a torch thread per job, so that jobs which overlap (scoring after a new
+    # reward model, while the policy trains) never oversubscribe the cores; with 2 threads each, DPO steps took
+    # 60 s instead of 20 s while the scoring ran
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "REDIS_URL": BENCH_REDIS_URL,
            "QUEUE_PREFIX": "rlhf-loop", "DATA_DIR": str(work / "data"), "MODEL_DIR": str(work / "models"),
            "POLICY_MODEL": resolve_model(args.model), "PORT": str(port), "ALGORITHM": args.recipe,
            "RETRAIN_EVERY": str(args.labels_per_round), "MAX_NEW_TOKENS": str(args.max_new_tokens),
            "TRAIN_ARGS": json.dumps(train_args), "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": token,
-           "LOCAL_WORKERS": "1", "RECONCILE_SECONDS": "5", "KL_BUDGET": str(args.kl_budget), "SEED": str(args.seed)}
+           "LOCAL_WORKERS": "2", "RECONCILE_SECONDS": "5", "KL_BUDGET": str(args.kl_budget), "SEED": str(args.seed)}
     stack = Stack(work, env, f"http://127.0.0.1:{port}", ls_url, token, label_studio=label_studio)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -286,7 +289,7 @@ def main() -> int:
     p.add_argument("--noise", type=float, default=0.1, help="share of flipped labels")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--labels-per-round", type=int, default=64)
-    p.add_argument("--prompts", type=int, default=250, help="prompts imported into Label Studio")
+    p.add_argument("--prompts", type=int, default=200, help="prompts imported into Label Studio")
     p.add_argument("--held-out", type=int, default=60, help="prompts kept out of Label Studio, for the verdict")
     p.add_argument("--eval-samples", type=int, default=2, help="answers per held-out prompt and version")
     p.add_argument("--max-new-tokens", type=int, default=192, help="long enough that most answers end: then "
@@ -302,7 +305,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / ".cache" / "loop.png")
     args = p.parse_args()
     if args.quick:
-        args.rounds, args.labels_per_round, args.prompts, args.held_out = 1, 40, 72, 40
+        args.rounds, args.labels_per_round, args.prompts, args.held_out = 1, 32, 56, 40
         args.learning_rate = args.learning_rate or 5e-5
     header(f"loop: {args.recipe}, rule {args.rule}{' (quick)' if args.quick else ''}")
     prompts = everyday_prompts(args.seed)

@@ -385,6 +385,11 @@ def test_an_annotator_ranks_in_the_labeling_view(label_studio: LabelStudioServer
     run_worker(settings, "--queues", "generate")
     [task] = store.project_tasks(project)
     first = task.candidates[0]
+    page.goto(f"{label_studio.url}/projects/{project}/data")  # connect's "RLHF" tab: readable answer columns
+    page.get_by_text("answer_1", exact=True).first.wait_for(timeout=60_000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "datamanager-ranker.png"))
+    assert page.get_by_text("items", exact=True).count() == 0  # the raw JSON column is hidden
     open_task(page, label_studio, project, task.id, first)
     cards = page.locator(".htx-ranker-item")
     shown = [cards.nth(i).inner_text() for i in range(cards.count())]  # what the annotator sees on each card

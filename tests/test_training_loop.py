@@ -107,17 +107,23 @@ def test_dpo_chosen_per_project(loop) -> None:
     assert served_version(client, "policy-v1.reward-v0") == "policy-v1.reward-v0"
 
 
-def test_a_rejected_policy_is_kept_never_served_and_force_serves_it(tmp_path, tiny_model, redis) -> None:
-    """KL_BUDGET=0 makes any trained policy 'drift too far': the gate rejects it, the old one keeps serving,
-    the chain still completes (its trigger is cleared), and `promote --force` serves it anyway."""
-    settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4, kl_budget=0.0,
-                             algorithm="dpo")
+def dpo_chain(tmp_path, tiny_model, **overrides):
+    """A project whose four labels have run one DPO chain (reward, then policy) with these settings."""
+    settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4, algorithm="dpo",
+                             **overrides)
     client = create_app(settings).test_client()
     store, registry = Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
     project_with_candidates(settings, client, store)
     for task_id in range(1, 5):
         annotate(client, store, task_id, 700 + task_id)
     run_worker(settings)
+    return settings, client, store, registry
+
+
+def test_a_rejected_policy_is_kept_never_served_and_force_serves_it(tmp_path, tiny_model, redis) -> None:
+    """KL_BUDGET=0 makes any trained policy 'drift too far': the gate rejects it, the old one keeps serving,
+    the chain still completes (its trigger is cleared), and `promote --force` serves it anyway."""
+    settings, client, store, registry = dpo_chain(tmp_path, tiny_model, kl_budget=0.0)
 
     assert registry.versions("policy") == [0, 1] and registry.current("policy") == 0
     gate = registry.meta("policy", 1)["gate"]
@@ -145,6 +151,30 @@ def test_a_rejected_policy_is_kept_never_served_and_force_serves_it(tmp_path, ti
     back = subprocess.run([*cli, "rollback", "--project", "1", "policy", "v0"], env=env, cwd=ROOT, capture_output=True,
                           text=True)
     assert back.returncode == 0 and served_version(client, "policy-v0.reward-v0") == "policy-v0.reward-v0"
+
+
+def test_human_judged_tasks_pair_new_and_previous_policy_blind(tmp_path, tiny_model, redis) -> None:
+    """HUMAN_JUDGE_FRACTION=1: after policy v1, regenerated tasks show one answer of v1 and one of v0; the
+    annotators' choices give a human win-rate per version in /status, kept out of training by default; and
+    each pair keeps who labelled it (Label Studio's completed_by)."""
+    settings, client, store, registry = dpo_chain(tmp_path, tiny_model, human_judge_fraction=1.0)
+    assert registry.current("policy") == 1
+    judged = [t for t in store.project_tasks(1) if t.policy_version == 1]
+    assert len(judged) == len(PROMPTS) - 4
+    policies = {}
+    for task in judged:
+        [generation] = [g for g in store.generations(task.id) if g.id == task.generation]
+        assert sorted(generation.policies) == [0, 1] and generation.candidates == task.candidates
+        policies[task.id] = generation.policies
+    assert len({tuple(p) for p in policies.values()}) == 2  # the new policy's answer is not always on one side
+    for i, task in enumerate(judged[:3]):  # the annotator prefers the new policy's answer twice out of three
+        new_side = "left" if policies[task.id][0] == 1 else "right"
+        annotate(client, store, task.id, 900 + task.id, new_side if i < 2 else {"left": "right", "right": "left"}[new_side])
+    human = client.get("/status").json["lineages"]["project-1"]["human_judged"]
+    assert human["policy v1 vs v0"]["k"] == 2 and human["policy v1 vs v0"]["n"] == 3
+    assert human["policy v1 vs v0"]["low"] < 2 / 3 < human["policy v1 vs v0"]["high"]
+    assert len(store.pairs("project-1")) == 7 and len(store.pairs("project-1", judged=False)) == 4
+    assert {p["annotator"] for p in store.export_pairs(1)} == {1}  # completed_by of the captured payload
 
 
 def test_failing_policy_job_keeps_the_old_policy_serving(tmp_path, tiny_model, redis) -> None:

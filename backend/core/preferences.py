@@ -17,6 +17,11 @@ class InvalidConfig(ValueError):
 
 
 GENERATION_KEY = "generation"  # task data key naming the generation of candidates the task shows
+# Data Manager columns that push the prompt and answers off screen and say little here (what remains: id,
+# completed, counts, annotators, prediction score, then the task's data)
+NOISY_COLUMNS = ("inner_id", "annotations_results", "annotations_ids", "predictions_results",
+                 "predictions_model_versions", "file_upload", "storage_filename", "created_at", "updated_at", "updated_by",
+                 "avg_lead_time", "draft_exists")
 READABLE_PREFIX = "answer_"  # Ranker task data also holds each answer as answer_1..answer_K, for the Data Manager
 
 
@@ -66,7 +71,7 @@ class Layout:
         """Data Manager columns of internal task data: the generation tag, and the Ranker's item list, which
         shows as raw JSON (its answers also have a readable column each)."""
         hidden = [GENERATION_KEY] + ([self.answer_keys[0]] if self.kind == "ranker" else [])
-        return [f"tasks:data.{key}" for key in hidden]
+        return [f"tasks:data.{key}" for key in hidden] + [f"tasks:{c}" for c in NOISY_COLUMNS]
 
     def generation_ranked(self, result: Any) -> str | None:
         """The generation a Ranker result's item ids belong to (None for Pairwise or untagged ids)."""

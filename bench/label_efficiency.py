@@ -1,0 +1,226 @@
+"""Fewer labels: does choosing which comparison to label next save labels, on real human preferences?
+
+Simulated annotators replay HH-RLHF harmless-base (../shared/data, one pair per prompt) in the order each
+strategy asks for. The reward head is a Bayesian logistic regression (Laplace approximation) on frozen
+features: the embedded SmolLM2-135M's last hidden state at each answer's EOS, read through the same reward-token
+contract the reward model uses (workers.scoring). Features are computed once and cached; everything after
+that runs in seconds per seed.
+
+Strategies (each picks the next batch from the unlabelled pool):
+  random     the control
+  variance   posterior variance of the reward difference, x' S x
+  fisher     Fisher information of the comparison under the head, p(1-p) x' S x
+  ucb-gap    DeltaUCB-style optimism, |mean difference| + sd: favours large predicted differences
+
+    .venv/bin/python bench/label_efficiency.py                 # 5 seeds, checkpoints 50..800 labels
+    .venv/bin/python bench/label_efficiency.py --seeds 10 --held-out 800
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import sys
+import time
+from pathlib import Path
+
+from common import MODEL_CACHE, ROOT, embedded_policy, header, hh_pairs, verdict
+
+CHECKPOINTS = (50, 100, 200, 400, 800)
+STRATEGIES = ("random", "variance", "fisher", "ucb-gap")
+FEATURES = MODEL_CACHE / "hh-harmless-smollm2-eos.pt"
+
+
+def features(pairs: list[dict[str, str]], max_length: int, batch_size: int = 8):
+    """[pairs, 2, hidden]: the frozen policy's last hidden state at the EOS of (prompt, chosen) and (prompt,
+    rejected); cached on disk by the pairs' content and max_length."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from workers.loading import inference_dtype, load_tokenizer
+    from workers.scoring import reward_ids
+
+    digest = hashlib.sha256(repr((max_length, [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs])).encode())
+    cache = FEATURES.with_name(f"{FEATURES.stem}-{digest.hexdigest()[:12]}.pt")
+    if cache.is_file():
+        return torch.load(cache)
+    policy = embedded_policy()
+    tokenizer = load_tokenizer(policy)
+    model = AutoModelForCausalLM.from_pretrained(str(policy), dtype=inference_dtype()).eval()
+    rows = [reward_ids(tokenizer, p["prompt"], p[side])[-max_length:] for p in pairs for side in ("chosen", "rejected")]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths per batch: little padding
+    out = torch.zeros(len(rows), model.config.hidden_size)
+    started = time.monotonic()
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            batch = tokenizer.pad([{"input_ids": rows[i]} for i in index], return_tensors="pt", padding_side="right")
+            hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
+            last = batch["attention_mask"].sum(dim=1) - 1
+            out[index] = hidden[torch.arange(len(index)), last].float()
+            if start // batch_size % 50 == 0:
+                print(f"  features {start + len(index)}/{len(rows)} ({time.monotonic() - started:.0f} s)", flush=True)
+    result = out.view(len(pairs), 2, -1)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(result, cache)
+    return result
+
+
+class BayesianHead:
+    """Logistic regression on feature differences with a Gaussian prior, fitted by Newton's method; the
+    Laplace approximation gives the posterior covariance S that every informative strategy reads."""
+
+    def __init__(self, dim: int, prior_precision: float) -> None:
+        import torch
+
+        self.w = torch.zeros(dim, dtype=torch.float64)
+        self.cov = torch.eye(dim, dtype=torch.float64) / prior_precision
+        self.alpha = prior_precision
+
+    def fit(self, x, iterations: int = 25) -> None:
+        """x: [n, d] differences (chosen - rejected): every label is 'the first is preferred'."""
+        import torch
+
+        eye = torch.eye(x.shape[1], dtype=torch.float64)
+        w = self.w.clone()
+        for _ in range(iterations):
+            p = torch.sigmoid(x @ w)
+            gradient = x.T @ (1 - p) - self.alpha * w
+            hessian = (x.T * (p * (1 - p))) @ x + self.alpha * eye
+            step = torch.linalg.solve(hessian, gradient)
+            w = w + step
+            if step.abs().max() < 1e-6:
+                break
+        p = torch.sigmoid(x @ w)
+        self.w, self.cov = w, torch.linalg.inv((x.T * (p * (1 - p))) @ x + self.alpha * eye)
+
+    def score(self, x, strategy: str, generator):
+        """How much labelling each row of x is worth (higher first)."""
+        import torch
+
+        mean = x @ self.w
+        variance = ((x @ self.cov) * x).sum(dim=1)
+        if strategy == "random":
+            return torch.rand(len(x), generator=generator, dtype=torch.float64)
+        if strategy == "variance":
+            return variance
+        if strategy == "fisher":
+            p = torch.sigmoid(mean)
+            return p * (1 - p) * variance
+        if strategy == "ucb-gap":
+            return mean.abs() + variance.sqrt()
+        raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def run(diffs, held, strategy: str, seed: int, budget: int, batch: int, warm_start: int, prior: float) -> dict[int, float]:
+    """Labels in the order the strategy asks for; held-out accuracy after every batch."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    signs = torch.where(torch.rand(len(diffs), generator=generator) < 0.5, -1.0, 1.0).double()
+    pool = diffs * signs[:, None]  # the annotator sees the pair in either order and says which one is better
+    labels = (signs > 0).double()
+    head = BayesianHead(diffs.shape[1], prior)
+    chosen = torch.randperm(len(pool), generator=generator)[:warm_start].tolist()
+    accuracy = {}
+    while True:
+        x = pool[chosen] * (2 * labels[chosen] - 1)[:, None]  # oriented: chosen minus rejected
+        head.fit(x)
+        accuracy[len(chosen)] = float(((held @ head.w) > 0).double().mean())
+        if len(chosen) >= budget:
+            return accuracy
+        scores = head.score(pool, strategy, generator)
+        scores[chosen] = -math.inf
+        chosen += torch.topk(scores, min(batch, budget - len(chosen))).indices.tolist()
+
+
+def labels_to_reach(curve: dict[int, float], target: float) -> int | None:
+    return next((n for n in sorted(curve) if curve[n] >= target), None)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--held-out", type=int, default=700, help="pairs kept out of the pool, for accuracy")
+    p.add_argument("--batch", type=int, default=10, help="labels chosen per refit")
+    p.add_argument("--warm-start", type=int, default=10, help="random labels before any strategy chooses")
+    p.add_argument("--prior", type=float, default=1.0, help="prior precision of the head's weights")
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--limit", type=int, default=0, help="use only the first N pairs (a smoke run); 0 = all")
+    p.add_argument("--out", type=Path, default=ROOT / ".cache" / "label_efficiency.png")
+    args = p.parse_args()
+    import torch
+
+    header("label efficiency: informative vs random order, HH-RLHF harmless-base")
+    if not args.data.is_file():
+        print(f"no data at {args.data}: pass --data")
+        return 2
+    pairs, skipped = hh_pairs(args.data)
+    pairs = pairs[:args.limit] if args.limit else pairs
+    started = time.monotonic()
+    feats = features(pairs, args.max_length).double()
+    print(f"{len(pairs)} pairs ({skipped} skipped); features {tuple(feats.shape)} in {time.monotonic() - started:.0f} s "
+          f"(cached in {FEATURES.parent})")
+    mean, std = feats.reshape(-1, feats.shape[-1]).mean(0), feats.reshape(-1, feats.shape[-1]).std(0) + 1e-6
+    diffs = ((feats[:, 0] - mean) / std) - ((feats[:, 1] - mean) / std)
+    order = torch.randperm(len(diffs), generator=torch.Generator().manual_seed(12345))
+    held, pool = diffs[order[:args.held_out]], diffs[order[args.held_out:]]
+    budget = max(n for n in CHECKPOINTS if n <= len(pool) - args.batch)
+    curves = {s: [run(pool, held, s, seed, budget, args.batch, args.warm_start, args.prior) for seed in range(args.seeds)]
+              for s in STRATEGIES}
+    print(f"\nheld-out: {args.held_out} pairs (one Wilson 95% interval at 65% is +/- "
+          f"{1.96 * math.sqrt(0.65 * 0.35 / args.held_out):.3f}); pool {len(pool)}; {args.seeds} seeds; "
+          f"batches of {args.batch}; mean [min, max] over seeds")
+    print(f"{'labels':>8} " + " ".join(f"{s:>22}" for s in STRATEGIES))
+    for n in (n for n in CHECKPOINTS if n <= budget):
+        cells = []
+        for s in STRATEGIES:
+            values = [c[n] for c in curves[s]]
+            cells.append(f"{sum(values) / len(values):.3f} [{min(values):.3f}, {max(values):.3f}]")
+        print(f"{n:>8} " + " ".join(f"{c:>22}" for c in cells))
+    mean_curve = {s: {n: sum(c[n] for c in curves[s]) / args.seeds for n in curves[s][0]} for s in STRATEGIES}
+    target = mean_curve["random"][budget]
+    print(f"\nlabels to reach random order's accuracy at {budget} labels ({target:.3f}), mean curve; per seed:")
+    best, best_needed = None, None
+    for s in STRATEGIES:
+        needed = labels_to_reach(mean_curve[s], target)
+        per_seed = [labels_to_reach(c, target) for c in curves[s]]
+        saving = f"{1 - needed / budget:+.0%} labels" if needed else "never within the budget"
+        print(f"  {s:<9} {needed if needed else '-':>5}  ({saving}); seeds: {per_seed}")
+        if s != "random" and needed and (best_needed is None or needed < best_needed):
+            best, best_needed = s, needed
+    _plot(mean_curve, curves, args.out)
+    print(f"plot written to {args.out}")
+    measured = (f"best informative order: {best} reaches it with {best_needed} labels ({1 - best_needed / budget:.0%} fewer)"
+                if best else "no informative order reaches random's final accuracy within the budget")
+    return 0 if verdict(measured, ">= 25% fewer labels", bool(best_needed) and best_needed <= 0.75 * budget) else 1
+
+
+def _plot(mean_curve: dict, curves: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for s, curve in mean_curve.items():
+        xs = sorted(curve)
+        lows = [min(c[n] for c in curves[s]) for n in xs]
+        highs = [max(c[n] for c in curves[s]) for n in xs]
+        ax.plot(xs, [curve[n] for n in xs], label=s)
+        ax.fill_between(xs, lows, highs, alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("labels")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title("HH-RLHF harmless-base: Bayesian reward head on frozen SmolLM2 features\n(mean over seeds, band = min-max)",
+                 fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
