@@ -177,7 +177,11 @@ def run_rounds(args: argparse.Namespace, stack: Stack, prompts: list[str], start
         print(f"round {round_}: labelled {args.labels_per_round} tasks of policy v{served} "
               f"({passing}/{2 * args.labels_per_round} answers pass), {len(labelled)} labels in all; training "
               f"({(time.monotonic() - started) / 60:.1f} min)", flush=True)
-        wait(lambda: len(registry.versions("policy")) > before, args.round_timeout, f"round {round_}'s policy", stack)
+        try:
+            wait(lambda: len(registry.versions("policy")) > before, args.round_timeout, f"round {round_}'s policy", stack)
+        except SystemExit as stopped:  # judge what was made so far rather than nothing
+            print(f"  stopped: {stopped}", flush=True)
+            break
         newest = registry.versions("policy")[-1]
         labels_of[newest] = len(labelled)
         gate = registry.meta("policy", newest).get("gate", {})
@@ -299,14 +303,15 @@ def main() -> int:
     p.add_argument("--model", default="embedded", help="embedded (SmolLM2-135M-Instruct), tiny, or a local dir")
     p.add_argument("--label-studio", help="use this Label Studio URL instead of starting one (needs --token)")
     p.add_argument("--token")
-    p.add_argument("--round-timeout", type=float, default=1500)
+    p.add_argument("--round-timeout", type=float, default=3600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "loop")
     p.add_argument("--out", type=Path, default=ROOT / ".cache" / "loop.png")
     args = p.parse_args()
     if args.quick:
         args.rounds, args.labels_per_round, args.prompts, args.held_out = 1, 32, 56, 40
-        args.learning_rate = args.learning_rate or 5e-5
+        if args.recipe == "dpo":  # one pass over 28 pairs: a larger step than the full run's
+            args.learning_rate = args.learning_rate or 5e-5
     header(f"loop: {args.recipe}, rule {args.rule}{' (quick)' if args.quick else ''}")
     prompts = everyday_prompts(args.seed)
     held_out, imported = prompts[:args.held_out], prompts[args.held_out:args.held_out + args.prompts]
