@@ -8,7 +8,7 @@ the end each policy version is judged on held-out prompts that never went to Lab
 itself (not by any learned model), and each reward model's agreement with the rule is measured.
 
     .venv/bin/python bench/loop.py --quick          # ~10 min on 2 cores; PASS if the pass-rate rise's CI > 0
-    .venv/bin/python bench/loop.py                  # DPO, 2 rounds of 64 labels: goal +20 points within 45 min
+    .venv/bin/python bench/loop.py                  # DPO, 64 labels: goal +20 points within 45 min
     .venv/bin/python bench/loop.py --recipe ppo --rounds 1 --labels-per-round 48 --prompts 100   # PPO, capped
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from backend.core.stats import Rate, difference, rate
 RECIPE_ARGS = {  # what the demo trains with on a CPU: one pass over the pairs, a learning rate that moves a
     # 135M model within a few dozen labels (the backend's defaults are for real projects)
     "reward": {"learning_rate": 2e-5, "num_train_epochs": 1, "max_length": 512},
-    "dpo": {"learning_rate": 3e-5, "num_train_epochs": 1, "beta": 0.1, "max_length": 512},
+    "dpo": {"learning_rate": 5e-5, "num_train_epochs": 1, "beta": 0.1, "max_length": 512},
     "ppo": {"total_episodes": 48, "num_ppo_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-5,
             "response_length": 96},
     "grpo": {"max_steps": 8, "num_generations": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-6},
@@ -277,7 +277,10 @@ def _plot(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path) -> No
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("version")
         ax.set_ylim(0, 1.08)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        versions = [r["version"] for r in rows if r["kind"] == kind]
+        if versions:
+            ax.set_xticks(versions, [f"v{v}" for v in versions])
+            ax.set_xlim(min(versions) - 0.5, max(versions) + 0.5)
     fig.suptitle(f"bench/loop.py: rule '{args.rule}', {args.recipe}, 95 % CI (x = rejected by its gate)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -291,9 +294,9 @@ def main() -> int:
     p.add_argument("--recipe", default="dpo", choices=["dpo", "ppo", "grpo", "rloo"])
     p.add_argument("--rule", default="short", choices=sorted(RULES))
     p.add_argument("--noise", type=float, default=0.1, help="share of flipped labels")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1, help="label-train-regenerate rounds (each ~20 min on 2 CPU cores)")
     p.add_argument("--labels-per-round", type=int, default=64)
-    p.add_argument("--prompts", type=int, default=200, help="prompts imported into Label Studio")
+    p.add_argument("--prompts", type=int, default=120, help="prompts imported into Label Studio")
     p.add_argument("--held-out", type=int, default=60, help="prompts kept out of Label Studio, for the verdict")
     p.add_argument("--eval-samples", type=int, default=2, help="answers per held-out prompt and version")
     p.add_argument("--max-new-tokens", type=int, default=192, help="long enough that most answers end: then "
@@ -310,8 +313,6 @@ def main() -> int:
     args = p.parse_args()
     if args.quick:
         args.rounds, args.labels_per_round, args.prompts, args.held_out = 1, 32, 56, 40
-        if args.recipe == "dpo":  # one pass over 28 pairs: a larger step than the full run's
-            args.learning_rate = args.learning_rate or 5e-5
     header(f"loop: {args.recipe}, rule {args.rule}{' (quick)' if args.quick else ''}")
     prompts = everyday_prompts(args.seed)
     held_out, imported = prompts[:args.held_out], prompts[args.held_out:args.held_out + args.prompts]
