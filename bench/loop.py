@@ -312,7 +312,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / ".cache" / "loop.png")
     args = p.parse_args()
     if args.quick:
-        args.rounds, args.labels_per_round, args.prompts, args.held_out = 1, 32, 56, 40
+        args.rounds, args.labels_per_round, args.prompts, args.held_out = 1, 40, 72, 40  # 32 labels: CI touched 0
     header(f"loop: {args.recipe}, rule {args.rule}{' (quick)' if args.quick else ''}")
     prompts = everyday_prompts(args.seed)
     held_out, imported = prompts[:args.held_out], prompts[args.held_out:args.held_out + args.prompts]
