@@ -42,13 +42,13 @@ def format_table(registry: Registry, lineage_status: dict[str, Any] | None = Non
                          f"{gate or '-':<10} {headline(kind, row)}")
             if (row.get("gate") or {}).get("reason"):
                 lines.append(f"{'':<14}gate: {row['gate']['reason']}")
-    for label, value in _label_lines(lineage_status or {}):
+    for label, value in label_lines(lineage_status or {}):
         lines.append(f"{label}: {value}")
     return "\n".join(lines)
 
 
-def _label_lines(status: dict[str, Any]) -> list[tuple[str, str]]:
-    """Inter-annotator agreement and human-judged win-rates, from /status's lineage entry."""
+def label_lines(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """Inter-annotator agreement and human-judged win-rates, from /status's lineage entry (report and status)."""
     lines = []
     agree = status.get("agreement") or {}
     if agree.get("n"):

@@ -7,7 +7,7 @@ from backend.core.quality import agreement, human_win_rates
 from backend.core.queue import JobQueue
 from backend.core.registry import Registries
 from backend.core.store import Store
-from backend.report import gate_of, headline
+from backend.report import gate_of, headline, label_lines
 
 
 def status_report(store: Store, queue: JobQueue, registries: Registries, project: int | None = None,
@@ -55,12 +55,7 @@ def format_status(report: dict[str, Any]) -> str:
                              f"{headline(kind, v)}")
                 if (v.get("gate") or {}).get("reason"):
                     lines.append(f"    gate: {v['gate']['reason']}")
-        agree = lineage.get("agreement") or {}
-        if agree.get("n"):
-            lines.append(f"  inter-annotator agreement {agree['value']:.3f} [{agree['low']:.3f}, {agree['high']:.3f}] "
-                         f"n={agree['n']} on {agree['tasks']} tasks")
-        for name_, r in (lineage.get("human_judged") or {}).items():
-            lines.append(f"  human-judged {name_}: new chosen {r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}] n={r['n']}")
+        lines += [f"  {label}: {value}" for label, value in label_lines(lineage)]
     lines += ["", "jobs:"]
     for job in report["jobs"]:
         progress = job.get("progress") or {}

@@ -144,15 +144,22 @@ def test_insufficient_data_is_a_value_error(
         RECIPES[name].train(make_inputs(models, tmp_path / "out", **changes))
 
 
-def test_job_progress_writes_meta_inside_a_job(
-    models: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis
-) -> None:
-    """Progress lands in a real RQ job's meta in Redis (the training job's, as a worker would run it)."""
+@pytest.fixture
+def running_job(monkeypatch: pytest.MonkeyPatch, redis):
+    """A real RQ job in Redis that progress reporting takes for the one this process runs."""
     from rq.job import Job
 
     job = Job.create("builtins.print", connection=redis)
     job.save()
     monkeypatch.setattr(progress, "get_current_job", lambda: job)
+    return job
+
+
+def test_job_progress_writes_meta_inside_a_job(models: SimpleNamespace, tmp_path: Path, running_job, redis) -> None:
+    """Progress lands in a real RQ job's meta in Redis (the training job's, as a worker would run it)."""
+    from rq.job import Job
+
+    job = running_job
     callback = JobProgress(stage="sft", min_interval=0.0)
     RECIPES["sft"].train(make_inputs(models, tmp_path / "out", callbacks=[callback], overrides=OVERRIDES["sft"]))
     stored = Job.fetch(job.id, connection=redis).meta["progress"]
@@ -161,14 +168,12 @@ def test_job_progress_writes_meta_inside_a_job(
 
 
 def test_ppo_progress_tells_rollouts_from_optimising(
-    models: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis
+    models: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, running_job, redis
 ) -> None:
     """A PPO step on a CPU takes minutes: /status shows which half of it runs, with the step in progress."""
     from rq.job import Job
 
-    job = Job.create("builtins.print", connection=redis)
-    job.save()
-    monkeypatch.setattr(progress, "get_current_job", lambda: job)
+    job = running_job
     stages = []
     real_record = progress.record
     monkeypatch.setattr(progress, "record", lambda j=None, **f: (stages.append((f["stage"], f["step"])),

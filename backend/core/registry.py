@@ -79,7 +79,8 @@ class Registry:
 
     def servable_versions(self, kind: Kind) -> list[int]:
         """Versions that may be served: all but those a gate rejected (a forced one is servable)."""
-        return [v for v in self.versions(kind) if not rejected(self.meta(kind, v)) or v == self.current(kind)]
+        current = self.current(kind)
+        return [v for v in self.versions(kind) if v == current or not rejected(self.meta(kind, v))]
 
     def servable(self) -> list[str]:
         """The names Label Studio may list and pick: the served one, each servable policy alone, and with each
@@ -134,10 +135,7 @@ class Registry:
             raise RegistryError(f"{kind} v{version} does not exist; have {self.versions(kind)}")
         if "gate" in meta:
             meta["gate"] = {**meta["gate"], "forced": True, "forced_at": time.time()}
-            target = self.path(kind, version) / "meta.json"
-            tmp = target.with_name(f".meta.{os.getpid()}")
-            tmp.write_text(json.dumps(meta, indent=2, default=str))
-            os.replace(tmp, target)
+            _replace(self.path(kind, version) / "meta.json", json.dumps(meta, indent=2, default=str))
         self.set_current(kind, version)
 
     def set_current(self, kind: Kind, version: int) -> None:
@@ -146,10 +144,7 @@ class Registry:
             raise RegistryError(f"{kind} v{version} does not exist; have {self.versions(kind)}")
         if rejected(self.meta(kind, version)):
             raise RegistryError(f"{kind} v{version} was rejected by its gate: serve it with `promote --force`")
-        pointer = self._dir(kind) / "CURRENT"
-        tmp = pointer.with_name(f".CURRENT.{os.getpid()}")
-        tmp.write_text(f"v{version}\n")
-        os.replace(tmp, pointer)
+        _replace(self._dir(kind) / "CURRENT", f"v{version}\n")
 
     def prune(self, kind: Kind) -> None:
         """Delete old versions beyond `keep`, never v0 (the SFT reference) nor the current one."""
@@ -165,6 +160,13 @@ class Registry:
             for tmp in base.glob(".tmp-*") if base.is_dir() else ():
                 if time.time() - tmp.stat().st_mtime > older_than_s:
                     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace(target: Path, text: str) -> None:
+    """Write a small file so readers see the old or the new text, never half of one."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, target)
 
 
 LINEAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
