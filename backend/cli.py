@@ -158,8 +158,7 @@ def _record_export(model: RLHFBackend, project_id: int, config: str, exported: l
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> None:
     services = _services(settings)
-    report = status_report(services.store, services.queue, services.registries, args.project, settings.retrain_every,
-                           settings.kl_budget)
+    report = status_report(services.store, services.queue, services.registries, settings, args.project)
     print(json.dumps(report, indent=2, default=str) if args.json else format_status(report))
 
 
@@ -195,8 +194,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
 
     services = _services(settings)
     lineage = _lineage(services, args)
-    status = status_report(services.store, services.queue, services.registries, None, settings.retrain_every,
-                           settings.kl_budget)["lineages"].get(lineage)
+    status = status_report(services.store, services.queue, services.registries, settings)["lineages"].get(lineage)
     table = write_report(services.registries.lineage(lineage), lineage, Path(args.out), status)
     print(table)
     print(f"plot written to {args.out}")

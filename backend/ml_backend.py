@@ -22,8 +22,9 @@ from backend.core.preferences import (
 )
 from backend.core.queue import JobQueue
 from backend.core.registry import RegistryError, valid_lineage
-from backend.core.settings import Settings
-from backend.core.store import Generation, Store
+from backend.core.settings import SELECTIONS, Settings
+from backend.core.selection import confidence, informative_score, random_score
+from backend.core.store import Generation, Store, Task
 from backend.payloads import MAX_INT
 from backend.watcher import ModelWatcher
 
@@ -101,7 +102,7 @@ class RLHFBackend:
                      project_id, hostname, self.settings.label_studio_url)
         self.store.save_project(project_id, label_config=schema, ls_url=body.get("hostname") or None,
                                 ls_token=body.get("access_token") or None, algorithm=params.get("algorithm"),
-                                lineage=params.get("lineage"))
+                                lineage=params.get("lineage"), selection=params.get("selection"))
         return {"model_version": self.model_version(project_id)}
 
     # /predict
@@ -115,6 +116,7 @@ class RLHFBackend:
         self.store.save_tasks(project_id, [(tid, data) for tid, data in parsed])
         known = self.store.tasks(tid for tid, _ in parsed)
         served = self.watcher.served(self.lineage(project_id))
+        selection = self.store.selection_of(project_id, self.settings.selection)
         results, stale = [], []
         for task_id, data in parsed:
             candidates = layout.candidates_from_data(data)
@@ -124,7 +126,10 @@ class RLHFBackend:
             if candidates is None or (served.reward is not None and not fresh):
                 stale.append(task_id)
             scores = row.scores if fresh and served.reward is not None else None
-            results.append([] if scores is None else _prediction(layout, data, scores, self.settings.preselect_choice)
+            score = _task_score(selection, task_id, row if row is not None and row.candidates == candidates else None,
+                                scores) if candidates is not None else None
+            results.append([] if score is None else _prediction(layout, data, scores, score,
+                                                                self.settings.preselect_choice)
                            | {"model_version": served.model_version})
         if stale:
             self._queue_generation(project_id, stale, "predict")
@@ -149,7 +154,7 @@ class RLHFBackend:
         project_id = project_id_of(data.get("project") or annotation.get("project"))
         config = self._config(project_id, data.get("project"))
         pairs, untrained = self.save_annotation(project_id, config, annotation, data.get("task"))
-        return {"pairs": pairs, **self._maybe_train(project_id, untrained=untrained)}
+        return {"project": project_id, "pairs": pairs, **self._maybe_train(project_id, untrained=untrained)}
 
     def _annotations(self, data: dict[str, Any]) -> dict[str, Any]:
         annotations = data.get("annotations", data.get("annotation"))
@@ -162,7 +167,8 @@ class RLHFBackend:
         saved = [self.save_annotation(project_id, config, a, tasks.get(_task_ref(a))) for a in annotations]
         pairs = sum(count for count, _ in saved)
         untrained = saved[-1][1] if saved else None
-        return {"annotations": len(annotations), "pairs": pairs, **self._maybe_train(project_id, untrained=untrained)}
+        return {"project": project_id, "annotations": len(annotations), "pairs": pairs,
+                **self._maybe_train(project_id, untrained=untrained)}
 
     def save_annotation(self, project_id: int, config: str, annotation: dict[str, Any],
                          task: Any) -> tuple[int, tuple[int, int]]:
@@ -194,7 +200,8 @@ class RLHFBackend:
         untrained = self.store.save_annotation(project_id, annotation_id, task_id, result, pairs, skipped,
                                                generation=shown[1] if shown else None,
                                                stale=shown is None and not skipped,
-                                               annotator=_annotator(annotation.get("completed_by")))
+                                               annotator=_annotator(annotation.get("completed_by")),
+                                               selection=self.settings.selection)
         return len(pairs), untrained
 
     def _shown(self, layout: Layout, task_id: int, data: dict[str, Any], annotation: dict[str, Any],
@@ -290,6 +297,16 @@ class RLHFBackend:
         self.store.mark_queued(lineage, newest)
         return chain
 
+    def request_refit(self, project_id: int) -> None:
+        """After new labels: queue a refit of the project's reward head (called once the webhook has been
+        answered; a Redis failure only skips it, the next label asks again)."""
+        if self._redis_resting():
+            return
+        try:
+            self.queue.request_refit(project_id)
+        except RedisError as exc:
+            self._redis_failed(exc)
+
     def _queue_generation(self, project_id: int, task_ids: list[int], reason: str) -> str | None:
         """Queue candidates; with Redis down the tasks stay without candidates and the reconciler queues them."""
         if self._redis_resting():
@@ -376,8 +393,8 @@ def _task_ref(annotation: dict[str, Any]) -> Any:
 
 
 def _extra_params(extra_params: Any) -> dict[str, str]:
-    """`extra_params` arrives as JSON text (or null); it may pick the project's policy recipe (`algorithm`)
-    and a lineage to pool the project with (`lineage`; default: its own)."""
+    """`extra_params` arrives as JSON text (or null); it may pick the project's policy recipe (`algorithm`),
+    a lineage to pool the project with (`lineage`; default: its own) and its SELECTION (`selection`)."""
     if not extra_params:
         return {}
     try:
@@ -385,31 +402,43 @@ def _extra_params(extra_params: Any) -> dict[str, str]:
     except json.JSONDecodeError:
         raise InvalidRequest("extra_params must be JSON text") from None
     params = params if isinstance(params, dict) else {}
-    algorithm, lineage = params.get("algorithm"), params.get("lineage")
+    algorithm, lineage, selection = params.get("algorithm"), params.get("lineage"), params.get("selection")
     if algorithm is not None and algorithm not in POLICY_ALGORITHMS:
         raise InvalidRequest(f"extra_params.algorithm must be one of {POLICY_ALGORITHMS}")
+    if selection is not None and selection not in SELECTIONS:
+        raise InvalidRequest(f"extra_params.selection must be one of {SELECTIONS}")
     if lineage is not None:
         try:
             valid_lineage(lineage)
         except RegistryError as exc:
             raise InvalidRequest(f"extra_params.{exc}") from None
-    return {k: v for k, v in (("algorithm", algorithm), ("lineage", lineage)) if v is not None}
+    return {k: v for k, v in (("algorithm", algorithm), ("lineage", lineage), ("selection", selection))
+            if v is not None}
 
 
-def _prediction(layout: Layout, data: dict[str, Any], scores: list[float], preselect: bool) -> dict[str, Any]:
-    """score = the reward model's mean confidence over adjacent candidates, which Label Studio's task ordering
-    reads. The result, its pick (pairwise) or order (ranker), is shown pre-selected only when PRESELECT_CHOICE
-    is on: pre-selected, it anchors annotators, and clicking the picked answer un-selects it."""
+def _task_score(selection: str, task_id: int, row: Task | None, scores: list[float] | None) -> float | None:
+    """The prediction score Label Studio orders the queue by (lowest first): SELECTION=random, a uniform draw
+    per task; informative, what labelling it teaches the reward head (once a refit has weighed it), else the
+    reward model's confidence; None: nothing to say yet."""
+    if selection == "random":
+        return random_score(task_id)
+    if row is not None and row.worth is not None:
+        return informative_score(row.worth)
+    return confidence(scores) if scores is not None else None
+
+
+def _prediction(layout: Layout, data: dict[str, Any], scores: list[float] | None, score: float,
+                preselect: bool) -> dict[str, Any]:
+    """A prediction that selects nothing, carrying the task's score. The reward model's pick (pairwise) or order
+    (ranker) is shown pre-selected only when PRESELECT_CHOICE is on: pre-selected, it anchors annotators, and
+    clicking the picked answer un-selects it."""
+    if not preselect or scores is None:
+        return {"result": [], "score": round(score, 6)}
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
-    confidence = sum(_sigmoid(abs(scores[a] - scores[b])) for a, b in zip(order, order[1:])) / (len(order) - 1)
     if layout.kind == "pairwise":
         value: dict[str, Any] = {"selected": "left" if order[0] == 0 else "right"}
     else:
         ids = [str(item.get("id")) for item in data[layout.answer_keys[0]]]
         value = {"ranker": {layout.control: [ids[i] for i in order]}}
     item = {"from_name": layout.control, "to_name": layout.to_name, "type": layout.kind, "value": value}
-    return {"result": [item] if preselect else [], "score": round(confidence, 6)}
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
+    return {"result": [item], "score": round(score, 6)}

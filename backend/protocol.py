@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -106,10 +107,15 @@ def predict() -> dict[str, Any]:
 
 
 @bp.post("/webhook")
-def webhook() -> dict[str, Any]:
+def webhook() -> Response:
     body = _json_body(WebhookBody)
     validate(WEBHOOKS.get(body["action"], WebhookBody), body)
-    return _model().fit(body["action"], body)
+    model = _model()
+    result = model.fit(body["action"], body)
+    response = jsonify(result)
+    if result.get("pairs"):  # new labels: refit the reward head once Label Studio has its answer
+        response.call_on_close(partial(model.request_refit, result["project"]))
+    return response
 
 
 @bp.get("/versions")
@@ -129,8 +135,7 @@ def versions() -> dict[str, Any]:
 def status() -> dict[str, Any]:
     model = _model()
     project = g.get("path_project") or request.args.get("project", type=int)
-    return status_report(model.store, model.queue, current_app.extensions["rlhf_registries"], project,
-                         model.settings.retrain_every, model.settings.kl_budget)
+    return status_report(model.store, model.queue, current_app.extensions["rlhf_registries"], model.settings, project)
 
 
 def register_errors(app: Flask) -> None:

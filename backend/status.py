@@ -6,32 +6,34 @@ from typing import Any
 from backend.core.quality import agreement, human_win_rates
 from backend.core.queue import JobQueue
 from backend.core.registry import Registries
+from backend.core.settings import Settings
 from backend.core.store import Store
 from backend.report import gate_of, headline, label_lines
 
 
-def status_report(store: Store, queue: JobQueue, registries: Registries, project: int | None = None,
-                  retrain_every: int = 50, kl_budget: float | None = None) -> dict[str, Any]:
+def status_report(store: Store, queue: JobQueue, registries: Registries, settings: Settings,
+                  project: int | None = None) -> dict[str, Any]:
     """Everything /status and `python -m backend status` show; with a project, only it and its lineage."""
     counts = store.counts()
     if project is not None:
         counts = {project: counts.get(project) or {"lineage": store.lineage_of(project), "annotations": 0,
                                                    "pairs": 0, "new_pairs": 0, "stale_annotations": 0,
-                                                   "skipped_annotations": 0}}
-    due = store.due_lineages(retrain_every)
+                                                   "skipped_annotations": 0, "pairs_by_selection": {}}}
+    due = store.due_lineages(settings.retrain_every)
     names = sorted({c["lineage"] for c in counts.values()} | (set(registries.lineages()) if project is None else set()))
     lineages = {}
     for name in names:
         registry = registries.lineage(name)
         lineages[name] = {"model_version": registry.model_version(), "models": registry.catalog(),
                           "projects": store.lineage_projects(name), "due": due.get(name),
-                          "training_attempts": queue.attempts(name)[0], "kl_budget": kl_budget,
+                          "training_attempts": queue.attempts(name)[0], "kl_budget": settings.kl_budget,
                           "agreement": agreement(store.overlapping_labels(name)),
                           "human_judged": human_win_rates(store.judged_labels(name))}
     synced = {p: store.project(p) for p in counts}
     for pid, c in counts.items():
         c["model_version"] = lineages[c["lineage"]]["model_version"]
         c["synced_at"] = synced[pid].synced_at.isoformat() if synced[pid] and synced[pid].synced_at else None
+        c["selection"] = (synced[pid].selection if synced[pid] else None) or settings.selection
     jobs = queue.recent_jobs()
     if project is not None:
         lineage = counts[project]["lineage"]
@@ -44,7 +46,8 @@ def format_status(report: dict[str, Any]) -> str:
     lines = ["projects:"]
     for pid, c in report["projects"].items():
         lines.append(f"  {pid}: lineage {c['lineage']} serves {c['model_version']}; {c['annotations']} annotations, "
-                     f"{c['pairs']} pairs ({c['new_pairs']} not trained yet), {c['stale_annotations']} stale")
+                     f"{c['pairs']} pairs ({c['new_pairs']} not trained yet), {c['stale_annotations']} stale; "
+                     f"SELECTION={c['selection']} ({_by_selection(c)})")
     for name, lineage in report["lineages"].items():
         lines += ["", f"lineage {name} (projects {lineage['projects']}): serves {lineage['model_version']}"]
         for kind, versions in lineage["models"].items():
@@ -64,3 +67,8 @@ def format_status(report: dict[str, Any]) -> str:
         where = f"lineage={job['lineage']}" if job.get("lineage") else f"project={job['project']}"
         lines.append(f"  {job['id']} {job['kind']} {where} {job['status']}{extra}{error}")
     return "\n".join(lines)
+
+
+def _by_selection(counts: dict[str, Any]) -> str:
+    by = counts.get("pairs_by_selection") or {}
+    return ", ".join(f"{n} pairs labelled under {k}" for k, n in sorted(by.items())) or "no pairs yet"

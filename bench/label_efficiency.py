@@ -25,111 +25,63 @@ import time
 from pathlib import Path
 
 from common import MODEL_CACHE, ROOT, embedded_policy, header, hh_pairs, verdict
+from workers.head import CRITERIA
 
 CHECKPOINTS = (50, 100, 200, 400, 800)
-STRATEGIES = ("random", "variance", "fisher", "ucb-gap")
+STRATEGIES = ("random", *CRITERIA)
 FEATURES = MODEL_CACHE / "hh-harmless-smollm2-eos.pt"
 
 
-def features(pairs: list[dict[str, str]], max_length: int, batch_size: int = 8):
-    """[pairs, 2, hidden]: the frozen policy's last hidden state at the EOS of (prompt, chosen) and (prompt,
-    rejected); cached on disk by the pairs' content and max_length."""
+def features(pairs: list[dict[str, str]], max_length: int):
+    """[pairs, 2, hidden]: the product's frozen features (workers.features) of (prompt, chosen) and (prompt,
+    rejected) under the embedded SmolLM2; cached on disk by the pairs' content and max_length."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from workers.loading import inference_dtype, load_tokenizer
-    from workers.scoring import reward_ids
+    from workers.features import eos_features
+    from workers.loading import inference_dtype, load_policy
 
     digest = hashlib.sha256(repr((max_length, [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs])).encode())
     cache = FEATURES.with_name(f"{FEATURES.stem}-{digest.hexdigest()[:12]}.pt")
     if cache.is_file():
         return torch.load(cache)
-    policy = embedded_policy()
-    tokenizer = load_tokenizer(policy)
-    model = AutoModelForCausalLM.from_pretrained(str(policy), dtype=inference_dtype()).eval()
-    rows = [reward_ids(tokenizer, p["prompt"], p[side])[-max_length:] for p in pairs for side in ("chosen", "rejected")]
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths per batch: little padding
-    out = torch.zeros(len(rows), model.config.hidden_size)
+    model, tokenizer = load_policy(embedded_policy(), inference_dtype())
     started = time.monotonic()
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            batch = tokenizer.pad([{"input_ids": rows[i]} for i in index], return_tensors="pt", padding_side="right")
-            hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
-            last = batch["attention_mask"].sum(dim=1) - 1
-            out[index] = hidden[torch.arange(len(index)), last].float()
-            if start // batch_size % 50 == 0:
-                print(f"  features {start + len(index)}/{len(rows)} ({time.monotonic() - started:.0f} s)", flush=True)
-    result = out.view(len(pairs), 2, -1)
+
+    def progress(done: int, total: int) -> None:
+        if done % 400 < 8 or done == total:
+            print(f"  features {done}/{total} ({time.monotonic() - started:.0f} s)", flush=True)
+
+    prompts = [p["prompt"] for p in pairs for _ in (0, 1)]
+    answers = [p[side] for p in pairs for side in ("chosen", "rejected")]
+    result = eos_features(model, tokenizer, prompts, answers, max_length=max_length, progress=progress)
+    result = result.view(len(pairs), 2, -1)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(result, cache)
     return result
-
-
-class BayesianHead:
-    """Logistic regression on feature differences with a Gaussian prior, fitted by Newton's method; the
-    Laplace approximation gives the posterior covariance S that every informative strategy reads."""
-
-    def __init__(self, dim: int, prior_precision: float) -> None:
-        import torch
-
-        self.w = torch.zeros(dim, dtype=torch.float64)
-        self.cov = torch.eye(dim, dtype=torch.float64) / prior_precision
-        self.alpha = prior_precision
-
-    def fit(self, x, iterations: int = 25) -> None:
-        """x: [n, d] differences (chosen - rejected): every label is 'the first is preferred'."""
-        import torch
-
-        eye = torch.eye(x.shape[1], dtype=torch.float64)
-        w = self.w.clone()
-        for _ in range(iterations):
-            p = torch.sigmoid(x @ w)
-            gradient = x.T @ (1 - p) - self.alpha * w
-            hessian = (x.T * (p * (1 - p))) @ x + self.alpha * eye
-            step = torch.linalg.solve(hessian, gradient)
-            w = w + step
-            if step.abs().max() < 1e-6:
-                break
-        p = torch.sigmoid(x @ w)
-        self.w, self.cov = w, torch.linalg.inv((x.T * (p * (1 - p))) @ x + self.alpha * eye)
-
-    def score(self, x, strategy: str, generator):
-        """How much labelling each row of x is worth (higher first)."""
-        import torch
-
-        mean = x @ self.w
-        variance = ((x @ self.cov) * x).sum(dim=1)
-        if strategy == "random":
-            return torch.rand(len(x), generator=generator, dtype=torch.float64)
-        if strategy == "variance":
-            return variance
-        if strategy == "fisher":
-            p = torch.sigmoid(mean)
-            return p * (1 - p) * variance
-        if strategy == "ucb-gap":
-            return mean.abs() + variance.sqrt()
-        raise ValueError(f"unknown strategy {strategy!r}")
 
 
 def run(diffs, held, strategy: str, seed: int, budget: int, batch: int, warm_start: int, prior: float) -> dict[int, float]:
     """Labels in the order the strategy asks for; held-out accuracy after every batch."""
     import torch
 
+    from workers.head import BayesianHead, HeadConfig
+
     generator = torch.Generator().manual_seed(seed)
     signs = torch.where(torch.rand(len(diffs), generator=generator) < 0.5, -1.0, 1.0).double()
     pool = diffs * signs[:, None]  # the annotator sees the pair in either order and says which one is better
     labels = (signs > 0).double()
-    head = BayesianHead(diffs.shape[1], prior)
+    head = BayesianHead(diffs.shape[1], HeadConfig(prior_precision=prior))
     chosen = torch.randperm(len(pool), generator=generator)[:warm_start].tolist()
     accuracy = {}
     while True:
-        x = pool[chosen] * (2 * labels[chosen] - 1)[:, None]  # oriented: chosen minus rejected
-        head.fit(x)
+        head.fit(pool[chosen] * (2 * labels[chosen] - 1)[:, None])  # oriented: chosen minus rejected
         accuracy[len(chosen)] = float(((held @ head.w) > 0).double().mean())
         if len(chosen) >= budget:
             return accuracy
-        scores = head.score(pool, strategy, generator)
+        if strategy == "random":
+            scores = torch.rand(len(pool), generator=generator, dtype=torch.float64)
+        else:
+            scores = head.worth(pool, strategy)
         scores[chosen] = -math.inf
         chosen += torch.topk(scores, min(batch, budget - len(chosen))).indices.tolist()
 

@@ -10,6 +10,7 @@ itself (not by any learned model), and each reward model's agreement with the ru
     .venv/bin/python bench/loop.py --quick          # ~10 min on 2 cores; PASS if the pass-rate rise's CI > 0
     .venv/bin/python bench/loop.py                  # DPO, 64 labels: goal +20 points within 45 min
     .venv/bin/python bench/loop.py --recipe ppo --rounds 1 --labels-per-round 48 --prompts 100   # PPO, capped
+    .venv/bin/python bench/loop.py --quick --selection informative --candidates 4   # queue order, two of K shown
 """
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def start(args: argparse.Namespace, work: Path) -> Stack:
            "POLICY_MODEL": resolve_model(args.model), "PORT": str(port), "ALGORITHM": args.recipe,
            "RETRAIN_EVERY": str(args.labels_per_round), "MAX_NEW_TOKENS": str(args.max_new_tokens),
            "TRAIN_ARGS": json.dumps(train_args), "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": token,
-           "LOCAL_WORKERS": "2", "RECONCILE_SECONDS": "5", "KL_BUDGET": str(args.kl_budget), "SEED": str(args.seed)}
+           "LOCAL_WORKERS": "2", "RECONCILE_SECONDS": "5", "KL_BUDGET": str(args.kl_budget), "SEED": str(args.seed),
+           "SELECTION": args.selection, "NUM_CANDIDATES": str(args.candidates)}
     stack = Stack(work, env, f"http://127.0.0.1:{port}", ls_url, token, label_studio=label_studio)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -133,6 +135,25 @@ def on_policy_tasks(client: Any, project: int, version: int, labelled: set[int])
             and t["data"].get("answer1") and t["data"].get("answer2")]
 
 
+def next_in_queue(stack: Stack, project: int) -> dict[str, Any]:
+    """The task Label Studio's labeling stream serves next (`/api/projects/N/next`, what "Label All Tasks" opens)."""
+    import requests
+
+    r = requests.get(f"{stack.ls_url}/api/projects/{project}/next", timeout=30,
+                     headers={"Authorization": f"Token {stack.ls_token}"})
+    r.raise_for_status()
+    return r.json()
+
+
+def lowest_scored(client: Any, project: int, labelled: set[int]) -> set[int]:
+    """Unlabelled tasks holding the lowest prediction score of the project's model version in Label Studio."""
+    version = client.projects.get(project).model_version
+    scores = {p.task: p.score for p in client.predictions.list(project=project)
+              if p.model_version == version and p.task not in labelled and p.score is not None}
+    low = min(scores.values(), default=None)
+    return {t for t, v in scores.items() if v == low}
+
+
 def wait(predicate: Any, timeout: float, what: str, stack: Stack) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
@@ -165,14 +186,21 @@ def run_rounds(args: argparse.Namespace, stack: Stack, prompts: list[str], start
         served = registry.current("policy") or 0
         tasks = wait(lambda: len(t := on_policy_tasks(client, project, served, labelled)) >= args.labels_per_round
                      and t, args.round_timeout, f"candidates of policy v{served}", stack)
-        passing = 0
-        for task in rng.sample(tasks, args.labels_per_round):
+        passing, first_in_queue = 0, 0
+        queue = (next_in_queue(stack, project) for _ in range(args.labels_per_round)) \
+            if args.selection == "informative" else iter(rng.sample(tasks, args.labels_per_round))
+        for task in queue:
+            if args.selection == "informative":  # as an annotator gets it: Label Studio's next task
+                first_in_queue += task["id"] in lowest_scored(client, project, labelled)
             a, b = task["data"]["answer1"], task["data"]["answer2"]
             passing += rule(a) + rule(b)
             client.annotations.create(id=task["id"], result=[{"from_name": "comparison", "to_name": "answer1",
                                                               "type": "pairwise",
                                                               "value": {"selected": prefer(a, b, rule, rng, args.noise)}}])
             labelled.add(task["id"])
+        if args.selection == "informative":
+            print(f"  queue order: {first_in_queue}/{args.labels_per_round} tasks Label Studio served were the "
+                  f"lowest-scored (the most informative) when served", flush=True)
         before = len(registry.versions("policy"))
         print(f"round {round_}: labelled {args.labels_per_round} tasks of policy v{served} "
               f"({passing}/{2 * args.labels_per_round} answers pass), {len(labelled)} labels in all; training "
@@ -303,6 +331,10 @@ def main() -> int:
                    "'the shorter' is a real preference, not two cut-off answers")
     p.add_argument("--learning-rate", type=float, help="the policy recipe's learning rate (default: RECIPE_ARGS)")
     p.add_argument("--kl-budget", type=float, default=0.5)
+    p.add_argument("--selection", default="random", choices=["random", "informative"],
+                   help="SELECTION: informative = the annotator takes Label Studio's next task (queue ordered by the "
+                   "reward head) and Pairwise shows the most informative two of --candidates")
+    p.add_argument("--candidates", type=int, default=2, help="NUM_CANDIDATES: answers sampled per prompt")
     p.add_argument("--model", default="embedded", help="embedded (SmolLM2-135M-Instruct), tiny, or a local dir")
     p.add_argument("--label-studio", help="use this Label Studio URL instead of starting one (needs --token)")
     p.add_argument("--token")

@@ -15,9 +15,11 @@ from conftest import (
     ROOT, TEST_REDIS_URL, TINY_TRAIN, listed_versions, make_settings, ml_backend_id, run_worker, settings_env,
 )
 from redis import Redis
+from rq import Queue
 
 from backend.core import labelstudio as ls
 from backend.core.registry import Registries
+from backend.core.selection import informative_score
 from backend.app import create_app
 from backend.core.store import Store
 from backend.reconciler import Reconciler
@@ -408,3 +410,52 @@ def test_an_annotator_ranks_in_the_labeling_view(label_studio: LabelStudioServer
     pairs = wait_until(lambda: store.pairs(f"project-{project}"), what="the annotation's webhook", timeout=30)
     assert len(pairs) == k * (k - 1) // 2
     assert all(p["rejected"] == first for p in pairs if first in (p["chosen"], p["rejected"]))
+
+
+def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStudioServer, backend,  # noqa: F811
+                                                          tmp_path) -> None:
+    """SELECTION=informative through a real Label Studio: the worker sets the project to uncertainty sampling
+    under the served model version and publishes each task's score; labels queue a refit of the head, which
+    reweighs the tasks and republishes; Label Studio's /next then serves the task with the lowest score."""
+    settings, url = backend
+    store = Store(settings.sqlalchemy_url)
+    first = cli(settings, "connect", "--url", label_studio.url, "--api-key", label_studio.token,
+                "--title", "RLHF informative", "--backend-url", url)
+    project = int(first.split("project ")[-1].split()[0])
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"Describe colour number {i} in one line." for i in range(6)) + "\n")
+    cli(settings, "import", "--project", str(project), str(prompts), "--url", label_studio.url,
+        "--api-key", label_studio.token)
+    wait_until(lambda: len(store.project_tasks(project)) == 6, what="TASKS_CREATED webhook")
+    run_worker(settings)
+
+    c = ls.client(label_studio.url, label_studio.token)
+    version = Registries(settings.model_dir).lineage(f"project-{project}").model_version()
+    ls_project = c.projects.get(project)
+    assert (ls_project.sampling, ls_project.model_version) == ("Uncertainty sampling", version)
+
+    def published() -> dict[int, float]:
+        found = [(p.task, p.score) for p in c.predictions.list(project=project) if p.model_version == version]
+        assert len(found) == len({t for t, _ in found}), "one prediction per task and version"
+        return dict(found)
+
+    def stored() -> dict[int, float]:
+        return {t.id: informative_score(t.worth) for t in store.project_tasks(project)}
+
+    before = stored()
+    assert published() == pytest.approx(before, abs=1e-5) and len(before) == 6
+    tasks = ls.list_tasks(c, project)
+    for task in tasks[:2]:
+        submit(c, task, "left")
+    wait_until(lambda: store.counts().get(project, {}).get("pairs") == 2, what="annotation webhooks")
+    assert any(j.meta.get("kind") == "refit" for j in Queue(f"{settings.queue_prefix}-generate",
+                                                            connection=Redis.from_url(TEST_REDIS_URL)).jobs)
+    run_worker(settings)
+    after = stored()
+    assert published() == pytest.approx(after, abs=1e-5)
+    waiting = [t["id"] for t in tasks[2:]]
+    assert sum(after[t] for t in waiting) > sum(before[t] for t in waiting)  # labels shrank what is left to learn
+    r = requests.get(f"{label_studio.url}/api/projects/{project}/next",
+                     headers={"Authorization": f"Token {label_studio.token}"}, timeout=10)
+    assert r.ok, r.text
+    assert r.json()["id"] == min(waiting, key=after.get), (r.json()["id"], after)

@@ -62,7 +62,8 @@ def test_update_replaces_and_delete_removes(store: Store) -> None:
     store.save_annotation(1, 10, 100, [], [Pair("p", "c", "a")], skipped=False)
     assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1")] == [("c", "a")]
     assert store.counts()[1] == {"lineage": "project-1", "annotations": 1, "pairs": 1, "new_pairs": 1,
-                                 "stale_annotations": 0, "skipped_annotations": 0}
+                                 "stale_annotations": 0, "skipped_annotations": 0,
+                                 "pairs_by_selection": {"informative": 1}}
     assert store.delete_annotations([10]) == 1
     assert store.pairs("project-1") == [] and store.counts().get(1, {}).get("annotations", 0) == 0
 
@@ -146,8 +147,9 @@ def test_a_store_from_the_previous_release_is_upgraded_and_keeps_its_data(databa
     assert migrate.current(store.engine) == migrate.head() != migrate.BASE_REVISION
     assert store.lineage_of(1) == "legacy"  # projects that shared the one registry keep sharing it
     assert [(p["chosen"], p["rejected"]) for p in store.pairs("legacy")] == [("a", "b")]
-    assert store.counts()[1] | {} == {"lineage": "legacy", "annotations": 1, "pairs": 1, "new_pairs": 1,
-                                      "stale_annotations": 0, "skipped_annotations": 0}
+    assert store.counts()[1] == {"lineage": "legacy", "annotations": 1, "pairs": 1, "new_pairs": 1,
+                                 "stale_annotations": 0, "skipped_annotations": 0,
+                                 "pairs_by_selection": {"unrecorded": 1}}  # labelled before SELECTION existed
     assert store.tasks([5])[5].candidates == ["a", "b"]
     store.save_project(2)  # new projects get their own lineage, and the new columns work
     store.save_annotation(2, 10, 6, [], [Pair("q", "x", "y")], skipped=False, generation="p0-abc")

@@ -274,3 +274,44 @@ def export_annotations(c: LabelStudio, project_id: int, all_tasks: bool = False)
 def label_config_of(c: LabelStudio, project_id: int) -> str:
     """The project's label config XML."""
     return c.projects.get(project_id).label_config or ""
+
+
+SAMPLING = {"informative": "Uncertainty sampling", "random": "Uniform sampling"}  # per SELECTION
+
+
+def order_queue(c: LabelStudio, project_id: int, selection: str, model_version: str | None = None) -> list[str]:
+    """Make the annotators' queue follow SELECTION: "Uncertainty sampling" serves the task with the lowest
+    prediction score first, among predictions of the project's model version only (so that is set to the
+    version whose scores were published; Label Studio refuses a version it holds no predictions of);
+    SELECTION=random uses "Uniform sampling". Returns what changed."""
+    project = c.projects.get(project_id)
+    wanted = {"sampling": SAMPLING[selection]} | ({"model_version": model_version} if model_version else {})
+    changed = {k: v for k, v in wanted.items() if getattr(project, k, None) != v}
+    if changed:
+        try:
+            c.projects.update(project_id, **changed)
+        except ApiError as e:
+            raise LabelStudioError(f"could not set {changed} on project {project_id}: {_reason(e)}") from e
+    return [f"{k} = {v!r}" for k, v in changed.items()]
+
+
+def publish_scores(c: LabelStudio, project_id: int, model_version: str, scores: dict[int, float]) -> int:
+    """Give each task a prediction of this model version carrying its score (and selecting nothing), so that
+    uncertainty sampling orders the queue by it. Label Studio keeps every prediction it is given and orders
+    by any of them, so a task whose score changed loses its predictions first (one Data Manager action), then
+    all new and changed ones arrive in one import: two calls however many tasks moved. Returns how many."""
+    try:
+        current = {p.task: p.score for p in c.predictions.list(project=project_id)
+                   if p.model_version == model_version}
+        moved = [t for t, s in scores.items() if t in current and (current[t] is None or abs(current[t] - s) > 1e-4)]
+        new = [t for t in scores if t not in current]
+        if moved:
+            c.actions.create(id="delete_tasks_predictions", project=project_id,
+                             selected_items={"all": False, "included": moved})
+        if moved or new:
+            c.projects.import_predictions(project_id, request=[
+                {"task": t, "result": [], "score": round(scores[t], 6), "model_version": model_version}
+                for t in moved + new])
+    except ApiError as e:
+        raise LabelStudioError(f"could not publish task scores to project {project_id}: {_reason(e)}") from e
+    return len(moved) + len(new)

@@ -23,6 +23,7 @@ GENERATE_JOB = "workers.jobs.generate.refresh_candidates"
 REWARD_JOB = "workers.jobs.train.train_reward"
 POLICY_JOB = "workers.jobs.train.train_policy"
 SFT_JOB = "workers.jobs.train.train_sft"
+REFIT_JOB = "workers.jobs.select.refit"
 PENDING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 DAY = 86400
 GENERATE_TTL = {"result_ttl": 7 * DAY, "failure_ttl": 30 * DAY}  # how long /status shows finished and failed jobs
@@ -63,6 +64,19 @@ class JobQueue:
         self.redis.set(key, job.id, ex=GENERATE_TTL["result_ttl"])
         log.info("queued generation %s for project %s (%s)", job.id, project_id, reason)
         return job
+
+    def request_refit(self, project_id: int) -> Job | None:
+        """Queue a refit of the project's reward head after new labels, unless one is waiting already (it will
+        read them: the job clears this mark before it reads the store)."""
+        if not self.redis.set(self._key("refit", project_id), 1, nx=True, ex=DAY):
+            return None
+        return self.generate.enqueue(REFIT_JOB, project_id, job_timeout=self.settings.generate_timeout,
+                                     meta={"kind": "refit", "project": project_id, "reason": "new labels"},
+                                     result_ttl=3600, failure_ttl=30 * DAY)
+
+    def refit_started(self, project_id: int) -> None:
+        """A refit job is reading the store now: labels from here on queue the next one."""
+        self.redis.delete(self._key("refit", project_id))
 
     def enqueue_training(self, lineage: str, algorithm: str, projects: list[int], reason: str = "",
                          project_id: int | None = None) -> tuple[list[Job], bool]:

@@ -14,6 +14,7 @@ from backend.core.algorithms import POLICY_ALGORITHMS
 CHECKOUT = Path(__file__).resolve().parents[2]
 # Relative paths and .env are anchored to the checkout (where `make run` runs), so a command run from another
 # directory still uses the same store, registry and settings; an installed package anchors to the working dir.
+SELECTIONS = ("informative", "random")
 HOME = CHECKOUT if (CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
 
 
@@ -46,7 +47,8 @@ class Settings(BaseSettings):
     label_studio_hosts: str = Field("", description="Comma-separated hosts a /setup hostname may name; empty = any.")
 
     # generation
-    num_candidates: int = Field(4, description="K answers per prompt for a Ranker config (Pairwise always uses 2).")
+    num_candidates: int = Field(4, ge=2, le=32, description="K answers sampled per prompt: a Ranker shows all K, "
+                                "Pairwise the two that SELECTION picks (K=2: both).")
     temperature: float = Field(0.9, description="Sampling temperature for candidates.")
     top_p: float = Field(0.95, description="Nucleus sampling for candidates.")
     max_new_tokens: int = Field(128, description="Token budget of every answer: candidates, PPO/GRPO/RLOO rollouts, "
@@ -86,11 +88,22 @@ class Settings(BaseSettings):
                                         "new policy's answer beside the previous policy's, blind.")
     human_judge_train: bool = Field(False, description="Also train on the labels of human-judged tasks.")
 
+    # choosing what annotators label (see README, "Fewer labels")
+    selection: str = Field("informative", description="informative: tasks ordered, and Pairwise pairs picked, by what "
+                           "teaches the reward head most; random: a control. A project's extra_params may override it.")
+
     @field_validator("algorithm")
     @classmethod
     def _known_algorithm(cls, value: str) -> str:
         if value not in POLICY_ALGORITHMS:
             raise ValueError(f"ALGORITHM must be one of {POLICY_ALGORITHMS}, got {value!r}")
+        return value
+
+    @field_validator("selection")
+    @classmethod
+    def _known_selection(cls, value: str) -> str:
+        if value not in SELECTIONS:
+            raise ValueError(f"SELECTION must be one of {SELECTIONS}, got {value!r}")
         return value
 
     @field_validator("data_dir", "model_dir")

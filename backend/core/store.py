@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, case, create_engine, delete, event, false, func,
+    JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, case, create_engine, delete, event, false, func,
     insert, select, update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -42,6 +42,7 @@ class Project(Base):
     ls_url: Mapped[str | None] = mapped_column(String(512))
     ls_token: Mapped[str | None] = mapped_column(String(512))
     algorithm: Mapped[str | None] = mapped_column(String(16))
+    selection: Mapped[str | None] = mapped_column(String(16))  # informative | random; None: SELECTION
     trained_pair_id: Mapped[int] = mapped_column(Integer, default=0)  # pairs up to this id fed a chain that succeeded
     queued_pair_id: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # ...handed to a queued chain
     train_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # "Start Training"
@@ -59,6 +60,8 @@ class Task(Base):
     generation: Mapped[str | None] = mapped_column(String(64))  # the Generation its current candidates are
     scores: Mapped[list[float] | None] = mapped_column(JSON)  # reward of each candidate
     reward_version: Mapped[int | None] = mapped_column(Integer)
+    pool: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))  # all K sampled; Pairwise shows two
+    worth: Mapped[float | None] = mapped_column(Float)  # what labelling it teaches the reward head (informative)
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
 
 
@@ -84,6 +87,16 @@ class PairRow(Base):
     generation: Mapped[str | None] = mapped_column(String(64))  # the candidates the annotator was shown
     annotator: Mapped[int | None] = mapped_column(Integer)  # Label Studio's completed_by user id
     created_at: Mapped[datetime | None] = mapped_column(DateTime)  # when the annotation was stored
+    selection: Mapped[str | None] = mapped_column(String(16))  # the project's SELECTION when it was labelled
+
+
+class Feature(Base):
+    """Frozen features of one (prompt, answer) under the reference policy v0 (workers.features), computed
+    once: the Bayesian head refits on them after every label."""
+
+    __tablename__ = "features"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # workers.features.feature_key
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
 
 
 class Generation(Base):
@@ -219,16 +232,18 @@ class Store:
 
     def set_candidates(self, task_id: int, candidates: list[str], policy_version: int | None,
                        data: dict[str, Any], generation: str | None = None, shown_at: datetime | None = None,
-                       policies: list[int] | None = None) -> None:
-        """The task's new candidates, and the generation they form (kept for annotations made on it later).
-        A task deleted meanwhile (TASKS_DELETED) stays deleted."""
+                       policies: list[int] | None = None, pool: list[str] | None = None,
+                       worth: float | None = None) -> None:
+        """The task's new candidates, and the generation they form (kept for annotations made on it later);
+        `pool`: every answer sampled, when the task shows a chosen few. A task deleted meanwhile
+        (TASKS_DELETED) stays deleted."""
         with self.session() as s:
             task = s.get(Task, task_id)
             if task is None:
                 return
             task.candidates, task.policy_version, task.data = candidates, policy_version, data
             task.scores = task.reward_version = None
-            task.generation = generation
+            task.generation, task.pool, task.worth = generation, pool, worth
             if generation is not None:
                 s.merge(Generation(id=generation, task_id=task_id, project_id=task.project_id, candidates=candidates,
                                    policy_version=policy_version, shown_at=shown_at, policies=policies))
@@ -239,6 +254,33 @@ class Store:
             return list(s.scalars(select(Generation).where(Generation.task_id == task_id)
                                   .order_by(Generation.shown_at, Generation.created_at)))
 
+    def set_worth(self, worth: dict[int, float]) -> None:
+        """What labelling each task now teaches the reward head (after a refit), in one bulk statement."""
+        if worth:
+            with self.session() as s:
+                known = {i for chunk in _chunks(list(worth)) for i in s.scalars(select(Task.id).where(Task.id.in_(chunk)))}
+                if known:
+                    s.execute(update(Task), [{"id": i, "worth": worth[i]} for i in known])
+
+    def features(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """Cached feature vectors by key (workers.features.feature_key); missing keys are left out."""
+        with self.session() as s:
+            return {k: v for chunk in _chunks(list(keys))
+                    for k, v in s.execute(select(Feature.key, Feature.vector).where(Feature.key.in_(chunk)))}
+
+    def save_features(self, vectors: dict[str, bytes]) -> None:
+        """Cache feature vectors; a key stored meanwhile (another job) is kept as it is."""
+        with self.session() as s:
+            known = {k for chunk in _chunks(list(vectors)) for k in s.scalars(select(Feature.key).where(Feature.key.in_(chunk)))}
+            new = [{"key": k, "vector": v} for k, v in vectors.items() if k not in known]
+            if new:
+                s.execute(insert(Feature), new)
+
+    def selection_of(self, project_id: int, default: str) -> str:
+        """The project's SELECTION (its connection's extra_params), else the backend's default."""
+        with self.session() as s:
+            return s.scalar(select(Project.selection).where(Project.id == project_id)) or default
+
     def set_scores(self, task_id: int, scores: list[float], reward_version: int) -> None:
         with self.session() as s:
             task = s.get(Task, task_id)
@@ -248,9 +290,11 @@ class Store:
     # annotations and pairs
     def save_annotation(self, project_id: int, annotation_id: int, task_id: int, result: Any,
                         pairs: list[Pair], skipped: bool, generation: str | None = None,
-                        stale: bool = False, annotator: int | None = None) -> tuple[int, int]:
-        """Replace an annotation and its pairs atomically (an update replaces, a repeat is a no-op); returns the
-        lineage's untrained pairs as `untrained_pairs` does, from the same transaction."""
+                        stale: bool = False, annotator: int | None = None,
+                        selection: str = "informative") -> tuple[int, int]:
+        """Replace an annotation and its pairs atomically (an update replaces, a repeat is a no-op); each pair
+        records the project's SELECTION (`selection` where the project names none). Returns the lineage's
+        untrained pairs as `untrained_pairs` does, from the same transaction."""
         with self._writer(), self.engine.begin() as conn:  # Core statements: this is the webhook's hot path
             conn.execute(delete(PairRow).where(PairRow.annotation_id == annotation_id))
             conn.execute(delete(Annotation).where(Annotation.id == annotation_id))
@@ -258,7 +302,9 @@ class Store:
             conn.execute(insert(Annotation).values(id=annotation_id, project_id=project_id, task_id=task_id,
                                                    result=result, skipped=skipped, stale=stale, updated_at=now))
             if pairs:
-                conn.execute(insert(PairRow), [{"annotation_id": annotation_id, "project_id": project_id,
+                chosen_by = func.coalesce(select(Project.selection).where(Project.id == project_id).scalar_subquery(),
+                                          selection)
+                conn.execute(insert(PairRow).values(selection=chosen_by), [{"annotation_id": annotation_id, "project_id": project_id,
                                                 "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected,
                                                 "generation": generation, "annotator": annotator, "created_at": now}
                                                for p in pairs])
@@ -321,7 +367,8 @@ class Store:
         policy = case((Generation.id.is_not(None), Generation.policy_version), (shown, Task.policy_version))
         with self.session() as s:
             rows = s.execute(select(PairRow.id, Annotation.task_id, PairRow.prompt, PairRow.chosen, PairRow.rejected,
-                                    PairRow.annotator, PairRow.generation, policy.label("policy_version"),
+                                    PairRow.annotator, PairRow.selection, PairRow.generation,
+                                    policy.label("policy_version"),
                                     PairRow.created_at, PairRow.project_id, Project.lineage)
                              .outerjoin(Annotation, Annotation.id == PairRow.annotation_id)
                              .outerjoin(Task, Task.id == Annotation.task_id)
@@ -353,8 +400,9 @@ class Store:
             return [tuple(r) for r in rows]
 
     def counts(self) -> dict[int, dict[str, Any]]:
-        """Per project: its lineage, annotations that gave pairs, pairs, pairs not yet fed to a training,
-        annotations refused because they referred to candidates no longer known, and cancelled or empty ones."""
+        """Per project: its lineage, annotations that gave pairs, pairs (also per SELECTION they were labelled
+        under), pairs not yet fed to a training, annotations refused because they referred to candidates no
+        longer known, and cancelled or empty ones."""
         with self.session() as s:
             per_project = select(Annotation.project_id, func.count()).group_by(Annotation.project_id)
             anns = dict(s.execute(per_project.where(Annotation.skipped.is_(False), Annotation.stale.is_(False))).all())
@@ -364,10 +412,14 @@ class Store:
             new = dict(s.execute(select(PairRow.project_id, func.count()).join(Project, Project.id == PairRow.project_id)
                                  .where(PairRow.id > Project.trained_pair_id).group_by(PairRow.project_id)).all())
             lineages = dict(s.execute(select(Project.id, Project.lineage)).all())
+            by_selection: dict[int, dict[str, int]] = {}
+            for pid, chosen_by, n in s.execute(select(PairRow.project_id, PairRow.selection, func.count())
+                                               .group_by(PairRow.project_id, PairRow.selection)):
+                by_selection.setdefault(pid, {})[chosen_by or "unrecorded"] = n
         ids = sorted(set(anns) | set(pairs) | set(lineages) | set(stale))
         return {pid: {"lineage": lineages.get(pid) or default_lineage(pid), "annotations": anns.get(pid, 0),
                       "pairs": pairs.get(pid, 0), "new_pairs": new.get(pid, 0), "stale_annotations": stale.get(pid, 0),
-                      "skipped_annotations": skipped.get(pid, 0)}
+                      "skipped_annotations": skipped.get(pid, 0), "pairs_by_selection": by_selection.get(pid, {})}
                 for pid in ids}
 
     def untrained_pairs(self, project_id: int) -> tuple[int, int]:

@@ -2,7 +2,6 @@
 back to Label Studio, and score them with the lineage's current reward model (for predictions)."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from typing import Any
@@ -10,9 +9,11 @@ from typing import Any
 from backend.core import labelstudio
 from backend.core.preferences import Layout, parse_layout
 from backend.core.registry import Registry
+from backend.core.selection import draw, informative_score
 from backend.core.store import Project, Task
 from workers.context import JobContext, context
 from workers.generation import SamplingConfig, candidates
+from workers.jobs.select import Weigher, choose, publish
 from workers.loading import inference_dtype, load_policy, load_reward
 from workers.scoring import score
 
@@ -57,21 +58,33 @@ def _needing_candidates(ctx: JobContext, client: Any, project_id: int, layout: L
 def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project, layout: Layout, tasks: list[Task],
               policy_version: int | None) -> int:
     s = ctx.settings
-    cfg = SamplingConfig.from_settings(s, layout.num_candidates(s.num_candidates))
+    cfg = SamplingConfig.from_settings(s, s.num_candidates)
+    shown = layout.num_candidates(s.num_candidates)
+    selection = project.selection or s.selection
+    # the head weighs what a task shows: the pair of K (Pairwise), the whole ranking (Ranker)
+    weigher = Weigher(ctx, ctx.store.lineage_of(project.id)) if selection == "informative" else None
     old = _judged_answers(ctx, registry, layout, tasks, policy_version)
     model, tokenizer = load_policy(registry.path("policy", policy_version), inference_dtype(s.generation_dtype))
-    done = 0
+    done, scores = 0, {}
     chunk = max(cfg.batch_size // cfg.k, 1)
     for start in range(0, len(tasks), chunk):  # write back chunk by chunk: annotators see tasks fill in
         part = tasks[start:start + chunk]
-        answers = candidates(model, tokenizer, [layout.prompt_of(t.data) for t in part], cfg)
-        for task, texts in zip(part, answers):
+        prompts = [layout.prompt_of(t.data) for t in part]
+        answers = candidates(model, tokenizer, prompts, cfg)
+        features = None
+        if weigher is not None:
+            features = weigher.features([p for p, a in zip(prompts, answers) for _ in a], [x for a in answers for x in a])
+            if weigher.head is None:  # fitted once per job, in units of the first chunk's spread
+                weigher.fit(features)
+        for i, (task, pool) in enumerate(zip(part, answers)):
             generation = f"p{policy_version}-{secrets.token_hex(4)}"
-            policies = None
+            mine = features[i * cfg.k:(i + 1) * cfg.k] if features is not None else None
+            picked, worth = choose(weigher, mine, cfg.k, shown, task.id, policy_version)
+            texts, policies = [pool[j] for j in picked], None
             if task.id in old:  # blind: new against previous, in an order the task id decides
                 previous, answer = old[task.id]
-                texts, policies = [texts[0], answer], [policy_version, previous]
-                if _draw(task.id, policy_version, "order") < 0.5:
+                texts, policies, worth = [texts[0], answer], [policy_version, previous], None
+                if draw(task.id, policy_version, "order") < 0.5:
                     texts, policies = texts[::-1], policies[::-1]
             data = {**task.data, **layout.candidates_to_data(texts, generation)}
             shown_at = None
@@ -82,17 +95,20 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
                     log.warning("project %s: task %s was deleted in Label Studio; dropped", project.id, task.id)
                     ctx.store.delete_tasks([task.id])
                     continue
-            ctx.store.set_candidates(task.id, texts, policy_version, data, generation, shown_at, policies)
+            ctx.store.set_candidates(task.id, texts, policy_version, data, generation, shown_at, policies,
+                                     pool=pool if len(pool) > len(texts) else None, worth=worth)
+            if worth is not None:
+                scores[task.id] = informative_score(worth)
         done += len(part)
         ctx.progress(stage="generate", step=done, total=len(tasks))
-    log.info("project %s: generated candidates for %d tasks with policy v%s", project.id, done, policy_version)
+    if client is not None:
+        try:
+            publish(ctx, project, selection, scores)
+        except labelstudio.LabelStudioError as exc:  # the candidates are written; the order catches up at a refit
+            log.warning("project %s: %s", project.id, exc)
+    log.info("project %s: generated candidates for %d tasks with policy v%s (%s selection)", project.id, done,
+             policy_version, selection)
     return done
-
-
-def _draw(task_id: int, policy_version: int | None, purpose: str) -> float:
-    """A uniform number in [0, 1) fixed by the task and policy: reruns of a job choose the same tasks."""
-    digest = hashlib.sha256(f"{purpose}:{task_id}:{policy_version}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32
 
 
 def _judged_answers(ctx: JobContext, registry: Registry, layout: Layout, tasks: list[Task],
@@ -103,7 +119,7 @@ def _judged_answers(ctx: JobContext, registry: Registry, layout: Layout, tasks: 
     previous = registry.meta("policy", policy_version).get("parents", {}).get("policy") if policy_version else None
     if fraction <= 0 or previous is None or layout.kind != "pairwise":
         return {}
-    drawn = [t for t in tasks if _draw(t.id, policy_version, "judge") < fraction]
+    drawn = [t for t in tasks if draw(t.id, policy_version, "judge") < fraction]
     if not drawn:
         return {}
     cfg = SamplingConfig.from_settings(ctx.settings, 1)

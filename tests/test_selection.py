@@ -1,0 +1,111 @@
+"""Choosing what annotators label: the Bayesian head learns from every label, Pairwise tasks show the two of K
+answers worth most, SELECTION=random is random, and each pair records the selection it was labelled under."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_settings, payload, run_worker, setup_project, tasks_created
+
+from backend.app import create_app
+from backend.core.registry import Registries
+from backend.core.store import Store
+from workers.features import feature_key
+from workers.head import BayesianHead, HeadConfig
+
+
+def synthetic(n: int, dim: int, seed: int) -> torch.Tensor:
+    """Comparisons x = f_a - f_b whose label follows a hidden linear reward, oriented chosen - rejected."""
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.randn(dim, generator=g, dtype=torch.float64)
+    x = torch.randn(n, dim, generator=g, dtype=torch.float64)
+    flip = torch.rand(n, generator=g, dtype=torch.float64) > torch.sigmoid(x @ truth)
+    return torch.where(flip[:, None], -x, x), truth
+
+
+def test_the_heads_posterior_shrinks_and_learns_with_labels() -> None:
+    labelled, truth = synthetic(400, 16, seed=1)
+    held, _ = synthetic(300, 16, seed=2)
+    variances, accuracies = [], []
+    for n in (0, 10, 50, 400):
+        head = BayesianHead(16, HeadConfig(prior_precision=1.0)).fit(labelled[:n])
+        variances.append(float(head.variance(held).mean()))
+        accuracies.append(float(((held @ head.w > 0) == (held @ truth > 0)).double().mean()))
+        assert head.labels == n
+    assert variances == sorted(variances, reverse=True) and variances[-1] < variances[0] / 10, variances
+    assert accuracies[-1] > 0.85 and accuracies[-1] > accuracies[1], accuracies
+
+
+def test_the_criteria_rank_as_stated() -> None:
+    head = BayesianHead(2, HeadConfig(prior_precision=1.0)).fit(torch.tensor([[3.0, 0.0]] * 20, dtype=torch.float64))
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)  # a learned direction, an unseen one
+    assert head.worth(x, "variance")[1] > head.worth(x, "variance")[0]  # the unseen direction is uncertain
+    assert head.worth(x, "ucb-gap")[0] > head.mean(x)[1].abs()  # optimism adds the mean gap
+    with pytest.raises(ValueError):
+        head.worth(x, "nonsense")
+
+
+def _stored_features(settings, prompt: str, answers: list[str]) -> np.ndarray:
+    store = Store(settings.sqlalchemy_url)
+    source = str(Registries(settings.model_dir).base.meta("policy", 0).get("source", ""))
+    keys = [feature_key(source, prompt, a) for a in answers]
+    vectors = store.features(keys)
+    assert set(vectors) == set(keys), "every sampled answer has its features cached"
+    return np.stack([np.frombuffer(vectors[k], dtype="<f4") for k in keys]).astype(np.float64)
+
+
+def test_pairwise_shows_the_two_of_k_worth_most(tmp_path, tiny_model, redis) -> None:
+    """With no labels yet the head is its prior, and the posterior variance of a comparison is its squared
+    distance in units of the pool's spread: the task must show the pair of its K answers farthest apart."""
+    settings = make_settings(tmp_path, tiny_model, num_candidates=4, generation_batch_size=16, max_new_tokens=16)
+    client = create_app(settings).test_client()
+    setup_project(client)
+    prompts = [(i, {"prompt": f"Say something about topic {i}.", "answer1": "", "answer2": ""}) for i in range(1, 5)]
+    client.post("/webhook", json=tasks_created(1, prompts))
+    run_worker(settings)
+    tasks = Store(settings.sqlalchemy_url).project_tasks(1)
+    pools = {t.id: t.pool for t in tasks}
+    assert all(pool and len(pool) == 4 for pool in pools.values()), pools
+    features = {t.id: _stored_features(settings, t.data["prompt"], t.pool) for t in tasks}
+    scale = np.concatenate(list(features.values())).std(0, ddof=1) + 1e-6  # one chunk of 4 tasks x 4 answers
+    for task in tasks:
+        f = features[task.id] / scale
+        distance = {(a, b): float(((f[a] - f[b]) ** 2).sum()) for a, b in itertools.combinations(range(4), 2)}
+        a, b = max(distance, key=distance.get)
+        assert task.candidates == [task.pool[a], task.pool[b]], (task.id, distance)
+        assert [task.data["answer1"], task.data["answer2"]] == task.candidates
+        assert task.worth == pytest.approx(distance[(a, b)], rel=1e-3)
+
+
+def test_selection_random_picks_pairs_at_random_and_is_recorded(tmp_path, tiny_model, redis) -> None:
+    settings = make_settings(tmp_path, tiny_model, num_candidates=4, generation_batch_size=64, max_new_tokens=6)
+    client = create_app(settings).test_client()
+    body = payload("setup.pairwise.json") | {"project": "1.1", "hostname": "", "access_token": "",
+                                             "extra_params": '{"selection": "random"}'}
+    assert client.post("/setup", json=body).status_code == 200
+    bad = body | {"extra_params": '{"selection": "clever"}'}
+    assert client.post("/setup", json=bad).status_code == 400
+    client.post("/webhook", json=tasks_created(1, [(i, {"prompt": f"Word {i}?", "answer1": "", "answer2": ""})
+                                                    for i in range(1, 61)]))
+    run_worker(settings)
+    store = Store(settings.sqlalchemy_url)
+    tasks = store.project_tasks(1)
+    picked = [tuple(t.pool.index(c) for c in t.candidates) for t in tasks if len(set(t.pool)) == 4]
+    counts = {p: picked.count(p) for p in itertools.combinations(range(4), 2)}
+    assert len(picked) >= 50 and all(counts.values()), counts  # every pair of 6 drawn (chance it isn't: ~1e-4)
+    assert max(counts.values()) < len(picked) / 3, counts
+    assert all(t.worth is None for t in tasks) and not store.features(["x"])  # no head, no features computed
+
+    predict = payload("predict.pairwise.json")
+    predict["tasks"] = [{"id": t.id, "data": t.data} for t in tasks]
+    scores = [r["score"] for r in client.post("/predict", json=predict).json["results"]]
+    assert len(set(scores)) == len(tasks) and 0.3 < np.mean(scores) < 0.7  # a uniform score per task
+
+    annotation = payload("webhook-annotation-created.pairwise.json")
+    annotation["project"]["id"] = 1
+    annotation["annotation"].update(id=900, task=tasks[0].id, project=1)
+    annotation["task"] = {"id": tasks[0].id, "data": tasks[0].data, "project": 1}
+    assert client.post("/webhook", json=annotation).json["pairs"] == 1
+    assert [p["selection"] for p in store.export_pairs(1)] == ["random"]

@@ -1,0 +1,38 @@
+"""Frozen features of (prompt, answer): the reference policy's last hidden state at the answer's EOS, read
+through the reward-token contract (workers.scoring), so the Bayesian head sees what a reward model would."""
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from workers.scoring import reward_ids
+
+log = logging.getLogger(__name__)
+
+
+def feature_key(model: str, prompt: str, answer: str) -> str:
+    """The cache key of one candidate's features: the reference model's source and the texts."""
+    return hashlib.sha256(f"{model}\x00{prompt}\x00{answer}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@torch.no_grad()
+def eos_features(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], answers: list[str],
+                 batch_size: int = 8, max_length: int = 512, progress=None) -> torch.Tensor:
+    """[n, hidden] float32: the last layer's hidden state at each (prompt, answer)'s final token. Rows are
+    batched by length (little padding) and cut from the left at max_length, keeping the answer's end."""
+    rows = [reward_ids(tokenizer, p, a)[-max_length:] for p, a in zip(prompts, answers)]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    out = torch.zeros(len(rows), model.config.hidden_size)
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        batch = tokenizer.pad([{"input_ids": rows[i]} for i in index], return_tensors="pt",
+                              padding_side="right").to(model.device)
+        hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
+        last = batch["attention_mask"].sum(dim=1) - 1
+        out[index] = hidden[torch.arange(len(index), device=hidden.device), last].float().cpu()
+        if progress is not None:
+            progress(start + len(index), len(rows))
+    return out

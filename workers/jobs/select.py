@@ -1,0 +1,153 @@
+"""Choosing what annotators label (SELECTION=informative): a Bayesian reward head on frozen features, refitted
+on the lineage's labels in milliseconds, weighs every comparison; Pairwise tasks show the two of K answers
+worth most, and Label Studio's queue serves the tasks worth most first. SELECTION=random is the control:
+a random two of K, a random queue. The full reward model still comes from the trl job."""
+from __future__ import annotations
+
+import logging
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.core import labelstudio
+from backend.core.preferences import Layout, parse_layout
+from backend.core.selection import draw, informative_score
+from backend.core.store import Project, Task
+from workers.context import JobContext, context
+from workers.features import eos_features, feature_key
+from workers.head import BayesianHead, HeadConfig
+from workers.loading import inference_dtype, load_policy
+
+log = logging.getLogger(__name__)
+
+
+class Weigher:
+    """The lineage's head, fitted on its labels, and the features it reads (cached in the store; the
+    reference policy v0 computes the missing ones, loaded only then)."""
+
+    def __init__(self, ctx: JobContext, lineage: str, config: HeadConfig | None = None) -> None:
+        self.ctx, self.lineage, self.config = ctx, lineage, config or HeadConfig()
+        self._model: Any = None
+        self._source = str(ctx.registries.base.meta("policy", 0).get("source", ""))
+        pairs = ctx.store.pairs(lineage, judged=ctx.settings.human_judge_train)
+        chosen = self.features([p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
+        rejected = self.features([p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
+        self._scale: torch.Tensor | None = None
+        self._chosen, self._rejected = chosen, rejected
+        self.head: BayesianHead | None = None
+
+    def features(self, prompts: list[str], answers: list[str]) -> torch.Tensor:
+        """[n, hidden] float64 features of each (prompt, answer), computing and caching the missing ones."""
+        keys = [feature_key(self._source, p, a) for p, a in zip(prompts, answers)]
+        cached = self.ctx.store.features(set(keys))
+        missing = {k: (p, a) for k, p, a in zip(keys, prompts, answers) if k not in cached}
+        if missing:
+            model, tokenizer = self._reference()
+            todo = list(missing.items())
+            vectors = eos_features(model, tokenizer, [p for _, (p, _) in todo], [a for _, (_, a) in todo],
+                                   progress=lambda done, total: self.ctx.progress(stage="features", step=done,
+                                                                                   total=total))
+            fresh = {k: v.numpy().astype("<f4").tobytes() for (k, _), v in zip(todo, vectors)}
+            self.ctx.store.save_features(fresh)
+            cached.update(fresh)
+        if not keys:
+            return torch.zeros(0, 0, dtype=torch.float64)
+        return torch.from_numpy(np.stack([np.frombuffer(cached[k], dtype="<f4") for k in keys]).astype(np.float64))
+
+    def _reference(self) -> Any:
+        if self._model is None:
+            self._model = load_policy(self.ctx.base_policy(), inference_dtype(self.ctx.settings.generation_dtype))
+        return self._model
+
+    def fit(self, pool: torch.Tensor) -> BayesianHead:
+        """Fit the head on the lineage's labels, in units of the spread of `pool` (features [n, d] of the
+        candidates about to be weighed, with the labelled ones): the prior then fits any model's scale."""
+        rows = [t for t in (pool, self._chosen, self._rejected) if t.numel()]
+        every = torch.cat(rows) if rows else pool
+        self._scale = every.std(0).nan_to_num(0.0) + 1e-6 if len(every) > 1 else torch.ones(every.shape[-1])
+        self.head = BayesianHead(every.shape[-1], self.config)
+        labelled = (self._chosen - self._rejected) / self._scale if self._chosen.numel() else torch.zeros(0, every.shape[-1])
+        self.head.fit(labelled.to(torch.float64))
+        return self.head
+
+    def worth(self, features: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
+        """What labelling each comparison (a, b) of these candidates' features teaches the fitted head."""
+        x = torch.stack([(features[a] - features[b]) / self._scale for a, b in pairs])
+        return self.head.worth(x)
+
+
+def choose(weigher: Weigher | None, features: torch.Tensor | None, k: int, shown: int, task_id: int,
+           version: int | None) -> tuple[list[int], float | None]:
+    """Which `shown` of k candidates a task shows, and what that comparison is worth: with a head, the pair
+    worth most (a Ranker shows all); without one (SELECTION=random), two drawn at random, fixed per task."""
+    if shown >= k:
+        return list(range(k)), _total_worth(weigher, features, k)
+    pairs = list(combinations(range(k), 2))
+    if weigher is None:
+        return list(pairs[int(draw(task_id, version, "pair") * len(pairs))]), None
+    worth = weigher.worth(features, pairs)
+    best = int(torch.argmax(worth))
+    return list(pairs[best]), float(worth[best])
+
+
+def _total_worth(weigher: Weigher | None, features: torch.Tensor | None, k: int) -> float | None:
+    """A ranking answers every comparison of its k candidates: its worth is theirs together."""
+    if weigher is None or features is None:
+        return None
+    return float(weigher.worth(features, list(combinations(range(k), 2))).sum())
+
+
+def refit(project_id: int) -> dict[str, Any]:
+    """After new labels: refit the head, reweigh every task of the project, and publish the scores to Label
+    Studio so that the next task an annotator gets is the one worth most."""
+    ctx = context()
+    ctx.queue.refit_started(project_id)
+    project = ctx.store.project(project_id)
+    if project is None or not project.label_config:
+        return {"project": project_id, "skipped": "not set up"}
+    selection = project.selection or ctx.settings.selection
+    if selection != "informative":
+        return {"project": project_id, "skipped": f"SELECTION={selection}"}
+    layout = parse_layout(project.label_config)
+    tasks = [t for t in ctx.store.project_tasks(project_id) if layout.candidates_from_data(t.data)]
+    weigher = Weigher(ctx, ctx.store.lineage_of(project_id))
+    worth = weigh(weigher, layout, tasks)
+    ctx.store.set_worth(worth)
+    published = publish(ctx, project, selection, {t: informative_score(w) for t, w in worth.items()})
+    log.info("project %s: head refitted on %d labels; %d tasks reweighed, %d scores published", project_id,
+             weigher.head.labels if weigher.head else 0, len(worth), published)
+    return {"project": project_id, "labels": weigher.head.labels if weigher.head else 0, "tasks": len(worth),
+            "published": published}
+
+
+def weigh(weigher: Weigher, layout: Layout, tasks: list[Task]) -> dict[int, float]:
+    """Fit the head with these tasks' candidates as the pool, then each task's worth: its shown comparison."""
+    shown = [layout.candidates_from_data(t.data) or [] for t in tasks]
+    prompts = [layout.prompt_of(t.data) for t, c in zip(tasks, shown) for _ in c]
+    features = weigher.features(prompts, [a for c in shown for a in c])
+    weigher.fit(features)
+    worth, start = {}, 0
+    for task, cands in zip(tasks, shown):
+        mine = features[start:start + len(cands)]
+        start += len(cands)
+        worth[task.id] = _total_worth(weigher, mine, len(cands)) or 0.0
+    return worth
+
+
+def publish(ctx: JobContext, project: Project, selection: str, scores: dict[int, float]) -> int:
+    """Publish the scores to Label Studio as predictions of the lineage's served model version (when
+    informative), then set the queue's sampling to follow SELECTION. Returns how many scores moved; 0 when
+    Label Studio cannot be reached (the scores stay in the store, and /predict serves them)."""
+    found = labelstudio.access(project.ls_url, project.ls_token, ctx.settings.label_studio_url,
+                               ctx.settings.label_studio_api_key, ctx.settings.allowed_label_studio_hosts)
+    if found is None:
+        return 0
+    client = labelstudio.client(*found)
+    version = ctx.registry(ctx.store.lineage_of(project.id)).model_version() if selection == "informative" else None
+    published = labelstudio.publish_scores(client, project.id, version, scores) if version and scores else 0
+    changed = labelstudio.order_queue(client, project.id, selection, version if scores else None)
+    if changed:
+        log.info("project %s: Label Studio queue set to %s", project.id, ", ".join(changed))
+    return published
