@@ -12,14 +12,17 @@ from dataclasses import dataclass
 import torch
 
 CRITERIA = ("variance", "fisher", "ucb-gap")
-DEFAULT_CRITERION = "variance"  # what bench/label_efficiency.py found best (bench/README, "Fewer labels")
+# fisher needed the fewest labels in bench/label_efficiency.py (340 vs random's 360: within noise; bench/README)
+DEFAULT_CRITERION = "fisher"
 
 
 @dataclass
 class HeadConfig:
     """Knobs of the head; the defaults are the ones the bench measured."""
 
-    prior_precision: float = 1.0  # alpha: larger keeps w nearer 0 with few labels
+    # alpha; None: the mean squared norm of the comparisons weighed, so that a typical comparison's reward
+    # difference has prior variance 1 whatever the features' scale (bench/label_efficiency.py: 1 overfits)
+    prior_precision: float | None = None
     iterations: int = 25  # Newton steps at most (it converges in a handful)
     criterion: str = DEFAULT_CRITERION
 
@@ -27,17 +30,22 @@ class HeadConfig:
 class BayesianHead:
     """Posterior over the head's weights given labelled comparisons; features are standardised first."""
 
-    def __init__(self, dim: int, config: HeadConfig | None = None) -> None:
+    def __init__(self, dim: int, config: HeadConfig | None = None, typical: torch.Tensor | None = None) -> None:
+        """typical: comparisons [n, d] whose mean squared norm sets the prior when the config leaves it open."""
         self.config = config or HeadConfig()
+        alpha = self.config.prior_precision
+        if alpha is None:
+            alpha = float((typical.to(torch.float64) ** 2).sum(1).mean()) if typical is not None and len(typical) else 1.0
+        self.alpha = max(alpha, 1e-6)
         self.w = torch.zeros(dim, dtype=torch.float64)
-        self.cov = torch.eye(dim, dtype=torch.float64) / self.config.prior_precision
+        self.cov = torch.eye(dim, dtype=torch.float64) / self.alpha
         self.labels = 0
 
     def fit(self, x: torch.Tensor) -> "BayesianHead":
         """x: [n, d] differences oriented chosen - rejected (every row says "the first is preferred")."""
         x = x.to(torch.float64)
-        alpha, eye = self.config.prior_precision, torch.eye(x.shape[1], dtype=torch.float64)
-        w = self.w.clone()  # warm start: the last fit is near the next one
+        alpha, eye = self.alpha, torch.eye(x.shape[1], dtype=torch.float64)
+        w = torch.zeros(x.shape[1], dtype=torch.float64)  # from 0: Newton from an older optimum overshoots
         for _ in range(self.config.iterations if len(x) else 0):
             p = torch.sigmoid(x @ w)
             gradient = x.T @ (1 - p) - alpha * w

@@ -67,7 +67,8 @@ class Weigher:
         rows = [t for t in (pool, self._chosen, self._rejected) if t.numel()]
         every = torch.cat(rows) if rows else pool
         self._scale = every.std(0).nan_to_num(0.0) + 1e-6 if len(every) > 1 else torch.ones(every.shape[-1])
-        self.head = BayesianHead(every.shape[-1], self.config)
+        typical = (every[1:] - every[:-1]) / self._scale  # neighbours: mostly answers to the same prompt
+        self.head = BayesianHead(every.shape[-1], self.config, typical=typical)
         labelled = (self._chosen - self._rejected) / self._scale if self._chosen.numel() else torch.zeros(0, every.shape[-1])
         self.head.fit(labelled.to(torch.float64))
         return self.head
@@ -112,6 +113,8 @@ def refit(project_id: int) -> dict[str, Any]:
         return {"project": project_id, "skipped": f"SELECTION={selection}"}
     layout = parse_layout(project.label_config)
     tasks = [t for t in ctx.store.project_tasks(project_id) if layout.candidates_from_data(t.data)]
+    if not tasks:
+        return {"project": project_id, "skipped": "no task has candidates yet"}
     weigher = Weigher(ctx, ctx.store.lineage_of(project_id))
     worth = weigh(weigher, layout, tasks)
     ctx.store.set_worth(worth)
