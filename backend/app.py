@@ -10,6 +10,7 @@ from redis import Redis
 from backend.ml_backend import RLHFBackend
 from backend.protocol import bp, register_errors
 from backend.reconciler import Reconciler
+from backend.refits import RefitRequests
 from backend.core.services import build
 from backend.core.settings import Settings, get_settings
 from backend.watcher import ModelWatcher
@@ -30,12 +31,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     listener = Redis.from_url(settings.redis_url, health_check_interval=30)  # pub/sub blocks: no short timeout
     watcher = ModelWatcher(services.registries, listener, services.queue.models_channel, settings.model_poll_seconds)
     backend = RLHFBackend(settings, services.store, services.queue, watcher)
-    reconciler = Reconciler(backend)
-    for background in (watcher.start, reconciler.start):  # now, and again in each process gunicorn forks
+    reconciler, refits = Reconciler(backend), RefitRequests(services.queue)
+    for background in (watcher.start, reconciler.start, refits.start):  # now, and in each process gunicorn forks
         background()
         app.before_request(background)
     app.extensions["rlhf"] = backend
     app.extensions["rlhf_settings"] = settings
+    app.extensions["rlhf_refits"] = refits
     app.extensions["rlhf_registries"] = services.registries
     app.register_blueprint(bp)
     app.register_blueprint(bp, url_prefix="/projects/<int:project>", name="per_project")

@@ -297,16 +297,6 @@ class RLHFBackend:
         self.store.mark_queued(lineage, newest)
         return chain
 
-    def request_refit(self, project_id: int) -> None:
-        """After new labels: queue a refit of the project's reward head (called once the webhook has been
-        answered; a Redis failure only skips it, the next label asks again)."""
-        if self._redis_resting():
-            return
-        try:
-            self.queue.request_refit(project_id)
-        except RedisError as exc:
-            self._redis_failed(exc)
-
     def _queue_generation(self, project_id: int, task_ids: list[int], reason: str) -> str | None:
         """Queue candidates; with Redis down the tasks stay without candidates and the reconciler queues them."""
         if self._redis_resting():

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
-from functools import partial
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -107,15 +106,13 @@ def predict() -> dict[str, Any]:
 
 
 @bp.post("/webhook")
-def webhook() -> Response:
+def webhook() -> dict[str, Any]:
     body = _json_body(WebhookBody)
     validate(WEBHOOKS.get(body["action"], WebhookBody), body)
-    model = _model()
-    result = model.fit(body["action"], body)
-    response = jsonify(result)
-    if result.get("pairs"):  # new labels: refit the reward head once Label Studio has its answer
-        response.call_on_close(partial(model.request_refit, result["project"]))
-    return response
+    result = _model().fit(body["action"], body)
+    if result.get("pairs"):  # new labels: the reward head refits, asked for off this request's path
+        current_app.extensions["rlhf_refits"].note(result["project"])
+    return result
 
 
 @bp.get("/versions")

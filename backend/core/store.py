@@ -296,8 +296,7 @@ class Store:
         records the project's SELECTION (`selection` where the project names none). Returns the lineage's
         untrained pairs as `untrained_pairs` does, from the same transaction."""
         with self._writer(), self.engine.begin() as conn:  # Core statements: this is the webhook's hot path
-            conn.execute(delete(PairRow).where(PairRow.annotation_id == annotation_id))
-            conn.execute(delete(Annotation).where(Annotation.id == annotation_id))
+            conn.execute(delete(Annotation).where(Annotation.id == annotation_id))  # its pairs go with it (CASCADE)
             now = _now()
             conn.execute(insert(Annotation).values(id=annotation_id, project_id=project_id, task_id=task_id,
                                                    result=result, skipped=skipped, stale=stale, updated_at=now))

@@ -32,6 +32,7 @@ class Weigher:
         self._model: Any = None
         self._source = str(ctx.registries.base.meta("policy", 0).get("source", ""))
         pairs = ctx.store.pairs(lineage, judged=ctx.settings.human_judge_train)
+        self.newest_pair = max((p["id"] for p in pairs), default=0)
         chosen = self.features([p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
         rejected = self.features([p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
         self._scale: torch.Tensor | None = None
@@ -119,6 +120,8 @@ def refit(project_id: int) -> dict[str, Any]:
     worth = weigh(weigher, layout, tasks)
     ctx.store.set_worth(worth)
     published = publish(ctx, project, selection, {t: informative_score(w) for t, w in worth.items()})
+    if ctx.store.untrained_pairs(project_id)[1] > weigher.newest_pair:  # labels came in while it ran
+        ctx.queue.request_refit(project_id)
     log.info("project %s: head refitted on %d labels; %d tasks reweighed, %d scores published", project_id,
              weigher.head.labels if weigher.head else 0, len(worth), published)
     return {"project": project_id, "labels": weigher.head.labels if weigher.head else 0, "tasks": len(worth),
