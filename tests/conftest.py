@@ -36,6 +36,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
+@pytest.fixture(autouse=True)
+def _refit_threads_end_with_the_test():
+    """An app's refit-asking thread would otherwise queue jobs into the next test's Redis."""
+    yield
+    from backend.refits import stop_all
+
+    stop_all()
+
+
 @pytest.fixture
 def redis() -> Redis:
     conn = Redis.from_url(TEST_REDIS_URL)

@@ -448,8 +448,8 @@ def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStu
     for task in tasks[:2]:
         submit(c, task, "left")
     wait_until(lambda: store.counts().get(project, {}).get("pairs") == 2, what="annotation webhooks")
-    assert any(j.meta.get("kind") == "refit" for j in Queue(f"{settings.queue_prefix}-generate",
-                                                            connection=Redis.from_url(TEST_REDIS_URL)).jobs)
+    queue = Queue(f"{settings.queue_prefix}-generate", connection=Redis.from_url(TEST_REDIS_URL))
+    wait_until(lambda: any(j.meta.get("kind") == "refit" for j in queue.jobs), what="a refit queued after the labels")
     run_worker(settings)
     after = stored()
     assert published() == pytest.approx(after, abs=1e-5)
