@@ -7,7 +7,7 @@ fail: the shorter), with a share of flipped labels. Everything else is the produ
 the end each policy version is judged on held-out prompts that never went to Label Studio, by the rule
 itself (not by any learned model), and each reward model's agreement with the rule is measured.
 
-    .venv/bin/python bench/loop.py --quick          # ~10 min on 2 cores; PASS if the pass-rate rise's CI > 0
+    .venv/bin/python bench/loop.py --quick          # ~11 min on 2 cores; PASS if the pass-rate rise's CI > 0
     .venv/bin/python bench/loop.py                  # DPO, 64 labels: goal +20 points within 45 min
     .venv/bin/python bench/loop.py --recipe ppo --rounds 1 --labels-per-round 48 --prompts 100   # PPO, capped
     .venv/bin/python bench/loop.py --quick --selection informative --candidates 4   # queue order, two of K shown
@@ -87,13 +87,14 @@ def start(args: argparse.Namespace, work: Path) -> Stack:
         train_args[args.recipe] = {**train_args[args.recipe], "learning_rate": args.learning_rate}
     # LOCAL_WORKERS=2 as in `make run`: a torch thread per job, so that jobs which overlap (scoring after a new
     # reward model, while the policy trains) never oversubscribe the cores; with 2 threads each, DPO steps took
-    # 60 s instead of 20 s while the scoring ran
+    # 60 s instead of 20 s while the scoring ran. --quick uses 1: its only overlap, that scoring, lasts a minute,
+    # and every other step then runs on both cores
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "REDIS_URL": BENCH_REDIS_URL,
            "QUEUE_PREFIX": "rlhf-loop", "DATA_DIR": str(work / "data"), "MODEL_DIR": str(work / "models"),
            "POLICY_MODEL": resolve_model(args.model), "PORT": str(port), "ALGORITHM": args.recipe,
            "RETRAIN_EVERY": str(args.labels_per_round), "MAX_NEW_TOKENS": str(args.max_new_tokens),
            "TRAIN_ARGS": json.dumps(train_args), "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": token,
-           "LOCAL_WORKERS": "2", "RECONCILE_SECONDS": "5", "KL_BUDGET": str(args.kl_budget), "SEED": str(args.seed),
+           "LOCAL_WORKERS": str(args.local_workers), "RECONCILE_SECONDS": "5", "KL_BUDGET": str(args.kl_budget), "SEED": str(args.seed),
            "SELECTION": args.selection, "NUM_CANDIDATES": str(args.candidates)}
     stack = Stack(work, env, f"http://127.0.0.1:{port}", ls_url, token, label_studio=label_studio)
     logs = work / "logs"
@@ -318,7 +319,7 @@ def _plot(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path) -> No
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="one round, fewer prompts: about 10 minutes")
+    p.add_argument("--quick", action="store_true", help="one round, fewer prompts: about 11 minutes on 2 cores")
     p.add_argument("--recipe", default="dpo", choices=["dpo", "ppo", "grpo", "rloo"])
     p.add_argument("--rule", default="short", choices=sorted(RULES))
     p.add_argument("--noise", type=float, default=0.1, help="share of flipped labels")
@@ -331,6 +332,7 @@ def main() -> int:
                    "'the shorter' is a real preference, not two cut-off answers")
     p.add_argument("--learning-rate", type=float, help="the policy recipe's learning rate (default: RECIPE_ARGS)")
     p.add_argument("--kl-budget", type=float, default=0.5)
+    p.add_argument("--local-workers", type=int, default=2, help="LOCAL_WORKERS: each job gets cores / this many threads")
     p.add_argument("--selection", default="random", choices=["random", "informative"],
                    help="SELECTION: informative = the annotator takes Label Studio's next task (queue ordered by the "
                    "reward head) and Pairwise shows the most informative two of --candidates")
@@ -343,8 +345,10 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "loop")
     p.add_argument("--out", type=Path, default=ROOT / ".cache" / "loop.png")
     args = p.parse_args()
-    if args.quick:
-        args.rounds, args.labels_per_round, args.prompts, args.held_out = 1, 40, 72, 40  # 32 labels: CI touched 0
+    if args.quick:  # lr 1e-4: +0.0 points; 36 labels: +6.2 [-1.8, +15.5] in 10.1 min; 40: +45.0 in 10.7 (bench/README)
+        # few spare prompts: generation ends as labelling starts, so jobs barely overlap and each gets both cores
+        args.rounds, args.labels_per_round, args.prompts, args.held_out = 1, 40, 44, 40
+        args.local_workers = 1
     header(f"loop: {args.recipe}, rule {args.rule}{' (quick)' if args.quick else ''}")
     prompts = everyday_prompts(args.seed)
     held_out, imported = prompts[:args.held_out], prompts[args.held_out:args.held_out + args.prompts]

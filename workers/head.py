@@ -82,18 +82,3 @@ class BayesianHead:
         if criterion == "ucb-gap":
             return self.mean(x).abs() + variance.sqrt()
         raise ValueError(f"unknown criterion {criterion!r}; one of {CRITERIA}")
-
-
-def standardise(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and scale per dimension over a pool of candidates' features, for a prior that fits every scale."""
-    flat = features.reshape(-1, features.shape[-1]).to(torch.float64)
-    return flat.mean(0), flat.std(0).nan_to_num(0.0) + 1e-6
-
-
-def best_pair(head: BayesianHead, features: torch.Tensor, criterion: str | None = None) -> tuple[tuple[int, int], float]:
-    """Of K candidates' features [K, d] (standardised), the two whose comparison is worth most, and that worth."""
-    pairs = [(a, b) for a in range(len(features)) for b in range(a + 1, len(features))]
-    x = torch.stack([features[a] - features[b] for a, b in pairs])
-    worth = head.worth(x, criterion)
-    best = int(torch.argmax(worth))
-    return pairs[best], float(worth[best])

@@ -202,7 +202,7 @@ class JobQueue:
                 ids.update(registry(queue=queue).get_job_ids())
         jobs = [j for j in Job.fetch_many(list(ids), connection=self.redis) if j is not None]
         jobs.sort(key=lambda j: j.enqueued_at or j.created_at, reverse=True)
-        return [describe(job) for job in jobs[:limit]]
+        return [describe(job) for job in _newest_refits(jobs)[:limit]]
 
     def cancel(self, job_id: str) -> str:
         """Stop a running job or cancel a waiting one; returns what was done."""
@@ -218,6 +218,20 @@ class JobQueue:
         except InvalidJobOperation as exc:
             raise LookupError(f"job {job_id} is {status}: {exc}") from exc
         return "cancelled"
+
+
+def _newest_refits(jobs: list[Job]) -> list[Job]:
+    """Jobs newest first, keeping of each project's refits (one per label) only the newest and any that failed:
+    they would crowd the training jobs out of the list."""
+    seen: set[Any] = set()
+    kept = []
+    for job in jobs:
+        if job.meta.get("kind") == "refit" and job.get_status(refresh=False) != JobStatus.FAILED:
+            if job.meta.get("project") in seen:
+                continue
+            seen.add(job.meta.get("project"))
+        kept.append(job)
+    return kept
 
 
 def describe(job: Job) -> dict[str, Any]:

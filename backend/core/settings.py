@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.core.algorithms import POLICY_ALGORITHMS
@@ -92,18 +92,12 @@ class Settings(BaseSettings):
     selection: str = Field("informative", description="informative: tasks ordered, and Pairwise pairs picked, by what "
                            "teaches the reward head most; random: a control. A project's extra_params may override it.")
 
-    @field_validator("algorithm")
+    @field_validator("algorithm", "selection")
     @classmethod
-    def _known_algorithm(cls, value: str) -> str:
-        if value not in POLICY_ALGORITHMS:
-            raise ValueError(f"ALGORITHM must be one of {POLICY_ALGORITHMS}, got {value!r}")
-        return value
-
-    @field_validator("selection")
-    @classmethod
-    def _known_selection(cls, value: str) -> str:
-        if value not in SELECTIONS:
-            raise ValueError(f"SELECTION must be one of {SELECTIONS}, got {value!r}")
+    def _one_of(cls, value: str, info: ValidationInfo) -> str:
+        allowed = {"algorithm": POLICY_ALGORITHMS, "selection": SELECTIONS}[info.field_name]
+        if value not in allowed:
+            raise ValueError(f"{info.field_name.upper()} must be one of {allowed}, got {value!r}")
         return value
 
     @field_validator("data_dir", "model_dir")
