@@ -91,6 +91,7 @@ def test_export_writes_pairs_dataset_and_the_served_policy_with_its_card(world: 
         {"task_id": 32, "prompt": "Name a colour.", "chosen": "red", "rejected": "loud", "annotator": None,
          "generation": None, "policy_version": 0, "project_id": PROJECT, "lineage": LINEAGE}]
     assert rows[0]["id"] < rows[1]["id"]
+    assert [r["selection"] for r in rows] == ["informative", "informative"]  # the SELECTION each was labelled under
     for row in rows:
         created = datetime.fromisoformat(row["created_at"])
         assert world["before"] <= created <= datetime.now(timezone.utc)
