@@ -30,6 +30,7 @@ class Weigher:
     def __init__(self, ctx: JobContext, lineage: str, config: HeadConfig | None = None) -> None:
         self.ctx, self.lineage, self.config = ctx, lineage, config or HeadConfig()
         self._model: Any = None
+        ctx.base_policy()  # features come from v0: converted first if no job needed it yet
         self._source = str(ctx.registries.base.meta("policy", 0).get("source", ""))
         pairs = ctx.store.pairs(lineage, judged=ctx.settings.human_judge_train)
         self.newest_pair = max((p["id"] for p in pairs), default=0)
