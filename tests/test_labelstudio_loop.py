@@ -452,7 +452,7 @@ def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStu
     wait_until(lambda: any(j.meta.get("kind") == "refit" for j in queue.jobs), what="a refit queued after the labels")
     run_worker(settings)
     after = stored()
-    assert published() == pytest.approx(after, abs=1e-5)
+    wait_until(lambda: published() == pytest.approx(after, abs=1e-5), what="the refitted scores in Label Studio")
     waiting = [t["id"] for t in tasks[2:]]
     assert sum(after[t] for t in waiting) > sum(before[t] for t in waiting)  # labels shrank what is left to learn
     r = requests.get(f"{label_studio.url}/api/projects/{project}/next",

@@ -70,15 +70,18 @@ def test_pairwise_shows_the_two_of_k_worth_most(tmp_path, tiny_model, redis) -> 
     assert all(pool and len(pool) == 4 for pool in pools.values()), pools
     features = {t.id: _stored_features(settings, t.data["prompt"], t.pool) for t in tasks}
     scale = np.concatenate(list(features.values())).std(0, ddof=1) + 1e-6  # one chunk of 4 tasks x 4 answers
-    ratios = []
+    shown = {}
     for task in tasks:
         f = features[task.id] / scale
         distance = {(a, b): float(((f[a] - f[b]) ** 2).sum()) for a, b in itertools.combinations(range(4), 2)}
         a, b = max(distance, key=distance.get)
         assert task.candidates == [task.pool[a], task.pool[b]], (task.id, distance)
         assert [task.data["answer1"], task.data["answer2"]] == task.candidates
-        ratios.append(task.worth / distance[(a, b)])  # the prior's variance: distance / alpha, one alpha
-    assert max(ratios) == pytest.approx(min(ratios), rel=1e-3) and ratios[0] > 0, ratios
+        shown[task.id] = features[task.id][[a, b]]
+    # each task's stored worth: its shown pair under the prior, on one scale for the project (the shown answers')
+    scale = np.concatenate(list(shown.values())).std(0, ddof=1) + 1e-6
+    ratios = [t.worth / float((((shown[t.id][0] - shown[t.id][1]) / scale) ** 2).sum()) for t in tasks]
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-3) and ratios[0] > 0, ratios  # distance / alpha
 
 
 def test_selection_random_picks_pairs_at_random_and_is_recorded(tmp_path, tiny_model, redis) -> None:

@@ -1,13 +1,17 @@
 """What every job needs, built once per process: the shared services, the base policy, job progress."""
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from backend.core.registry import Registry
+from backend.core.store import Project
 from backend.core.services import Services, build
 from backend.core.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 
 class JobContext(Services):
@@ -24,6 +28,18 @@ class JobContext(Services):
 
         ensure_base_policy(self.registries.base, self.settings.policy_model)
         return self.registries.base.path("policy", 0)
+
+    def label_studio(self, project: Project) -> Any:
+        """A client for the project's Label Studio, from one source (see labelstudio.access), or None."""
+        from backend.core import labelstudio
+
+        s = self.settings
+        found = labelstudio.access(project.ls_url, project.ls_token, s.label_studio_url, s.label_studio_api_key,
+                                   s.allowed_label_studio_hosts)
+        if found is None:
+            log.warning("project %s: no Label Studio URL/token; what workers prepare stays in the store", project.id)
+            return None
+        return labelstudio.client(*found)
 
     def remember_staging(self, path: Path) -> None:
         """Note in the job where it trains, so that whoever finds it failed can remove the directory."""

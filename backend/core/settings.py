@@ -11,10 +11,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.core.algorithms import POLICY_ALGORITHMS
 
+SELECTIONS = ("informative", "random")  # SELECTION: how the tasks annotators see are chosen
 CHECKOUT = Path(__file__).resolve().parents[2]
 # Relative paths and .env are anchored to the checkout (where `make run` runs), so a command run from another
 # directory still uses the same store, registry and settings; an installed package anchors to the working dir.
-SELECTIONS = ("informative", "random")
 HOME = CHECKOUT if (CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, case, create_engine, delete, event, false, func,
-    insert, select, update,
+    JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, case, create_engine, delete, event,
+    false, func, insert, select, update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -232,18 +232,17 @@ class Store:
 
     def set_candidates(self, task_id: int, candidates: list[str], policy_version: int | None,
                        data: dict[str, Any], generation: str | None = None, shown_at: datetime | None = None,
-                       policies: list[int] | None = None, pool: list[str] | None = None,
-                       worth: float | None = None) -> None:
+                       policies: list[int] | None = None, pool: list[str] | None = None) -> None:
         """The task's new candidates, and the generation they form (kept for annotations made on it later);
-        `pool`: every answer sampled, when the task shows a chosen few. A task deleted meanwhile
-        (TASKS_DELETED) stays deleted."""
+        `pool`: every answer sampled, when the task shows a chosen few. Their scores and worth are to come. A
+        task deleted meanwhile (TASKS_DELETED) stays deleted."""
         with self.session() as s:
             task = s.get(Task, task_id)
             if task is None:
                 return
             task.candidates, task.policy_version, task.data = candidates, policy_version, data
             task.scores = task.reward_version = None
-            task.generation, task.pool, task.worth = generation, pool, worth
+            task.generation, task.pool, task.worth = generation, pool, None
             if generation is not None:
                 s.merge(Generation(id=generation, task_id=task_id, project_id=task.project_id, candidates=candidates,
                                    policy_version=policy_version, shown_at=shown_at, policies=policies))
@@ -303,10 +302,10 @@ class Store:
             if pairs:
                 chosen_by = func.coalesce(select(Project.selection).where(Project.id == project_id).scalar_subquery(),
                                           selection)
-                conn.execute(insert(PairRow).values(selection=chosen_by), [{"annotation_id": annotation_id, "project_id": project_id,
-                                                "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected,
-                                                "generation": generation, "annotator": annotator, "created_at": now}
-                                               for p in pairs])
+                conn.execute(insert(PairRow).values(selection=chosen_by), [
+                    {"annotation_id": annotation_id, "project_id": project_id, "prompt": p.prompt, "chosen": p.chosen,
+                     "rejected": p.rejected, "generation": generation, "annotator": annotator, "created_at": now}
+                    for p in pairs])
             return self._untrained(conn, project_id)
 
     def annotation_results(self, annotation_ids: Iterable[int]) -> dict[int, Any]:

@@ -9,11 +9,11 @@ from typing import Any
 from backend.core import labelstudio
 from backend.core.preferences import Layout, parse_layout
 from backend.core.registry import Registry
-from backend.core.selection import draw, informative_score
+from backend.core.selection import draw
 from backend.core.store import Project, Task
 from workers.context import JobContext, context
 from workers.generation import SamplingConfig, candidates
-from workers.jobs.select import Weigher, choose, publish
+from workers.jobs.select import Weigher, choose, publish, reweigh
 from workers.loading import inference_dtype, load_policy, load_reward
 from workers.scoring import score
 
@@ -30,7 +30,7 @@ def refresh_candidates(project_id: int, task_ids: list[int] | None = None) -> di
     registry = ctx.registry(ctx.store.lineage_of(project_id))
     tasks = list(ctx.store.tasks(task_ids).values()) if task_ids else ctx.store.project_tasks(project_id)
     policy_version = registry.current("policy")
-    client = _label_studio(ctx, project)
+    client = ctx.label_studio(project)
     todo = _needing_candidates(ctx, client, project_id, layout, tasks, policy_version)
     generated = _generate(ctx, client, registry, project, layout, todo, policy_version) if todo else 0
     scored = _score(ctx, registry, layout, project_id, [t.id for t in tasks])
@@ -65,7 +65,7 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
     weigher = Weigher(ctx, ctx.store.lineage_of(project.id)) if selection == "informative" else None
     old = _judged_answers(ctx, registry, layout, tasks, policy_version)
     model, tokenizer = load_policy(registry.path("policy", policy_version), inference_dtype(s.generation_dtype))
-    done, scores = 0, {}
+    done = 0
     chunk = max(cfg.batch_size // cfg.k, 1)
     for start in range(0, len(tasks), chunk):  # write back chunk by chunk: annotators see tasks fill in
         part = tasks[start:start + chunk]
@@ -79,11 +79,11 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
         for i, (task, pool) in enumerate(zip(part, answers)):
             generation = f"p{policy_version}-{secrets.token_hex(4)}"
             mine = features[i * cfg.k:(i + 1) * cfg.k] if features is not None else None
-            picked, worth = choose(weigher, mine, cfg.k, shown, task.id, policy_version)
-            texts, policies = [pool[j] for j in picked], None
+            texts = [pool[j] for j in choose(weigher, mine, cfg.k, shown, task.id, policy_version)]
+            policies = None
             if task.id in old:  # blind: new against previous, in an order the task id decides
                 previous, answer = old[task.id]
-                texts, policies, worth = [texts[0], answer], [policy_version, previous], None
+                texts, policies = [texts[0], answer], [policy_version, previous]
                 if draw(task.id, policy_version, "order") < 0.5:
                     texts, policies = texts[::-1], policies[::-1]
             data = {**task.data, **layout.candidates_to_data(texts, generation)}
@@ -96,16 +96,17 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
                     ctx.store.delete_tasks([task.id])
                     continue
             ctx.store.set_candidates(task.id, texts, policy_version, data, generation, shown_at, policies,
-                                     pool=pool if len(pool) > len(texts) else None, worth=worth)
-            if worth is not None:
-                scores[task.id] = informative_score(worth)
+                                     pool=pool if len(pool) > len(texts) else None)
         done += len(part)
         ctx.progress(stage="generate", step=done, total=len(tasks))
-    if client is not None:
-        try:
-            publish(ctx, project, selection, scores)
-        except labelstudio.LabelStudioError as exc:  # the candidates are written; the order catches up at a refit
-            log.warning("project %s: %s", project.id, exc)
+    try:  # the queue's order: every task of the project weighed on one scale (as a refit does), or random
+        if weigher is not None:
+            weighable = [t for t in ctx.store.project_tasks(project.id) if layout.candidates_from_data(t.data)]
+            reweigh(ctx, client, weigher, project, layout, weighable)
+        elif client is not None:
+            publish(ctx, client, project, selection, {})
+    except labelstudio.LabelStudioError as exc:  # the candidates are written; the order catches up at a refit
+        log.warning("project %s: %s", project.id, exc)
     log.info("project %s: generated candidates for %d tasks with policy v%s (%s selection)", project.id, done,
              policy_version, selection)
     return done
@@ -150,14 +151,3 @@ def _score(ctx: JobContext, registry: Registry, layout: Layout, project_id: int,
         ctx.store.set_scores(task.id, [next(scores) for _ in cands], reward_version)
     log.info("project %s: scored %d tasks with reward v%d", project_id, len(rows), reward_version)
     return len(rows)
-
-
-def _label_studio(ctx: JobContext, project: Project) -> Any:
-    """A client for the project's Label Studio, from one source (see labelstudio.access), or None."""
-    s = ctx.settings
-    found = labelstudio.access(project.ls_url, project.ls_token, s.label_studio_url, s.label_studio_api_key,
-                               s.allowed_label_studio_hosts)
-    if found is None:
-        log.warning("project %s: no Label Studio URL/token; candidates stay in the store only", project.id)
-        return None
-    return labelstudio.client(*found)

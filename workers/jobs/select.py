@@ -65,13 +65,12 @@ class Weigher:
 
     def fit(self, pool: torch.Tensor) -> BayesianHead:
         """Fit the head on the lineage's labels, in units of the spread of `pool` (features [n, d] of the
-        candidates about to be weighed, with the labelled ones): the prior then fits any model's scale."""
-        rows = [t for t in (pool, self._chosen, self._rejected) if t.numel()]
-        every = torch.cat(rows) if rows else pool
-        self._scale = every.std(0).nan_to_num(0.0) + 1e-6 if len(every) > 1 else torch.ones(every.shape[-1])
-        typical = (every[1:] - every[:-1]) / self._scale  # neighbours: mostly answers to the same prompt
-        self.head = BayesianHead(every.shape[-1], self.config, typical=typical)
-        labelled = (self._chosen - self._rejected) / self._scale if self._chosen.numel() else torch.zeros(0, every.shape[-1])
+        candidates about to be weighed): the prior then fits any model's scale, and while the pool stays the
+        same, more labels can only shrink what a comparison is worth."""
+        self._scale = pool.std(0).nan_to_num(0.0) + 1e-6 if len(pool) > 1 else torch.ones(pool.shape[-1])
+        typical = (pool[1:] - pool[:-1]) / self._scale  # neighbours: mostly answers to the same prompt
+        self.head = BayesianHead(pool.shape[-1], self.config, typical=typical)
+        labelled = (self._chosen - self._rejected) / self._scale if self._chosen.numel() else torch.zeros(0, pool.shape[-1])
         self.head.fit(labelled.to(torch.float64))
         return self.head
 
@@ -82,24 +81,15 @@ class Weigher:
 
 
 def choose(weigher: Weigher | None, features: torch.Tensor | None, k: int, shown: int, task_id: int,
-           version: int | None) -> tuple[list[int], float | None]:
-    """Which `shown` of k candidates a task shows, and what that comparison is worth: with a head, the pair
-    worth most (a Ranker shows all); without one (SELECTION=random), two drawn at random, fixed per task."""
+           version: int | None) -> list[int]:
+    """Which `shown` of k candidates a task shows: with a head, the pair worth most (a Ranker shows all);
+    without one (SELECTION=random), two drawn at random, fixed per task."""
     if shown >= k:
-        return list(range(k)), _total_worth(weigher, features, k)
+        return list(range(k))
     pairs = list(combinations(range(k), 2))
     if weigher is None:
-        return list(pairs[int(draw(task_id, version, "pair") * len(pairs))]), None
-    worth = weigher.worth(features, pairs)
-    best = int(torch.argmax(worth))
-    return list(pairs[best]), float(worth[best])
-
-
-def _total_worth(weigher: Weigher | None, features: torch.Tensor | None, k: int) -> float | None:
-    """A ranking answers every comparison of its k candidates: its worth is theirs together."""
-    if weigher is None or features is None:
-        return None
-    return float(weigher.worth(features, list(combinations(range(k), 2))).sum())
+        return list(pairs[int(draw(task_id, version, "pair") * len(pairs))])
+    return list(pairs[int(torch.argmax(weigher.worth(features, pairs)))])
 
 
 def refit(project_id: int) -> dict[str, Any]:
@@ -118,19 +108,20 @@ def refit(project_id: int) -> dict[str, Any]:
     if not tasks:
         return {"project": project_id, "skipped": "no task has candidates yet"}
     weigher = Weigher(ctx, ctx.store.lineage_of(project_id))
-    worth = weigh(weigher, layout, tasks)
-    ctx.store.set_worth(worth)
-    published = publish(ctx, project, selection, {t: informative_score(w) for t, w in worth.items()})
+    published = reweigh(ctx, ctx.label_studio(project), weigher, project, layout, tasks)
     if ctx.store.untrained_pairs(project_id)[1] > weigher.newest_pair:  # labels came in while it ran
         ctx.queue.request_refit(project_id)
+    labels = weigher.head.labels  # reweigh() fitted it
     log.info("project %s: head refitted on %d labels; %d tasks reweighed, %d scores published", project_id,
-             weigher.head.labels if weigher.head else 0, len(worth), published)
-    return {"project": project_id, "labels": weigher.head.labels if weigher.head else 0, "tasks": len(worth),
-            "published": published}
+             labels, len(tasks), published)
+    return {"project": project_id, "labels": labels, "tasks": len(tasks), "published": published}
 
 
-def weigh(weigher: Weigher, layout: Layout, tasks: list[Task]) -> dict[int, float]:
-    """Fit the head with these tasks' candidates as the pool, then each task's worth: its shown comparison."""
+def reweigh(ctx: JobContext, client: Any, weigher: Weigher, project: Project, layout: Layout,
+            tasks: list[Task]) -> int:
+    """Fit the head with these tasks' shown candidates as the pool, store each task's worth (what its shown
+    comparisons teach the head: a ranking answers all of its K), and publish the scores when there is a
+    client (without one /predict serves them). One scale for every task of the project: scores compare."""
     shown = [layout.candidates_from_data(t.data) or [] for t in tasks]
     prompts = [layout.prompt_of(t.data) for t, c in zip(tasks, shown) for _ in c]
     features = weigher.features(prompts, [a for c in shown for a in c])
@@ -139,19 +130,16 @@ def weigh(weigher: Weigher, layout: Layout, tasks: list[Task]) -> dict[int, floa
     for task, cands in zip(tasks, shown):
         mine = features[start:start + len(cands)]
         start += len(cands)
-        worth[task.id] = _total_worth(weigher, mine, len(cands)) or 0.0
-    return worth
-
-
-def publish(ctx: JobContext, project: Project, selection: str, scores: dict[int, float]) -> int:
-    """Publish the scores to Label Studio as predictions of the lineage's served model version (when
-    informative), then set the queue's sampling to follow SELECTION. Returns how many scores moved; 0 when
-    Label Studio cannot be reached (the scores stay in the store, and /predict serves them)."""
-    found = labelstudio.access(project.ls_url, project.ls_token, ctx.settings.label_studio_url,
-                               ctx.settings.label_studio_api_key, ctx.settings.allowed_label_studio_hosts)
-    if found is None:
+        worth[task.id] = float(weigher.worth(mine, list(combinations(range(len(cands)), 2))).sum())
+    ctx.store.set_worth(worth)
+    if client is None:
         return 0
-    client = labelstudio.client(*found)
+    return publish(ctx, client, project, "informative", {t: informative_score(w) for t, w in worth.items()})
+
+
+def publish(ctx: JobContext, client: Any, project: Project, selection: str, scores: dict[int, float]) -> int:
+    """Publish the scores to the project's Label Studio as predictions of the lineage's served model version
+    (when informative), then set the queue's sampling to follow SELECTION. Returns how many scores moved."""
     version = ctx.registry(ctx.store.lineage_of(project.id)).model_version() if selection == "informative" else None
     published = labelstudio.publish_scores(client, project.id, version, scores) if version and scores else 0
     changed = labelstudio.order_queue(client, project.id, selection, version if scores else None)
