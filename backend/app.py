@@ -7,10 +7,11 @@ import rq_dashboard
 from flask import Flask
 from redis import Redis
 
+from backend.checkpoints import Checkpoints
+from backend.deferred import Deferred
 from backend.ml_backend import RLHFBackend
 from backend.protocol import bp, register_errors
 from backend.reconciler import Reconciler
-from backend.refits import RefitRequests
 from backend.core.services import build
 from backend.core.settings import Settings, get_settings
 from backend.watcher import ModelWatcher
@@ -27,17 +28,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Requests never wait long on Redis (Label Studio gives a webhook 1 s): what needs it is deferred instead.
     timeout = settings.redis_request_timeout
     services = build(settings, Redis.from_url(settings.redis_url, socket_timeout=timeout,
-                                              socket_connect_timeout=timeout))
+                                              socket_connect_timeout=timeout), checkpoint_in_commits=False)
     listener = Redis.from_url(settings.redis_url, health_check_interval=30)  # pub/sub blocks: no short timeout
     watcher = ModelWatcher(services.registries, listener, services.queue.models_channel, settings.model_poll_seconds)
     backend = RLHFBackend(settings, services.store, services.queue, watcher)
-    reconciler, refits = Reconciler(backend), RefitRequests(services.queue)
-    for background in (watcher.start, reconciler.start, refits.start):  # now, and in each process gunicorn forks
+    reconciler = Reconciler(backend)
+    refits = Deferred("refit-requests", services.queue.request_refit, interval=0.5)  # a burst asks once
+    trains = Deferred("training-requests", backend.train, interval=0.5)
+    checkpoints = Checkpoints(services.store)
+    for background in (watcher.start, reconciler.start, refits.start, trains.start, checkpoints.start):
+        # now, and in each process gunicorn forks
         background()
         app.before_request(background)
     app.extensions["rlhf"] = backend
     app.extensions["rlhf_settings"] = settings
     app.extensions["rlhf_refits"] = refits
+    app.extensions["rlhf_trains"] = trains
     app.extensions["rlhf_registries"] = services.registries
     app.register_blueprint(bp)
     app.register_blueprint(bp, url_prefix="/projects/<int:project>", name="per_project")

@@ -154,7 +154,7 @@ class RLHFBackend:
         project_id = project_id_of(data.get("project") or annotation.get("project"))
         config = self._config(project_id, data.get("project"))
         pairs, untrained = self.save_annotation(project_id, config, annotation, data.get("task"))
-        return {"project": project_id, "pairs": pairs, **self._maybe_train(project_id, untrained=untrained)}
+        return {"project": project_id, "pairs": pairs, **self._due(untrained)}
 
     def _annotations(self, data: dict[str, Any]) -> dict[str, Any]:
         annotations = data.get("annotations", data.get("annotation"))
@@ -166,9 +166,8 @@ class RLHFBackend:
         config = self._config(project_id, data.get("project"))
         saved = [self.save_annotation(project_id, config, a, tasks.get(_task_ref(a))) for a in annotations]
         pairs = sum(count for count, _ in saved)
-        untrained = saved[-1][1] if saved else None
-        return {"project": project_id, "annotations": len(annotations), "pairs": pairs,
-                **self._maybe_train(project_id, untrained=untrained)}
+        untrained = saved[-1][1] if saved else self.store.untrained_pairs(project_id)
+        return {"project": project_id, "annotations": len(annotations), "pairs": pairs, **self._due(untrained)}
 
     def save_annotation(self, project_id: int, config: str, annotation: dict[str, Any],
                          task: Any) -> tuple[int, tuple[int, int]]:
@@ -260,7 +259,7 @@ class RLHFBackend:
     def _start_training(self, data: dict[str, Any]) -> dict[str, Any]:
         project_id = project_id_of(data.get("project"))
         self.store.request_training(project_id)  # durable: due until a chain succeeds, even if Redis is down now
-        return self._maybe_train(project_id, force=True, reason="START_TRAINING")
+        return self.train(project_id, force=True, reason="START_TRAINING")
 
     def _project_updated(self, data: dict[str, Any]) -> dict[str, Any]:
         project = _require(data, "project", dict)
@@ -271,10 +270,17 @@ class RLHFBackend:
         return {"status": "ok"}
 
     # shared steps
-    def _maybe_train(self, project_id: int, force: bool = False, reason: str = "",
-                     untrained: tuple[int, int] | None = None) -> dict[str, Any]:
-        """Queue reward -> policy once RETRAIN_EVERY pairs are new (or on request); coalesced per project."""
-        new, newest = untrained or self.store.untrained_pairs(project_id)
+    def _due(self, untrained: tuple[int, int]) -> dict[str, Any]:
+        """What a stored annotation leaves due: with RETRAIN_EVERY new pairs, training is "requested" and the
+        HTTP layer has `train` run off the request path."""
+        new, newest = untrained
+        return {"new_pairs": new, "training": "requested"} if newest and new >= self.settings.retrain_every \
+            else {"new_pairs": new}
+
+    def train(self, project_id: int, force: bool = False, reason: str = "") -> dict[str, Any]:
+        """Queue reward -> policy once RETRAIN_EVERY pairs are new, as the store says now (or on request);
+        coalesced per lineage. START_TRAINING calls it inline; a crossed threshold, off the request path."""
+        new, newest = self.store.untrained_pairs(project_id)
         if not newest or (not force and new < self.settings.retrain_every):
             return {"new_pairs": new}
         lineage = self.lineage(project_id)

@@ -112,6 +112,8 @@ def webhook() -> dict[str, Any]:
     result = _model().fit(body["action"], body)
     if result.get("pairs"):  # new labels: the reward head refits, asked for off this request's path
         current_app.extensions["rlhf_refits"].note(result["project"])
+    if result.get("training") == "requested":  # queued off this request's path too
+        current_app.extensions["rlhf_trains"].note(result["project"])
     return result
 
 

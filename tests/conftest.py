@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _refit_threads_end_with_the_test():
-    """An app's refit-asking thread would otherwise queue jobs into the next test's Redis."""
+def _deferred_threads_end_with_the_test():
+    """An app's refit- and training-requesting threads would otherwise queue jobs into the next test's Redis."""
     yield
-    from backend.refits import stop_all
+    from backend.deferred import stop_all
 
     stop_all()
 
@@ -133,6 +134,18 @@ def ml_backend_id(client: Any, project_id: int, url: str) -> int | None:
 def listed_versions(client: Any, ml_backend: int) -> list[str]:
     """What Label Studio's Model page lists: the backend's GET /versions, relayed by Label Studio."""
     return list(client.ml.list_model_versions(ml_backend).versions or [])
+
+
+def queued_training(client, before: frozenset[str] = frozenset(), timeout: float = 15.0) -> list[str]:
+    """The ids of a training chain not in `before`, as /status lists it: a webhook that crosses RETRAIN_EVERY
+    leaves queueing the chain to a thread of the backend (within about 0.5 s), off Label Studio's 1 s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = [j["id"] for j in client.get("/status").json["jobs"]
+                if j["kind"] not in ("generate", "refit") and j["id"] not in before]
+        if jobs or time.monotonic() > deadline:
+            return sorted(jobs)
+        time.sleep(0.05)
 
 
 def annotation_created(task_id: int, annotation_id: int, data: dict[str, Any], selected: str = "left",

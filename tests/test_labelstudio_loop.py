@@ -74,6 +74,13 @@ def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
     return value
 
 
+def training_queued(url: str, project: int) -> int:
+    """The project's reward jobs waiting in the queue, as /status lists them: a webhook that crosses
+    RETRAIN_EVERY leaves queueing the chain to a thread of the backend, off Label Studio's 1 s."""
+    jobs = requests.get(f"{url}/status", auth=AUTH, timeout=5).json()["jobs"]
+    return sum(j["kind"] == "reward" and j["status"] == "queued" and j["project"] == project for j in jobs)
+
+
 def submit(c, task: dict, selected: str) -> None:
     """An annotator's comparison, through Label Studio's API (Label Studio then calls our webhook)."""
     c.annotations.create(id=task["id"], result=[{"from_name": "comparison", "to_name": "answer1",
@@ -112,7 +119,7 @@ def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServe
     wait_until(lambda: store.counts().get(project, {}).get("pairs") == 4, what="annotation webhooks")
     status = requests.get(f"{url}/status", auth=AUTH, timeout=5).json()
     assert status["projects"][str(project)]["annotations"] == 4
-    assert {j["kind"] for j in status["jobs"]} >= {"reward", "ppo"}  # the 4th pair crossed RETRAIN_EVERY
+    wait_until(lambda: training_queued(url, project) == 1, what="a chain queued: the 4th pair crossed RETRAIN_EVERY")
 
     run_worker(settings)
     assert registry.current("policy") == 1 and registry.current("reward") == 0
@@ -219,6 +226,7 @@ def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, ba
         if task_b is not None:
             submit(c, task_b, "right")
     wait_until(lambda: store.counts()[a]["pairs"] == 4 and store.counts()[b]["pairs"] == 3, what="webhooks")
+    wait_until(lambda: training_queued(url, a) == 1, what="A's chain queued")
     drafted = tasks[a][7]["id"]  # an annotator is half-way through this one: it must not be regenerated
     r = requests.post(f"{label_studio.url}/api/tasks/{drafted}/drafts", json={"result": [], "lead_time": 5},
                       headers={"Authorization": f"Token {label_studio.token}"}, timeout=10)
@@ -234,6 +242,7 @@ def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, ba
     for task in tasks[a][4:8]:
         submit(c, task, "right")
     wait_until(lambda: store.counts()[a]["pairs"] == 8 and store.counts()[b]["pairs"] == 4, what="webhooks")
+    wait_until(lambda: training_queued(url, a) == training_queued(url, b) == 1, what="A's and B's chains queued")
     run_worker(settings)
     la, lb = registries.lineage(f"project-{a}"), registries.lineage(f"project-{b}")
     assert current(a) == "policy-v2.reward-v1" and current(b) == "policy-v1.reward-v0"

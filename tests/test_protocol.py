@@ -6,7 +6,7 @@ import copy
 import time
 
 import pytest
-from conftest import ROOT, make_settings, payload, setup_project
+from conftest import ROOT, make_settings, payload, queued_training, setup_project
 
 from backend.app import create_app
 from backend.core.store import Store
@@ -100,16 +100,22 @@ def test_start_training_is_coalesced(client) -> None:
 
 
 def test_retrain_threshold_from_store(client, settings) -> None:
-    """RETRAIN_EVERY=4 pairs in the test settings: the fourth new annotation queues one training."""
+    """RETRAIN_EVERY=4 pairs in the test settings: the fourth new annotation requests one training, which a
+    thread of the backend queues off the webhook's path; the count then starts again from the store."""
     setup_project(client)
     body = payload("webhook-annotation-created.pairwise.json")
-    answers = []
-    for i in range(6):
+
+    def annotate(annotation_id: int) -> dict:
         b = copy.deepcopy(body)
-        b["annotation"]["id"] = 100 + i
-        answers.append(client.post("/webhook", json=b).json)
-    assert [("training" in a) for a in answers] == [False, False, False, True, False, False]
-    assert answers[4]["new_pairs"] == 1  # counted again from the store after the trigger
+        b["annotation"]["id"] = annotation_id
+        return client.post("/webhook", json=b).json
+
+    answers = [annotate(100 + i) for i in range(4)]
+    assert [a.get("training") for a in answers] == [None, None, None, "requested"]
+    assert len(queued_training(client)) == 2  # reward -> policy
+    later = [annotate(104 + i) for i in range(2)]
+    assert [("training" in a) for a in later] == [False, False]
+    assert later[0]["new_pairs"] == 1  # counted again from the store after the chain was queued
 
 
 BAD_REQUESTS = [

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, case, create_engine, delete, event,
-    false, func, insert, select, update,
+    JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, bindparam, case, create_engine,
+    delete, event, false, func, insert, select, update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -120,8 +120,22 @@ def _chunks(ids: list[int], size: int = 5000) -> Iterator[list[int]]:
         yield ids[start:start + size]
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for the URL; SQLite gets WAL, full sync and a busy timeout for concurrent writers."""
+# The webhook's statements, built once: building them per call took about half of save_annotation's time.
+_DELETE_ANNOTATION = delete(Annotation).where(Annotation.id == bindparam("annotation_id"))
+_INSERT_ANNOTATION = insert(Annotation)
+_INSERT_PAIRS = insert(PairRow).values(selection=func.coalesce(
+    select(Project.selection).where(Project.id == bindparam("of_project")).scalar_subquery(),
+    bindparam("fallback_selection")))
+_POOLED = select(func.count(), func.max(PairRow.id)).join(Project, Project.id == PairRow.project_id).where(
+    Project.lineage == select(Project.lineage).where(Project.id == bindparam("of_project")).scalar_subquery())
+_UNTRAINED = _POOLED.where(PairRow.id > Project.queued_pair_id)  # (new pairs, the newest of them)
+
+
+def make_engine(url: str, checkpoint_in_commits: bool = True) -> Engine:
+    """An engine for the URL; SQLite gets WAL, full sync and a busy timeout for concurrent writers. SQLite
+    copies its log back into the database inside whichever commit crosses 1000 pages; a process that would
+    rather not make one of its commits wait for that (the backend: a webhook) passes False and calls
+    `Store.checkpoint` off its request path."""
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
@@ -132,6 +146,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
+            if not checkpoint_in_commits:
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         return engine
@@ -141,8 +157,8 @@ def make_engine(url: str) -> Engine:
 class Store:
     """All reads and writes of the backend's durable state, one short transaction each."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, checkpoint_in_commits: bool = True) -> None:
+        self.engine = make_engine(url, checkpoint_in_commits)
         upgrade(self.engine)  # Alembic: the schema this code expects, data kept
         # A forked RQ work-horse must not reuse the parent's pooled connections.
         engine = weakref.ref(self.engine)
@@ -167,6 +183,20 @@ class Store:
         with self._sessions.begin() as session:
             yield session
 
+    @contextmanager
+    def _write_session(self) -> Iterator[Session]:
+        """A session that writes: it queues behind the other writers (see `_writer`) rather than meeting
+        one inside SQLite, whose busy handler would make it, or a webhook, sleep."""
+        with self._writer(), self.session() as session:
+            yield session
+
+    def checkpoint(self) -> None:
+        """Copy SQLite's write-ahead log back into the database as far as readers allow, without waiting for
+        anyone (PASSIVE): writers go on appending meanwhile. Nothing to do on other databases."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))
@@ -174,7 +204,7 @@ class Store:
     # projects
     def save_project(self, project_id: int, **fields: Any) -> Project:
         """Create or update a project; None values leave a field as it is."""
-        with self.session() as s:
+        with self._write_session() as s:
             project = s.get(Project, project_id) or Project(id=project_id, trained_pair_id=0, queued_pair_id=0,
                                                             train_requested=False, lineage=default_lineage(project_id))
             for name, value in fields.items():
@@ -206,7 +236,7 @@ class Store:
         already generated are kept."""
         rows = {task_id: data for task_id, data in tasks}
         now = _now()
-        with self.session() as s:
+        with self._write_session() as s:
             known = {i for chunk in _chunks(list(rows)) for i in s.scalars(select(Task.id).where(Task.id.in_(chunk)))}
             if known:
                 s.execute(update(Task), [{"id": i, "project_id": project_id, "data": rows[i], "updated_at": now}
@@ -236,7 +266,7 @@ class Store:
         """The task's new candidates, and the generation they form (kept for annotations made on it later);
         `pool`: every answer sampled, when the task shows a chosen few. Their scores and worth are to come. A
         task deleted meanwhile (TASKS_DELETED) stays deleted."""
-        with self.session() as s:
+        with self._write_session() as s:
             task = s.get(Task, task_id)
             if task is None:
                 return
@@ -256,7 +286,7 @@ class Store:
     def set_worth(self, worth: dict[int, float]) -> None:
         """What labelling each task now teaches the reward head (after a refit), in one bulk statement."""
         if worth:
-            with self.session() as s:
+            with self._write_session() as s:
                 known = {i for chunk in _chunks(list(worth)) for i in s.scalars(select(Task.id).where(Task.id.in_(chunk)))}
                 if known:
                     s.execute(update(Task), [{"id": i, "worth": worth[i]} for i in known])
@@ -269,7 +299,7 @@ class Store:
 
     def save_features(self, vectors: dict[str, bytes]) -> None:
         """Cache feature vectors; a key stored meanwhile (another job) is kept as it is."""
-        with self.session() as s:
+        with self._write_session() as s:
             known = {k for chunk in _chunks(list(vectors)) for k in s.scalars(select(Feature.key).where(Feature.key.in_(chunk)))}
             new = [{"key": k, "vector": v} for k, v in vectors.items() if k not in known]
             if new:
@@ -281,7 +311,7 @@ class Store:
             return s.scalar(select(Project.selection).where(Project.id == project_id)) or default
 
     def set_scores(self, task_id: int, scores: list[float], reward_version: int) -> None:
-        with self.session() as s:
+        with self._write_session() as s:
             task = s.get(Task, task_id)
             if task is not None:
                 task.scores, task.reward_version = scores, reward_version
@@ -294,17 +324,16 @@ class Store:
         """Replace an annotation and its pairs atomically (an update replaces, a repeat is a no-op); each pair
         records the project's SELECTION (`selection` where the project names none). Returns the lineage's
         untrained pairs as `untrained_pairs` does, from the same transaction."""
-        with self._writer(), self.engine.begin() as conn:  # Core statements: this is the webhook's hot path
-            conn.execute(delete(Annotation).where(Annotation.id == annotation_id))  # its pairs go with it (CASCADE)
+        with self._writer(), self.engine.begin() as conn:  # statements built once: this is the webhook's hot path
+            conn.execute(_DELETE_ANNOTATION, {"annotation_id": annotation_id})  # its pairs go with it (CASCADE)
             now = _now()
-            conn.execute(insert(Annotation).values(id=annotation_id, project_id=project_id, task_id=task_id,
-                                                   result=result, skipped=skipped, stale=stale, updated_at=now))
+            conn.execute(_INSERT_ANNOTATION, {"id": annotation_id, "project_id": project_id, "task_id": task_id,
+                                              "result": result, "skipped": skipped, "stale": stale, "updated_at": now})
             if pairs:
-                chosen_by = func.coalesce(select(Project.selection).where(Project.id == project_id).scalar_subquery(),
-                                          selection)
-                conn.execute(insert(PairRow).values(selection=chosen_by), [
+                conn.execute(_INSERT_PAIRS, [
                     {"annotation_id": annotation_id, "project_id": project_id, "prompt": p.prompt, "chosen": p.chosen,
-                     "rejected": p.rejected, "generation": generation, "annotator": annotator, "created_at": now}
+                     "rejected": p.rejected, "generation": generation, "annotator": annotator, "created_at": now,
+                     "of_project": project_id, "fallback_selection": selection}
                     for p in pairs])
             return self._untrained(conn, project_id)
 
@@ -316,14 +345,14 @@ class Store:
 
     def delete_annotations(self, annotation_ids: Iterable[int]) -> int:
         ids = list(annotation_ids)
-        with self.session() as s:
+        with self._write_session() as s:
             s.execute(delete(PairRow).where(PairRow.annotation_id.in_(ids)))
             return s.execute(delete(Annotation).where(Annotation.id.in_(ids))).rowcount
 
     def delete_tasks(self, task_ids: Iterable[int]) -> dict[str, int]:
         """Forget deleted tasks with their annotations and pairs (Label Studio deletes those with the task)."""
         ids = list(task_ids)
-        with self.session() as s:
+        with self._write_session() as s:
             annotations = select(Annotation.id).where(Annotation.task_id.in_(ids))
             s.execute(delete(PairRow).where(PairRow.annotation_id.in_(annotations)))
             return {"deleted_annotations": s.execute(delete(Annotation).where(Annotation.task_id.in_(ids))).rowcount,
@@ -331,7 +360,7 @@ class Store:
 
     def delete_project(self, project_id: int) -> dict[str, int]:
         """Forget a deleted project entirely: its settings, tasks, annotations and pairs."""
-        with self.session() as s:
+        with self._write_session() as s:
             s.execute(delete(PairRow).where(PairRow.project_id == project_id))
             counts = {
                 "deleted_annotations": s.execute(delete(Annotation).where(Annotation.project_id == project_id)).rowcount,
@@ -342,7 +371,7 @@ class Store:
 
     def clear_project(self, project_id: int) -> None:
         """Drop a project's annotations and pairs (before a resync from Label Studio)."""
-        with self.session() as s:
+        with self._write_session() as s:
             s.execute(delete(PairRow).where(PairRow.project_id == project_id))
             s.execute(delete(Annotation).where(Annotation.project_id == project_id))
 
@@ -428,26 +457,23 @@ class Store:
 
     @staticmethod
     def _untrained(s: Session | Connection, project_id: int) -> tuple[int, int]:
-        lineage = select(Project.lineage).where(Project.id == project_id).scalar_subquery()
-        pooled = select(func.count(), func.max(PairRow.id)).join(Project, Project.id == PairRow.project_id) \
-            .where(Project.lineage == lineage)
-        new, newest = s.execute(pooled.where(PairRow.id > Project.queued_pair_id)).one()
-        return new, newest or s.execute(pooled).one()[1] or 0
+        new, newest = s.execute(_UNTRAINED, {"of_project": project_id}).one()
+        return new, newest or s.execute(_POOLED, {"of_project": project_id}).one()[1] or 0
 
     def mark_queued(self, lineage: str, upto_pair_id: int) -> None:
         """The lineage's pairs up to this id are in a queued chain: webhooks stop re-triggering for them."""
-        with self.session() as s:
+        with self._write_session() as s:
             s.execute(update(Project).where(Project.lineage == lineage).values(queued_pair_id=upto_pair_id))
 
     def mark_trained(self, lineage: str, upto_pair_id: int) -> None:
         """A chain trained on the lineage's pairs up to this id and succeeded: its trigger is cleared."""
-        with self.session() as s:
+        with self._write_session() as s:
             s.execute(update(Project).where(Project.lineage == lineage).values(trained_pair_id=upto_pair_id,
                                                                                train_requested=False))
 
     def request_training(self, project_id: int) -> None:
         """"Start Training" was pressed: due until a chain of the lineage succeeds, whatever happens meanwhile."""
-        with self.session() as s:
+        with self._write_session() as s:
             lineage = s.scalar(select(Project.lineage).where(Project.id == project_id))
             s.execute(update(Project).where(Project.lineage == lineage).values(train_requested=True))
 
