@@ -7,8 +7,7 @@ import rq_dashboard
 from flask import Flask
 from redis import Redis
 
-from backend.checkpoints import Checkpoints
-from backend.deferred import Deferred
+from backend.deferred import Checkpoints, Deferred
 from backend.ml_backend import RLHFBackend
 from backend.protocol import bp, register_errors
 from backend.reconciler import Reconciler

@@ -39,7 +39,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _deferred_threads_end_with_the_test():
-    """An app's refit- and training-requesting threads would otherwise queue jobs into the next test's Redis."""
+    """An app's background threads would otherwise queue jobs into the next test's Redis (and pile up)."""
     yield
     from backend.deferred import stop_all
 
@@ -136,14 +136,14 @@ def listed_versions(client: Any, ml_backend: int) -> list[str]:
     return list(client.ml.list_model_versions(ml_backend).versions or [])
 
 
-def queued_training(client, before: frozenset[str] = frozenset(), timeout: float = 15.0) -> list[str]:
-    """The ids of a training chain not in `before`, as /status lists it: a webhook that crosses RETRAIN_EVERY
-    leaves queueing the chain to a thread of the backend (within about 0.5 s), off Label Studio's 1 s."""
+def queued_training(client, store, project: int = 1, timeout: float = 15.0) -> list[str]:
+    """The ids of the training chain in /status once the store has handed the project's new pairs to it: a
+    webhook that crosses RETRAIN_EVERY leaves that to a thread of the backend (within about 0.5 s)."""
     deadline = time.monotonic() + timeout
     while True:
-        jobs = [j["id"] for j in client.get("/status").json["jobs"]
-                if j["kind"] not in ("generate", "refit") and j["id"] not in before]
-        if jobs or time.monotonic() > deadline:
+        jobs = {j["id"]: j["kind"] for j in client.get("/status").json["jobs"] if j["kind"] not in ("generate", "refit")}
+        handed = store.untrained_pairs(project)[0] == 0
+        if (handed and len(set(jobs.values())) >= 2) or time.monotonic() > deadline:  # reward and policy
             return sorted(jobs)
         time.sleep(0.05)
 

@@ -112,7 +112,7 @@ def test_retrain_threshold_from_store(client, settings) -> None:
 
     answers = [annotate(100 + i) for i in range(4)]
     assert [a.get("training") for a in answers] == [None, None, None, "requested"]
-    assert len(queued_training(client)) == 2  # reward -> policy
+    assert len(queued_training(client, Store(settings.sqlalchemy_url))) == 2  # reward -> policy
     later = [annotate(104 + i) for i in range(2)]
     assert [("training" in a) for a in later] == [False, False]
     assert later[0]["new_pairs"] == 1  # counted again from the store after the chain was queued

@@ -6,7 +6,9 @@ import subprocess
 import time
 
 import pytest
-from conftest import TINY_TRAIN, annotation_created, make_settings, run_worker, setup_project, tasks_created
+from conftest import (
+    TINY_TRAIN, annotation_created, make_settings, queued_training, run_worker, setup_project, tasks_created,
+)
 from redis import Redis
 
 from backend.app import create_app
@@ -91,8 +93,9 @@ def test_a_failed_chain_keeps_its_trigger_and_is_retried_with_backoff(tmp_path, 
     setup_project(client)
     for i in range(1, 5):
         annotate(client, i, 200 + i)
-    run_worker(settings, "--queues", "train")
     store = Store(settings.sqlalchemy_url)
+    queued_training(client, store)
+    run_worker(settings, "--queues", "train")
     assert store.due_lineages(2) == {"project-1": "4 pairs since the last successful training"}  # not eaten
     reconciler = Reconciler(backend)
     now = time.time()

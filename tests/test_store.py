@@ -173,3 +173,24 @@ def test_pooled_projects_share_pairs_and_one_retrain_counter(store: Store) -> No
     assert store.untrained_pairs(2)[0] == 0 and store.untrained_pairs(3)[0] == 1
     store.request_training(3)  # "Start Training" in project 3: its lineage is due however few pairs it has
     assert store.due_lineages(50) == {"project-3": "Start Training pending"}
+
+
+def _write_log(store: Store, first_id: int, n: int = 600) -> None:
+    for i in range(first_id, first_id + n):  # ~8 KB each: ~2 pages per commit
+        store.save_annotation(1, i, 1, [{"text": "x" * 8000}], [], skipped=False)
+
+
+def test_the_backend_store_leaves_checkpoints_to_its_thread(tmp_path) -> None:
+    """SQLite copies its write-ahead log back inside whichever commit crosses 1000 pages (~4 MB here); the
+    backend's store (checkpoint_in_commits=False) never does, its log grows until `checkpoint` runs, and
+    after that the log is written from its start again instead of growing."""
+    default, deferred = Store(f"sqlite:///{tmp_path}/a.db"), Store(f"sqlite:///{tmp_path}/b.db", False)
+    for store in (default, deferred):
+        store.save_project(1)
+        _write_log(store, 1)
+    wal = {name: (tmp_path / f"{name}.db-wal").stat().st_size for name in ("a", "b")}
+    assert wal["a"] < 5e6 < wal["b"]  # 600 commits of ~8 KB: past the mark only where no commit checkpoints
+    deferred.checkpoint()  # what the thread does every second
+    _write_log(deferred, 1001)
+    assert (tmp_path / "b.db-wal").stat().st_size < 1.1 * wal["b"]  # 600 more commits reused it: not doubled
+    assert deferred.counts()[1]["annotations"] == 1200

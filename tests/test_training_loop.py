@@ -67,7 +67,7 @@ def test_ppo_loop_end_to_end(loop) -> None:
     answers = [annotate(client, store, task_id, 100 + task_id, "left" if task_id % 2 else "right")
                for task_id in range(1, 5)]
     assert ["training" in a for a in answers] == [False, False, False, True]  # RETRAIN_EVERY=4
-    chain = queued_training(client)
+    chain = queued_training(client, store)
     assert "training" not in annotate(client, store, 5, 105, "left")
     pressed = client.post("/webhook", json=payload("webhook-start-training.pairwise.json")).json
     assert pressed["coalesced"] and sorted(pressed["training"]) == chain  # one chain, not two
@@ -105,6 +105,7 @@ def test_dpo_chosen_per_project(loop) -> None:
     project_with_candidates(settings, client, store, extra_params=json.dumps({"algorithm": "dpo"}))
     for task_id in range(1, 5):
         annotate(client, store, task_id, 200 + task_id)
+    queued_training(client, store)
     run_worker(settings)
     assert registry.current("policy") == 1 and registry.meta("policy", 1)["recipe"] == "dpo"
     assert served_version(client, "policy-v1.reward-v0") == "policy-v1.reward-v0"
@@ -119,6 +120,7 @@ def dpo_chain(tmp_path, tiny_model, **overrides):
     project_with_candidates(settings, client, store)
     for task_id in range(1, 5):
         annotate(client, store, task_id, 700 + task_id)
+    queued_training(client, store)
     run_worker(settings)
     return settings, client, store, registry
 
@@ -187,6 +189,7 @@ def test_failing_policy_job_keeps_the_old_policy_serving(tmp_path, tiny_model, r
     project_with_candidates(settings, client, store)
     for task_id in range(1, 5):
         annotate(client, store, task_id, 300 + task_id)
+    queued_training(client, store)
     run_worker(settings)
     assert registry.versions("policy") == [0] and registry.current("policy") == 0
     failed = [j for j in client.get("/status").json["jobs"] if j["status"] == "failed"]
