@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
@@ -20,39 +21,72 @@ class PayloadError(ValueError):
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or a PayloadError: bad JSON, too deep, numbers beyond 64 bits, lone UTF-16
-    surrogates or NUL characters (neither UTF-8 nor PostgreSQL stores them)."""
+    """The body as a JSON object, or a PayloadError: not UTF-8, bad JSON, too deep, numbers beyond 64 bits or
+    not finite, lone UTF-16 surrogates or NUL characters (neither UTF-8 nor PostgreSQL stores them)."""
     try:
-        body = json.loads(raw)
+        text = raw.decode("utf-8")
+        body = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+    except PayloadError:
+        raise
     except RecursionError:
         raise PayloadError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise PayloadError("body must be a JSON object")
-    _check(body)
+    _check_depth(body)
+    if _ESCAPED_NUL_OR_SURROGATE.search(text):  # only an escape can put either in a string: rare, then look
+        _check_texts(body)
     return body
 
 
-def _check(value: Any) -> None:
-    """Walk the document without recursion, rejecting what no store can hold."""
+# In UTF-8 JSON text a NUL or a lone surrogate can only arrive as an escape (raw control characters are not
+# JSON, and UTF-8 cannot encode surrogates); a match may be a false alarm (an escaped backslash, a valid pair).
+_ESCAPED_NUL_OR_SURROGATE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _int(digits: str) -> int:
+    value = int(digits)
+    if not -MAX_INT - 1 <= value <= MAX_INT:
+        raise PayloadError("integer beyond 64 bits")
+    return value
+
+
+def _float(digits: str) -> float:
+    value = float(digits)
+    if not math.isfinite(value):
+        raise PayloadError(f"number {digits[:20]} is beyond a 64-bit float")
+    return value
+
+
+def _constant(name: str) -> float:
+    raise PayloadError("NaN and Infinity are not JSON numbers")
+
+
+def _check_depth(value: Any) -> None:
+    """Walk the containers without recursion: Label Studio's payloads nest a few levels."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise PayloadError(f"JSON nested deeper than {MAX_DEPTH} levels")
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+
+
+def _check_texts(value: Any) -> None:
+    """Every key and string, for what no store can hold."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
         if isinstance(item, dict):
             for key, child in item.items():
                 _text(key)
-                stack.append((child, depth + 1))
+                stack.append(child)
         elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
+            stack.extend(item)
         elif isinstance(item, str):
             _text(item)
-        elif isinstance(item, int) and not isinstance(item, bool) and not -MAX_INT - 1 <= item <= MAX_INT:
-            raise PayloadError("integer beyond 64 bits")
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise PayloadError("NaN and Infinity are not JSON numbers")
 
 
 def _text(text: str) -> None:
