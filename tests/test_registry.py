@@ -64,3 +64,13 @@ def test_lineage_names_cannot_leave_the_registry(tmp_path: Path) -> None:
     for bad in ("../escape", "a/b", "", ".hidden", "x" * 65):
         with pytest.raises(RegistryError):
             registries.lineage(bad)
+
+
+def test_a_fresh_registry_has_no_legacy_lineage(tmp_path: Path) -> None:
+    """Creating v0 (what the worker's bootstrap does) points policy/CURRENT at it: that is no layout from before
+    lineages, and `status` must not list an empty "legacy" lineage on a fresh install."""
+    root = tmp_path / "models"
+    Registry(root).promote("policy", Registry(root).staging("policy"), {"recipe": "base"}, version=0)
+    registries = Registries(root)
+    assert registries.lineages() == [] and registries.base.model_version() == "policy-v0"
+    assert registries.lineage("project-1").model_version() == "policy-v0"

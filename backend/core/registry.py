@@ -216,11 +216,15 @@ def migrate_layout(root: Path) -> None:
 
 
 def _old_versions(root: Path) -> list[Path]:
-    """Trained versions and CURRENT pointers at the top of MODEL_DIR (everything there but policy v0)."""
+    """Trained versions and CURRENT pointers at the top of MODEL_DIR (everything there but policy v0). A lone
+    `policy/CURRENT` naming v0 is not one: creating v0 writes it, and nothing was trained before lineages."""
     found = []
     for kind in KINDS:
         base = root / kind
         if base.is_dir():
             found += [p for p in base.iterdir() if (_VERSION.match(p.name) or p.name == "CURRENT")
                       and not (kind == "policy" and p.name == "v0")]
+    pointer = root / "policy" / "CURRENT"
+    if found == [pointer] and pointer.read_text().strip() == "v0":
+        return []
     return found
