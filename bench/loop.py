@@ -7,7 +7,7 @@ fail: the shorter), with a share of flipped labels. Everything else is the produ
 the end each policy version is judged on held-out prompts that never went to Label Studio, by the rule
 itself (not by any learned model), and each reward model's agreement with the rule is measured.
 
-    .venv/bin/python bench/loop.py --quick          # ~11 min on 2 cores; PASS if the pass-rate rise's CI > 0
+    .venv/bin/python bench/loop.py --quick          # ~9 min on 2 cores; PASS if the pass-rate rise's CI > 0
     .venv/bin/python bench/loop.py                  # DPO, 64 labels: goal +20 points within 45 min
     .venv/bin/python bench/loop.py --recipe ppo --rounds 1 --labels-per-round 48 --prompts 100   # PPO, capped
     .venv/bin/python bench/loop.py --quick --selection informative --candidates 4   # queue order, two of K shown
@@ -319,7 +319,7 @@ def _plot(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path) -> No
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="one round, fewer prompts: about 11 minutes on 2 cores")
+    p.add_argument("--quick", action="store_true", help="one round, fewer prompts: about 9 minutes on 2 cores")
     p.add_argument("--recipe", default="dpo", choices=["dpo", "ppo", "grpo", "rloo"])
     p.add_argument("--rule", default="short", choices=sorted(RULES))
     p.add_argument("--noise", type=float, default=0.1, help="share of flipped labels")
