@@ -84,9 +84,11 @@ class Deferred:
 
 class Checkpoints:
     """SQLite's log copied back into the backend's database every `interval` seconds (passive: writers go on
-    appending meanwhile), from one thread per process; the backend's store makes no commit do it."""
+    appending meanwhile), from one thread per process; the backend's store makes no commit do it. A short log
+    keeps commits cheap: interleaved runs at 4 connections gave a median p99 ratio of 3.92x every 0.25 s
+    against 4.39x every 1 s (5 runs each)."""
 
-    def __init__(self, store: Store, interval: float = 1.0) -> None:
+    def __init__(self, store: Store, interval: float = 0.25) -> None:
         self.store, self.interval = store, interval
         self._pid: int | None = None
         self._stop = threading.Event()
