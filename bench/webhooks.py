@@ -46,6 +46,12 @@ class Burst:
         self.failures += other.failures
         self.started, self.ended = min(self.started, other.started), max(self.ended, other.ended)
 
+    @classmethod
+    def sequence(cls, blocks: list["Burst"]) -> "Burst":
+        """Blocks run one after another (interleaved with other blocks): their times add, the gaps do not."""
+        return cls([x for b in blocks for x in b.latencies], [f for b in blocks for f in b.failures], 0.0,
+                   sum(b.seconds for b in blocks))
+
     @property
     def seconds(self) -> float:
         return self.ended - self.started
@@ -67,6 +73,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--concurrency", type=int, default=16, help="concurrent client connections")
     parser.add_argument("--client-processes", type=int, default=2,
                         help="client processes the connections are spread over (one GIL would skew latencies)")
+    parser.add_argument("--blocks", type=int, default=4, help="the /health and /webhook bursts are split into this "
+                        "many blocks and interleaved, so that both see the machine as it is during the run")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (1 as shipped: sync)")
     parser.add_argument("--database-url", default="",
@@ -233,16 +241,21 @@ def main(argv: list[str] | None = None) -> bool:
               f"{args.client_processes} processes")
         burst(port, "/webhook", annotation_bodies(1, WARMUP), args.concurrency, args.client_processes)
         burst(port, "/health", [None] * WARMUP, args.concurrency, args.client_processes)
-        health = burst(port, "/health", [None] * args.annotations, args.concurrency, args.client_processes)
-        print(f"baseline GET /health:          {health.summary()}")
         if args.py_spy:
             profiler = record_profile(server.pid, args.py_spy)
             time.sleep(1.0)
-        hooks = burst(port, "/webhook", annotation_bodies(WARMUP + 1, args.annotations), args.concurrency,
-                      args.client_processes)
+        bodies, blocks = annotation_bodies(WARMUP + 1, args.annotations), max(1, args.blocks)
+        healths, hooks_blocks = [], []
+        for block in range(blocks):
+            healths.append(burst(port, "/health", [None] * len(bodies[block::blocks]), args.concurrency,
+                                 args.client_processes))
+            hooks_blocks.append(burst(port, "/webhook", bodies[block::blocks], args.concurrency,
+                                      args.client_processes))
+        health, hooks = Burst.sequence(healths), Burst.sequence(hooks_blocks)
         if profiler is not None:
             os.killpg(profiler.pid, 2)
             profiler.wait(30)
+        print(f"baseline GET /health:          {health.summary()}")
         print(f"ours POST /webhook (persist):  {hooks.summary()}")
         for failure in hooks.failures[:5]:
             print(f"  failure: {failure}")

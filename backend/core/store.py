@@ -323,7 +323,8 @@ class Store:
                         selection: str = "informative") -> tuple[int, int]:
         """Replace an annotation and its pairs atomically (an update replaces, a repeat is a no-op); each pair
         records the project's SELECTION (`selection` where the project names none). Returns the lineage's
-        untrained pairs as `untrained_pairs` does, from the same transaction."""
+        untrained pairs as `untrained_pairs` does, counted just after the commit: SQLite writers queue on the
+        writer lock, which is then held for the writes alone."""
         with self._writer(), self.engine.begin() as conn:  # statements built once: this is the webhook's hot path
             conn.execute(_DELETE_ANNOTATION, {"annotation_id": annotation_id})  # its pairs go with it (CASCADE)
             now = _now()
@@ -335,6 +336,7 @@ class Store:
                      "rejected": p.rejected, "generation": generation, "annotator": annotator, "created_at": now,
                      "of_project": project_id, "fallback_selection": selection}
                     for p in pairs])
+        with self.engine.connect() as conn:
             return self._untrained(conn, project_id)
 
     def annotation_results(self, annotation_ids: Iterable[int]) -> dict[int, Any]:
