@@ -10,8 +10,12 @@ from pathlib import Path
 
 @contextmanager
 def file_lock(path: str | Path) -> Iterator[None]:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as lock:
+    try:
+        lock = open(path, "a")
+    except FileNotFoundError:  # its folder is made once, not checked on every webhook's write
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path, "a")
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
