@@ -190,7 +190,7 @@ def test_the_backend_store_leaves_checkpoints_to_its_thread(tmp_path) -> None:
         _write_log(store, 1)
     wal = {name: (tmp_path / f"{name}.db-wal").stat().st_size for name in ("a", "b")}
     assert wal["a"] < 5e6 < wal["b"]  # 600 commits of ~8 KB: past the mark only where no commit checkpoints
-    deferred.checkpoint()  # what the thread does every second
+    deferred.checkpoint()  # what the backend's thread does every 0.25 s
     _write_log(deferred, 1001)
     assert (tmp_path / "b.db-wal").stat().st_size < 1.1 * wal["b"]  # 600 more commits reused it: not doubled
     assert deferred.counts()[1]["annotations"] == 1200

@@ -13,7 +13,7 @@ from sqlalchemy import (
     JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, bindparam, case, create_engine,
     delete, event, false, func, insert, select, update,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from backend.core.locks import file_lock
@@ -336,8 +336,7 @@ class Store:
                      "rejected": p.rejected, "generation": generation, "annotator": annotator, "created_at": now,
                      "of_project": project_id, "fallback_selection": selection}
                     for p in pairs])
-        with self.engine.connect() as conn:
-            return self._untrained(conn, project_id)
+        return self.untrained_pairs(project_id)
 
     def annotation_results(self, annotation_ids: Iterable[int]) -> dict[int, Any]:
         """The stored result of each of these annotations that is stored."""
@@ -454,13 +453,9 @@ class Store:
     def untrained_pairs(self, project_id: int) -> tuple[int, int]:
         """(pairs of the project's lineage not yet handed to a queued chain, newest pair id): the webhook's
         retrain trigger, derived from the store so that it survives restarts."""
-        with self.session() as s:
-            return self._untrained(s, project_id)
-
-    @staticmethod
-    def _untrained(s: Session | Connection, project_id: int) -> tuple[int, int]:
-        new, newest = s.execute(_UNTRAINED, {"of_project": project_id}).one()
-        return new, newest or s.execute(_POOLED, {"of_project": project_id}).one()[1] or 0
+        with self.engine.connect() as conn:  # two Core reads: no ORM session needed (the webhook calls it)
+            new, newest = conn.execute(_UNTRAINED, {"of_project": project_id}).one()
+            return new, newest or conn.execute(_POOLED, {"of_project": project_id}).one()[1] or 0
 
     def mark_queued(self, lineage: str, upto_pair_id: int) -> None:
         """The lineage's pairs up to this id are in a queued chain: webhooks stop re-triggering for them."""
