@@ -421,6 +421,23 @@ def test_an_annotator_ranks_in_the_labeling_view(label_studio: LabelStudioServer
     assert all(p["rejected"] == first for p in pairs if first in (p["chosen"], p["rejected"]))
 
 
+def test_every_score_move_is_published_once(label_studio: LabelStudioServer) -> None:  # noqa: F811
+    """publish_scores keeps Label Studio's queue on the stored scores: a move at the published precision
+    replaces the task's prediction (one per task and version), an unchanged score costs nothing."""
+    c = ls.client(label_studio.url, label_studio.token)
+    project = c.projects.create(title="scores", label_config=(ROOT / "label_config.xml").read_text()).id
+    c.projects.import_tasks(project, request=[{"prompt": f"p{i}", "answer1": "a", "answer2": "b"} for i in range(3)])
+    a, b, d = sorted(t["id"] for t in ls.list_tasks(c, project))
+
+    def published() -> list[tuple[int, float]]:
+        return sorted((p.task, p.score) for p in c.predictions.list(project=project) if p.model_version == "v")
+
+    assert ls.publish_scores(c, project, "v", {a: 0.5, b: 0.6, d: 0.7}) == 3
+    assert ls.publish_scores(c, project, "v", {a: 0.5 + 5e-5, b: 0.6 + 1e-7, d: 0.7}) == 1  # b rounds to the same
+    assert published() == [(a, 0.50005), (b, 0.6), (d, 0.7)]
+    assert ls.publish_scores(c, project, "v", {a: 0.50005, b: 0.6, d: 0.7}) == 0
+
+
 def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStudioServer, backend,  # noqa: F811
                                                           tmp_path) -> None:
     """SELECTION=informative through a real Label Studio: the worker sets the project to uncertainty sampling
@@ -452,7 +469,7 @@ def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStu
         return {t.id: informative_score(t.worth) for t in store.project_tasks(project)}
 
     before = stored()
-    assert published() == pytest.approx(before, abs=1e-5) and len(before) == 6
+    assert published() == pytest.approx(before, abs=10 ** -ls.SCORE_DIGITS) and len(before) == 6
     tasks = ls.list_tasks(c, project)
     for task in tasks[:2]:
         submit(c, task, "left")
@@ -461,7 +478,7 @@ def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStu
     wait_until(lambda: any(j.meta.get("kind") == "refit" for j in queue.jobs), what="a refit queued after the labels")
     run_worker(settings)
     after = stored()
-    wait_until(lambda: published() == pytest.approx(after, abs=1e-5), what="the refitted scores in Label Studio")
+    assert published() == pytest.approx(after, abs=10 ** -ls.SCORE_DIGITS)  # every move, however small
     waiting = [t["id"] for t in tasks[2:]]
     assert sum(after[t] for t in waiting) > sum(before[t] for t in waiting)  # labels shrank what is left to learn
     r = requests.get(f"{label_studio.url}/api/projects/{project}/next",

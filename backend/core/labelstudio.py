@@ -295,6 +295,9 @@ def order_queue(c: LabelStudio, project_id: int, selection: str, model_version: 
     return [f"{k} = {v!r}" for k, v in changed.items()]
 
 
+SCORE_DIGITS = 6  # a published score is the stored one to this many decimals; any move at that precision republishes
+
+
 def publish_scores(c: LabelStudio, project_id: int, model_version: str, scores: dict[int, float]) -> int:
     """Give each task a prediction of this model version carrying its score (and selecting nothing), so that
     uncertainty sampling orders the queue by it. Label Studio keeps every prediction it is given and orders
@@ -303,14 +306,15 @@ def publish_scores(c: LabelStudio, project_id: int, model_version: str, scores: 
     try:
         current = {p.task: p.score for p in c.predictions.list(project=project_id)
                    if p.model_version == model_version}
-        moved = [t for t, s in scores.items() if t in current and (current[t] is None or abs(current[t] - s) > 1e-4)]
+        scores = {t: round(s, SCORE_DIGITS) for t, s in scores.items()}
+        moved = [t for t, s in scores.items() if t in current and current[t] != s]
         new = [t for t in scores if t not in current]
         if moved:
             c.actions.create(id="delete_tasks_predictions", project=project_id,
                              selected_items={"all": False, "included": moved})
         if moved or new:
             c.projects.import_predictions(project_id, request=[
-                {"task": t, "result": [], "score": round(scores[t], 6), "model_version": model_version}
+                {"task": t, "result": [], "score": scores[t], "model_version": model_version}
                 for t in moved + new])
     except ApiError as e:
         raise LabelStudioError(f"could not publish task scores to project {project_id}: {_reason(e)}") from e
