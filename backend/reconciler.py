@@ -5,8 +5,6 @@ never arrived are resynced from Label Studio."""
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from backend.background import ProcessThread
 from backend.core import labelstudio
 from backend.ml_backend import InvalidRequest, RLHFBackend
 
@@ -21,26 +20,21 @@ log = logging.getLogger(__name__)
 RESYNC_OVERLAP = timedelta(minutes=2)  # re-read a little before the last sync: clocks and in-flight saves
 
 
-class Reconciler:
+class Reconciler(ProcessThread):
     """One pass every RECONCILE_SECONDS, by one backend process at a time (a Redis lock)."""
 
     def __init__(self, backend: RLHFBackend) -> None:
+        super().__init__("reconciler")
         self.backend = backend
         self.settings, self.store, self.queue = backend.settings, backend.store, backend.queue
-        self._thread: threading.Thread | None = None
-        self._pid: int | None = None
         self._last_resync = 0.0
 
-    def start(self) -> None:
-        """Run passes in a daemon thread, once per process (see ModelWatcher.start)."""
-        if self._pid != os.getpid() and self.settings.reconcile_seconds > 0:
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
-            self._thread.start()
+    @property
+    def enabled(self) -> bool:
+        return self.settings.reconcile_seconds > 0
 
-    def _loop(self) -> None:
-        while True:
-            time.sleep(self.settings.reconcile_seconds)
+    def run(self) -> None:
+        while not self.stopping.wait(self.settings.reconcile_seconds):
             try:
                 lock = self.queue.redis.lock(self.queue.models_channel + ":reconcile",
                                              timeout=max(60, self.settings.reconcile_seconds * 4), blocking=False)

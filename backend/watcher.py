@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.exceptions import RedisError
 
+from backend.background import ProcessThread
 from backend.core.registry import Registries
 
 log = logging.getLogger(__name__)
@@ -23,15 +23,16 @@ class Served:
     model_version: str
 
 
-class ModelWatcher:
+class ModelWatcher(ProcessThread):
     """Caches each lineage's current versions; a subscriber thread invalidates on worker notifications."""
 
+    wait_on_stop = False  # it may be reading the channel for up to a second; all it does is forget a cache
+
     def __init__(self, registries: Registries, redis: Redis, channel: str, poll_seconds: float) -> None:
+        super().__init__("model-watcher")
         self.registries, self.redis, self.channel, self.poll_seconds = registries, redis, channel, poll_seconds
         self._served: dict[str, tuple[float, Served]] = {}
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._pid: int | None = None
 
     def served(self, lineage: str) -> Served:
         """The versions a lineage serves; re-read at most every poll period unless a notification came."""
@@ -52,31 +53,29 @@ class ModelWatcher:
             else:
                 self._served.pop(lineage, None)
 
-    def start(self) -> None:
-        """Listen for promotions in a daemon thread, once per process (threads do not survive gunicorn's fork of
-        a preloaded app, so a forked worker starts its own)."""
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._listen, name="model-watcher", daemon=True)
-            self._thread.start()
+    def forked(self) -> None:
+        self._lock = threading.Lock()
 
-    def _listen(self) -> None:
+    def run(self) -> None:
+        """Listen for promotions; while Redis is away, the cache falls back to re-reading every poll period."""
         lost = False
-        while True:
+        while not self.stopping.is_set():
             try:
-                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self.channel)
-                if lost:
-                    log.info("model watcher: Redis is back")
-                    lost = False
-                for message in pubsub.listen():
-                    log.info("model notification: %s", message.get("data"))
-                    self.invalidate(_lineage_of(message.get("data")))
+                with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    pubsub.subscribe(self.channel)
+                    if lost:
+                        log.info("model watcher: Redis is back")
+                        lost = False
+                    while not self.stopping.is_set():
+                        message = pubsub.get_message(timeout=1.0)
+                        if message is not None:
+                            log.info("model notification: %s", message.get("data"))
+                            self.invalidate(_lineage_of(message.get("data")))
             except RedisError as exc:
                 if not lost:  # once per outage, not every poll
                     log.warning("model watcher lost Redis (%s); polling every %ss", exc, self.poll_seconds)
                 lost = True
-                time.sleep(self.poll_seconds)
+                self.stopping.wait(self.poll_seconds)
 
 
 def _lineage_of(data: object) -> str | None:

@@ -38,10 +38,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _deferred_threads_end_with_the_test():
+def _background_threads_end_with_the_test():
     """An app's background threads would otherwise queue jobs into the next test's Redis (and pile up)."""
     yield
-    from backend.deferred import stop_all
+    from backend.background import stop_all
 
     stop_all()
 

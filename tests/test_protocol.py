@@ -201,6 +201,39 @@ def test_versions_are_listed_per_project(client, settings) -> None:
         "project": None, "hostname": "", "access_token": ""}).json["model_version"] == "policy-v0.reward-v3"
 
 
+def test_a_promotion_a_worker_announces_is_served_before_the_next_poll(tmp_path, tiny_model, redis) -> None:
+    """Workers announce each promotion on Redis: the watcher thread forgets that lineage's cached versions
+    at once, so Label Studio sees the new version without waiting for a poll period; stopped, it unsubscribes."""
+    from backend.background import stop_all
+    from backend.core.services import build
+
+    settings = make_settings(tmp_path, tiny_model, model_poll_seconds=600)
+    client = create_app(settings).test_client()
+    channel = build(settings).queue.models_channel
+
+    def served() -> str:
+        return client.post("/projects/1/setup", json=payload("setup.pairwise.json") | {
+            "project": None, "hostname": "", "access_token": ""}).json["model_version"]
+
+    (settings.model_dir / "policy" / "v0").mkdir(parents=True)
+    setup_project(client)
+    assert served() == "policy-v0"
+    (settings.model_dir / "lineages" / "project-1" / "reward" / "v0").mkdir(parents=True)
+    assert served() == "policy-v0"  # cached: the next poll is ten minutes away
+    deadline = time.monotonic() + 10
+    while redis.pubsub_numsub(channel)[0][1] < 1:  # the thread subscribes soon after the app is built
+        assert time.monotonic() < deadline, "the model watcher never subscribed"
+        time.sleep(0.05)
+    build(settings).announce("project-1", "reward", 0)
+    while served() != "policy-v0.reward-v0":
+        assert time.monotonic() < deadline, "the announced promotion was not served"
+        time.sleep(0.05)
+    stop_all()
+    while redis.pubsub_numsub(channel)[0][1]:  # the thread ends within its one-second read
+        assert time.monotonic() < deadline + 5, "the stopped watcher still listens"
+        time.sleep(0.05)
+
+
 def test_ranker_prediction_orders_items_by_reward(client, settings) -> None:
     """Once a reward model scored the candidates, /predict returns its order over the task's own item ids."""
     import time
