@@ -3,12 +3,10 @@ preloaded app, so `start` is also a before-request hook: the first request a for
 its own. Every one of them can be stopped (an app torn down, e.g. between tests)."""
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import weakref
 
-log = logging.getLogger(__name__)
 _RUNNING: weakref.WeakSet[ProcessThread] = weakref.WeakSet()
 
 
