@@ -209,7 +209,8 @@ def test_a_promotion_a_worker_announces_is_served_before_the_next_poll(tmp_path,
 
     settings = make_settings(tmp_path, tiny_model, model_poll_seconds=600)
     client = create_app(settings).test_client()
-    channel = build(settings).queue.models_channel
+    workers = build(settings)  # what a worker announces through
+    channel = workers.queue.models_channel
 
     def served() -> str:
         return client.post("/projects/1/setup", json=payload("setup.pairwise.json") | {
@@ -224,7 +225,7 @@ def test_a_promotion_a_worker_announces_is_served_before_the_next_poll(tmp_path,
     while redis.pubsub_numsub(channel)[0][1] < 1:  # the thread subscribes soon after the app is built
         assert time.monotonic() < deadline, "the model watcher never subscribed"
         time.sleep(0.05)
-    build(settings).announce("project-1", "reward", 0)
+    workers.announce("project-1", "reward", 0)
     while served() != "policy-v0.reward-v0":
         assert time.monotonic() < deadline, "the announced promotion was not served"
         time.sleep(0.05)
