@@ -2,7 +2,9 @@
 # CPU torch by default (small); for CUDA: --build-arg TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 FROM python:3.11-slim
 ARG TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 DATA_DIR=/data MODEL_DIR=/models HF_HOME=/hf-cache PORT=9090
+# HOST: in a container the backend listens on all its interfaces (the port is published by whoever runs it;
+# docker-compose.yml publishes it on BIND_ADDRESS only, 127.0.0.1 by default)
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 DATA_DIR=/data MODEL_DIR=/models HF_HOME=/hf-cache HOST=0.0.0.0 PORT=9090
 WORKDIR /app
 RUN pip install $TORCH
 COPY pyproject.toml README.md ./

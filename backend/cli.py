@@ -18,8 +18,9 @@ from backend.core.algorithms import POLICY_ALGORITHMS
 from backend.core.preferences import demonstrations, parse_layout
 from backend.core.services import Services, build
 from backend.core.settings import Settings, get_settings
+from backend.core.store import Store
 from backend.ml_backend import InvalidRequest, RLHFBackend
-from backend.prompts_file import read_prompts
+from backend.prompts_file import parse_prompts, read_prompts
 from backend.status import format_status, status_report
 from backend.watcher import ModelWatcher
 
@@ -38,12 +39,23 @@ def _model(settings: Settings) -> RLHFBackend:
     return RLHFBackend(settings, services.store, services.queue, watcher)
 
 
-def _client(settings: Settings, args: argparse.Namespace) -> Any:
-    url = getattr(args, "url", None) or settings.label_studio_url
-    key = getattr(args, "api_key", None) or settings.label_studio_api_key
-    if not url or not key:
-        raise SystemExit("need Label Studio: --url/--api-key or LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY")
-    return labelstudio.client(url, key)
+def _client(settings: Settings, args: argparse.Namespace, store: Store) -> Any:
+    """Label Studio for --project N, by the workers' rule (labelstudio.access): the environment when set, else
+    the address and token Label Studio sent to /setup when `connect` registered the backend; --url and
+    --api-key, given on the command line, come first."""
+    url, key = getattr(args, "url", None), getattr(args, "api_key", None)
+    if url or key:
+        url, key = url or settings.label_studio_url, key or settings.label_studio_api_key
+        if not (url and key):
+            raise SystemExit("--url and --api-key go together (or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+        return labelstudio.client(url, key)
+    project = store.project(args.project)
+    found = labelstudio.access(project and project.ls_url, project and project.ls_token, settings.label_studio_url,
+                               settings.label_studio_api_key, settings.allowed_label_studio_hosts)
+    if found is None:
+        raise SystemExit(f"no Label Studio address for project {args.project}: run `connect` for it first (Label "
+                         "Studio then sends the backend its address and token), or pass --url and --api-key")
+    return labelstudio.client(*found)
 
 
 def _project_config(model: RLHFBackend, client: Any, project_id: int) -> str:
@@ -57,7 +69,7 @@ def _project_config(model: RLHFBackend, client: Any, project_id: int) -> str:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:backend.gunicorn_conf", "backend.wsgi:app",
-            "--bind", f"{args.host}:{settings.port}",
+            "--bind", f"{args.host or settings.bind_host}:{settings.port}",
             *(["--workers", str(args.workers)] if args.workers else []),
             *(["--threads", str(args.threads)] if args.threads else [])]
     os.execv(sys.executable, argv)
@@ -72,7 +84,15 @@ def cmd_connect(settings: Settings, args: argparse.Namespace) -> None:
     for line in result.actions:
         print(line)
     print(f"project {result.project_id} is connected to {labelstudio.project_url(args.backend_url, result.project_id)}")
-    print(f"Label Studio serves model version {result.model_version!r} (Settings -> Model lists the versions)")
+    print(f"Label Studio serves model version {result.model_version!r} (Settings -> Predictions lists the versions)")
+    project = _services(settings).store.project(result.project_id)
+    if project is not None and project.ls_url and project.ls_token:
+        print(f"the backend reaches this Label Studio at {project.ls_url}: import, generate and resync --project "
+              f"{result.project_id} need no --url")
+    else:
+        print(f"warning: the backend at {args.backend_url} did not record Label Studio's /setup in this store "
+              f"({_safe(settings.sqlalchemy_url)}); import, generate and resync will need --url and --api-key",
+              file=sys.stderr)
 
 
 def _generate(model: RLHFBackend, client: Any, project_id: int, reason: str) -> None:
@@ -84,22 +104,24 @@ def _generate(model: RLHFBackend, client: Any, project_id: int, reason: str) -> 
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
-    model, client = _model(settings), _client(settings, args)
+    model = _model(settings)
+    client = _client(settings, args, model.store)
     layout = parse_layout(_project_config(model, client, args.project))
-    count = labelstudio.import_prompts(client, args.project, read_prompts(Path(args.file)), layout.empty_candidates(),
-                                       layout.prompt_key)
+    prompts = read_prompts(Path(args.file)) if args.file != "-" else parse_prompts(sys.stdin.read(), "stdin")
+    count = labelstudio.import_prompts(client, args.project, prompts, layout.empty_candidates(), layout.prompt_key)
     print(f"imported {count} prompts into project {args.project}")
     _generate(model, client, args.project, "import")
 
 
 def cmd_generate(settings: Settings, args: argparse.Namespace) -> None:
-    _generate(_model(settings), _client(settings, args), args.project, "cli")
+    model = _model(settings)
+    _generate(model, _client(settings, args, model.store), args.project, "cli")
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
     model = _model(settings)
     if args.recipe == "sft":
-        rows = _sft_rows(settings, args)
+        rows = _sft_rows(settings, args, model.store)
         if args.lineage is None and args.project is None:
             raise SystemExit("train sft needs the lineage to improve: --lineage NAME or --project N")
         lineage = args.lineage or model.lineage(args.project)
@@ -114,12 +136,12 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
                      indent=2))
 
 
-def _sft_rows(settings: Settings, args: argparse.Namespace) -> list[dict[str, str]]:
+def _sft_rows(settings: Settings, args: argparse.Namespace, store: Store) -> list[dict[str, str]]:
     """{prompt, response} rows from --data FILE.jsonl, or from the written answers of --project N."""
     if args.data:
         rows = [json.loads(line) for line in Path(args.data).read_text().splitlines() if line.strip()]
     elif args.project is not None:
-        client = _client(settings, args)
+        client = _client(settings, args, store)
         rows = demonstrations(labelstudio.label_config_of(client, args.project),
                               labelstudio.export_annotations(client, args.project))
     else:
@@ -132,7 +154,8 @@ def _sft_rows(settings: Settings, args: argparse.Namespace) -> list[dict[str, st
 
 
 def cmd_resync(settings: Settings, args: argparse.Namespace) -> None:
-    model, client = _model(settings), _client(settings, args)
+    model = _model(settings)
+    client = _client(settings, args, model.store)
     config = _project_config(model, client, args.project)
     exported = labelstudio.export_annotations(client, args.project)
     model.store.clear_project(args.project)
@@ -214,7 +237,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m backend", description="Label Studio ML backend for RLHF")
     sub = p.add_subparsers(dest="command")
     s = sub.add_parser("serve", help="serve the ML backend with gunicorn (the default)")
-    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--host", help="address to bind (default HOST, else 0.0.0.0 with basic auth, 127.0.0.1 without)")
     s.add_argument("--workers", type=int, help="gunicorn workers (default: backend/gunicorn_conf.py, 2)")
     s.add_argument("--threads", type=int, help="threads per worker (default 1: no SQLite lock waits between threads)")
     s.set_defaults(func=cmd_serve)
@@ -234,7 +257,7 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--url")
         q.add_argument("--api-key")
         if name == "import":
-            q.add_argument("file")
+            q.add_argument("file", help="prompts file (JSON, JSONL, CSV, lines), or - for lines on stdin")
         q.set_defaults(func=func)
     t = sub.add_parser("train", help="retrain now: reward + policy (ppo/dpo/grpo/rloo), or sft --data FILE.jsonl")
     t.add_argument("recipe", nargs="?", choices=[*POLICY_ALGORITHMS, "sft"])

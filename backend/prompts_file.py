@@ -24,12 +24,15 @@ def _prompt(item: Any) -> str | None:
 def read_prompts(path: Path) -> list[str]:
     """Prompts in file order, blanks dropped: a JSON list (strings or {"prompt"} objects), JSONL, a CSV with
     a `prompt` column (else its first column), or one prompt per line."""
-    text = Path(path).read_text(encoding="utf-8-sig")
-    suffix = Path(path).suffix.lower()
+    return parse_prompts(Path(path).read_text(encoding="utf-8-sig"), str(path), Path(path).suffix.lower())
+
+
+def parse_prompts(text: str, source: str, suffix: str = "") -> list[str]:
+    """Prompts in text, read by the file suffix it came with (no suffix: one prompt per line)."""
     if suffix == ".json":
         items = json.loads(text)
         if not isinstance(items, list):
-            raise PromptsFileError(f"{path}: expected a JSON list of prompts")
+            raise PromptsFileError(f"{source}: expected a JSON list of prompts")
     elif suffix == ".jsonl":
         items = [json.loads(line) for line in text.splitlines() if line.strip()]
     elif suffix == ".csv":
@@ -41,5 +44,5 @@ def read_prompts(path: Path) -> list[str]:
         items = text.splitlines()
     prompts = [p.strip() for p in map(_prompt, items) if isinstance(p, str) and p.strip()]
     if not prompts:
-        raise PromptsFileError(f"{path}: no prompts found")
+        raise PromptsFileError(f"{source}: no prompts found")
     return prompts

@@ -18,18 +18,32 @@ echo "== up (default stack + Label Studio)"; $COMPOSE --profile labelstudio up -
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   local deadline=$(( $(date +%s) + $1 )) what=$2; shift 2
   until "$@" >/dev/null 2>&1; do
-    if (( $(date +%s) > deadline )); then echo "FAIL: $what"; $COMPOSE --profile labelstudio ps; $COMPOSE --profile labelstudio logs --tail 40; exit 1; fi
+    if (( $(date +%s) > deadline )); then echo "FAIL: $what"; $COMPOSE --profile labelstudio ps; $COMPOSE --profile labelstudio logs --tail 40
+      for id in $($COMPOSE --profile labelstudio ps -q); do docker inspect "$id" | python3 -c "import json,sys
+c=json.load(sys.stdin)[0]; h=c['State'].get('Health') or {}; log=h.get('Log') or [{}]
+print(c['Name'], h.get('Status', '-'), (log[-1].get('Output') or '').strip())"; done; exit 1; fi
     sleep 3
   done
   echo "ok: $what ($(( $(date +%s) - start )) s)"
 }
 wait_for 300 "backend ready (/ready through the published port)" curl -sf "http://127.0.0.1:${PORT}/ready"
 wait_for 300 "connect finished" sh -c "$COMPOSE --profile labelstudio ps connect | grep -q 'Exit 0'"
+healthy() {  # healthy SERVICE...: each one's container healthcheck says healthy (docker inspect)
+  local service id
+  for service; do
+    id=$($COMPOSE ps -q "$service") && [[ -n $id ]] || return 1
+    [[ $(docker inspect -f '{{.State.Health.Status}}' "$id") == healthy ]] || return 1
+  done
+}
+wait_for 600 "backend and workers healthy (their healthchecks: /ready, python -m workers.health)" \
+  healthy backend worker-generate worker-train
+docker ps --filter "name=${COMPOSE_PROJECT_NAME}" --format 'table {{.Names}}\t{{.Status}}'
 LS=http://127.0.0.1:8080; AUTH="Authorization: Token ${LABEL_STUDIO_API_KEY}"
 project=$(curl -sf -H "$AUTH" "$LS/api/projects" | python3 -c "import json,sys; print(json.load(sys.stdin)['results'][0]['id'])")
-echo "== import a prompt into project $project"
-$COMPOSE run --rm --no-deps connect sh -c "echo 'What is the capital of France?' > /tmp/p.txt && \
-  python -m backend import --project $project /tmp/p.txt --url http://labelstudio.rlhf.local:8080 --api-key $LABEL_STUDIO_API_KEY"
+echo "== import a prompt into project $project, as the README tells compose users (no --url/--api-key: connect registered it)"
+prompts=$(mktemp -d); trap 'cleanup; rm -rf "$prompts"' EXIT
+echo 'What is the capital of France?' > "$prompts/prompts.txt"
+$COMPOSE exec -T backend python -m backend import --project "$project" - < "$prompts/prompts.txt"
 has_candidates() { curl -sf -H "$AUTH" "$LS/api/tasks?project=$project" | python3 -c "
 import json,sys; tasks=json.load(sys.stdin); tasks=tasks.get('tasks', tasks)
 sys.exit(0 if tasks and all(t['data'].get('answer1') and t['data'].get('answer2') for t in tasks) else 1)"; }

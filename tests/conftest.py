@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from redis import Redis
 
+from labelstudio_server import free_port
 from tiny import build_tiny_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -96,6 +98,35 @@ def run_worker(settings: Settings, *extra: str, timeout: float = 600) -> subproc
     if proc.returncode != 0:
         raise AssertionError(f"worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+AUTH = ("ls-backend", "s3cret")
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory, tiny_model):  # noqa: ANN201 - yields (Settings, url)
+    """The backend under gunicorn, as `python -m backend serve` runs it, with basic auth on."""
+    Redis.from_url(TEST_REDIS_URL).flushdb()
+    port = free_port()
+    settings = make_settings(tmp_path_factory.mktemp("backend"), tiny_model, port=port, train_args=TINY_TRAIN,
+                             retrain_every=4, basic_auth_user=AUTH[0], basic_auth_pass=AUTH[1])
+    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--workers", "1"],
+                            env=settings_env(settings), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=1).ok:
+                    break
+            except requests.RequestException:  # gunicorn listens before the app is imported
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-3000:]
+            time.sleep(0.2)
+        yield settings, url
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 # --- helpers the test modules share ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 from conftest import (
-    ROOT, TEST_REDIS_URL, TINY_TRAIN, listed_versions, make_settings, ml_backend_id, run_worker, settings_env,
+    AUTH, ROOT, TEST_REDIS_URL, listed_versions, ml_backend_id, run_worker, settings_env,
 )
 from redis import Redis
 from rq import Queue
@@ -27,35 +27,6 @@ from backend.reconciler import Reconciler
 from labelstudio_server import LabelStudioServer, free_port, label_studio  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.labelstudio
-AUTH = ("ls-backend", "s3cret")
-
-
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory, tiny_model):
-    """The backend under gunicorn, as `python -m backend serve` runs it, with basic auth on."""
-    Redis.from_url(TEST_REDIS_URL).flushdb()
-    port = free_port()
-    settings = make_settings(tmp_path_factory.mktemp("backend"), tiny_model, port=port, train_args=TINY_TRAIN,
-                             retrain_every=4, basic_auth_user=AUTH[0], basic_auth_pass=AUTH[1])
-    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--workers", "1"],
-                            env=settings_env(settings), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:  # gunicorn listens before the app is imported
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-3000:]
-            time.sleep(0.2)
-        yield settings, url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def cli(settings, *args: str) -> str:
     """Run `python -m backend ARGS` from another directory, as an admin might: same store, same settings."""
     out = subprocess.run([sys.executable, "-m", "backend", *args], env=settings_env(settings), cwd="/",
@@ -357,11 +328,35 @@ def visible_piece(text: str) -> str:
 
 def open_task(page, label_studio: LabelStudioServer, project: int, task_id: int, text: str) -> None:  # noqa: F811
     page.goto(f"{label_studio.url}/projects/{project}/data?task={task_id}")
+    wait_shown(page, text)
+
+
+def wait_shown(page, text: str) -> None:  # noqa: ANN001 - Playwright's Page
+    """Until the labelling view shows this answer and can be submitted."""
     answer = page.locator(".lsf-richtext__line, .htx-ranker-item").filter(has_text=visible_piece(text))
     answer.first.wait_for(timeout=60_000)
     page.wait_for_load_state("networkidle")
     submit_button(page).wait_for(timeout=60_000)
     page.wait_for_timeout(1000)  # the view fades in after loading
+
+
+def close_instructions(page) -> None:  # noqa: ANN001 - Playwright's Page
+    """The stream opens with the project's instructions in a dialog; the annotator reads and closes it."""
+    dialog = page.locator(".lsf-modal-ls_visible").filter(has_text="Labeling Instructions")
+    if dialog.count():
+        dialog.first.get_by_label("Close modal").click()
+        dialog.first.wait_for(state="hidden")
+
+
+def rank_first_last(page, generation: str, k: int) -> None:  # noqa: ANN001 - Playwright's Page
+    """Drag the first card to the bottom with the keyboard, as an annotator without a mouse would."""
+    page.locator(f'[data-ranker-id="{generation}-0"]').focus()
+    page.keyboard.press("Space")
+    for _ in range(k - 1):
+        page.keyboard.press("ArrowDown")
+        page.wait_for_timeout(300)
+    page.keyboard.press("Space")
+    page.wait_for_timeout(500)
 
 
 def submit_button(page):  # noqa: ANN001, ANN201 - Playwright's Page and Locator
@@ -416,18 +411,67 @@ def test_an_annotator_ranks_in_the_labeling_view(label_studio: LabelStudioServer
     assert len(shown) == len(task.candidates) and not any(task.generation in text for text in shown), shown
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "labeling-ranker.png"))
-    page.locator(f'[data-ranker-id="{task.generation}-0"]').focus()
-    page.keyboard.press("Space")
-    for _ in range(len(task.candidates) - 1):
-        page.keyboard.press("ArrowDown")
-        page.wait_for_timeout(300)
-    page.keyboard.press("Space")
-    page.wait_for_timeout(500)
+    rank_first_last(page, task.generation, len(task.candidates))
     submit_button(page).click()
     k = len(task.candidates)
     pairs = wait_until(lambda: store.pairs(f"project-{project}"), what="the annotation's webhook", timeout=30)
     assert len(pairs) == k * (k - 1) // 2
     assert all(p["rejected"] == first for p in pairs if first in (p["chosen"], p["rejected"]))
+
+
+STREAM = 6  # labels in a row through "Label All Tasks"
+NEXT_TASK = re.compile(r"/api/dm/actions\?id=next_task")  # how the stream asks Label Studio 1.23 for the next task
+SAVE = re.compile(r"/api/tasks/\d+/annotations")  # ... and how it saves a submit
+
+
+@pytest.mark.parametrize("config", ["label_config.xml", "label_config_ranker.xml"])
+def test_label_all_tasks_saves_every_submit_while_refits_land(label_studio: LabelStudioServer, backend,  # noqa: F811
+                                                             browser_page, tmp_path, config: str) -> None:
+    """The annotator's stream: "Label All Tasks", pick, Submit, and Label Studio opens the next task at once.
+    The refit that the label queued then republishes every task's score, the open task's included, before the
+    annotator submits it. Every submit must save the first time (a prediction deleted under the open task made
+    Label Studio refuse it: "Annotation is not saved"), and the open task's prediction keeps its id."""
+    settings, url = backend
+    store, page = Store(settings.sqlalchemy_url), browser_page
+    prompts = [f"Name animal number {i}, please." for i in range(STREAM)]
+    project = connect_project(settings, label_studio, url, f"Stream {config}", prompts, tmp_path, config=config)
+    wait_until(lambda: len(store.project_tasks(project)) == STREAM, what="TASKS_CREATED webhook")
+    run_worker(settings, "--queues", "generate")
+    c = ls.client(label_studio.url, label_studio.token)
+    version = Registries(settings.model_dir).lineage(f"project-{project}").model_version()
+    refits = Queue(f"{settings.queue_prefix}-generate", connection=Redis.from_url(TEST_REDIS_URL))
+
+    def prediction(task_id: int) -> tuple[int, float]:
+        [found] = [(p.id, p.score) for p in c.predictions.list(project=project)
+                   if p.task == task_id and p.model_version == version]
+        return found
+
+    page.goto(f"{label_studio.url}/projects/{project}/data")
+    with page.expect_response(lambda r: NEXT_TASK.search(r.url)) as served:
+        page.get_by_role("button", name=re.compile("Label All Tasks")).click()
+    moves = []
+    for i in range(STREAM):
+        task = store.tasks([served.value.json()["id"]])[served.value.json()["id"]]
+        wait_shown(page, task.candidates[0])
+        close_instructions(page)
+        if i:  # the previous label's refit lands now, while this task is open
+            wait_until(lambda: any(j.meta.get("kind") == "refit" for j in refits.jobs), what="the label's refit")
+            before = prediction(task.id)
+            run_worker(settings, "--queues", "generate")
+            moves.append((before, prediction(task.id)))
+        if config == "label_config.xml":
+            page.locator(".answer-box").filter(has_text=visible_piece(task.candidates[1])).first.click()
+        else:
+            rank_first_last(page, task.generation, len(task.candidates))
+        with page.expect_response(lambda r: NEXT_TASK.search(r.url)) as served:
+            with page.expect_response(lambda r: r.request.method == "POST" and SAVE.search(r.url)) as saved:
+                submit_button(page).click()
+            assert saved.value.status == 201, f"submit {i + 1} of {STREAM} not saved: {saved.value.text()[:300]}"
+    page.screenshot(path=str(SCREENSHOTS / f"stream-{config.removesuffix('.xml')}.png"))
+    assert page.get_by_text("not saved").count() == 0
+    wait_until(lambda: store.counts().get(project, {}).get("annotations") == STREAM, what="every label's webhook")
+    assert all(after[0] == before[0] for before, after in moves), moves  # one prediction per task, kept
+    assert sum(after[1] != before[1] for before, after in moves) >= STREAM // 2, moves  # the refits moved them
 
 
 def test_every_score_move_is_published_once(label_studio: LabelStudioServer) -> None:  # noqa: F811
@@ -438,13 +482,16 @@ def test_every_score_move_is_published_once(label_studio: LabelStudioServer) -> 
     c.projects.import_tasks(project, request=[{"prompt": f"p{i}", "answer1": "a", "answer2": "b"} for i in range(3)])
     a, b, d = sorted(t["id"] for t in ls.list_tasks(c, project))
 
-    def published() -> list[tuple[int, float]]:
-        return sorted((p.task, p.score) for p in c.predictions.list(project=project) if p.model_version == "v")
+    def published(version: str = "v") -> list[tuple[int, int, float]]:
+        return sorted((p.task, p.id, p.score) for p in c.predictions.list(project=project) if p.model_version == version)
 
     assert ls.publish_scores(c, project, "v", {a: 0.5, b: 0.6, d: 0.7}) == 3
+    ids = [i for _, i, _ in published()]
     assert ls.publish_scores(c, project, "v", {a: 0.5 + 5e-5, b: 0.6 + 1e-7, d: 0.7}) == 1  # b rounds to the same
-    assert published() == [(a, 0.50005), (b, 0.6), (d, 0.7)]
+    assert published() == [(a, ids[0], 0.50005), (b, ids[1], 0.6), (d, ids[2], 0.7)]  # moved in place: same ids
     assert ls.publish_scores(c, project, "v", {a: 0.50005, b: 0.6, d: 0.7}) == 0
+    assert ls.publish_scores(c, project, "w", {a: 0.1, b: 0.2}) == 2  # a new version gets its own predictions
+    assert [s for _, _, s in published("w")] == [0.1, 0.2] and published()[0] == (a, ids[0], 0.50005)
 
 
 def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStudioServer, backend,  # noqa: F811

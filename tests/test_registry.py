@@ -41,6 +41,15 @@ def test_nothing_is_served_before_policy_v0_exists(tmp_path: Path) -> None:
     assert registry.model_version() == "policy-v0"
 
 
+def test_a_lineage_that_never_trained_can_be_pointed_at_v0(tmp_path: Path) -> None:
+    """`rollback --project N policy v0` right after connect: the lineage has no folder of its own yet."""
+    registries = Registries(tmp_path / "models")
+    registries.base.promote("policy", registries.base.staging("policy"), {}, version=0)
+    fresh = registries.lineage("project-7")
+    fresh.set_current("policy", 0)
+    assert fresh.current("policy") == 0 and fresh.model_version() == "policy-v0"
+
+
 def test_a_registry_laid_out_before_lineages_becomes_the_legacy_lineage(tmp_path: Path) -> None:
     root = tmp_path / "models"
     for kind, version in (("policy", 0), ("policy", 1), ("policy", 2), ("reward", 0), ("reward", 1)):

@@ -190,7 +190,7 @@ def _ensure_view(c: LabelStudio, project_id: int, hidden: list[str], actions: li
     try:
         c.views.create(project=project_id, data={"title": VIEW_TITLE, "hiddenColumns": columns})
     except ApiError as e:  # a nicety: the project works without it
-        log.warning("could not create the Data Manager tab: %s", _reason(e))
+        logger.warning("could not create the Data Manager tab: %s", _reason(e))
         return
     actions.append(f"created the Data Manager tab {VIEW_TITLE!r} (internal fields hidden)")
 
@@ -300,22 +300,21 @@ SCORE_DIGITS = 6  # a published score is the stored one to this many decimals; a
 
 def publish_scores(c: LabelStudio, project_id: int, model_version: str, scores: dict[int, float]) -> int:
     """Give each task a prediction of this model version carrying its score (and selecting nothing), so that
-    uncertainty sampling orders the queue by it. Label Studio keeps every prediction it is given and orders
-    by any of them, so a task whose score changed loses its predictions first (one Data Manager action), then
-    all new and changed ones arrive in one import: two calls however many tasks moved. Returns how many."""
+    uncertainty sampling orders the queue by it. A published prediction keeps its id for good: an annotator in
+    "Label All Tasks" may have its task open, and Label Studio refuses to save an annotation whose parent
+    prediction was deleted meanwhile. So a moved score is changed in place (one update per prediction of this
+    version), and only tasks with no prediction of this version get one, all in one import. Returns how many
+    tasks were published or moved."""
     try:
-        current = {p.task: p.score for p in c.predictions.list(project=project_id)
-                   if p.model_version == model_version}
         scores = {t: round(s, SCORE_DIGITS) for t, s in scores.items()}
-        moved = [t for t, s in scores.items() if t in current and current[t] != s]
-        new = [t for t in scores if t not in current]
-        if moved:
-            c.actions.create(id="delete_tasks_predictions", project=project_id,
-                             selected_items={"all": False, "included": moved})
-        if moved or new:
+        listed = [p for p in c.predictions.list(project=project_id) if p.model_version == model_version]
+        moved = [p for p in listed if p.task in scores and p.score != scores[p.task]]
+        for prediction in moved:
+            c.predictions.update(prediction.id, score=scores[prediction.task])
+        new = [t for t in scores if t not in {p.task for p in listed}]
+        if new:
             c.projects.import_predictions(project_id, request=[
-                {"task": t, "result": [], "score": scores[t], "model_version": model_version}
-                for t in moved + new])
+                {"task": t, "result": [], "score": scores[t], "model_version": model_version} for t in new])
     except ApiError as e:
         raise LabelStudioError(f"could not publish task scores to project {project_id}: {_reason(e)}") from e
-    return len(moved) + len(new)
+    return len({p.task for p in moved}) + len(new)

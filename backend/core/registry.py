@@ -144,6 +144,7 @@ class Registry:
             raise RegistryError(f"{kind} v{version} does not exist; have {self.versions(kind)}")
         if rejected(self.meta(kind, version)):
             raise RegistryError(f"{kind} v{version} was rejected by its gate: serve it with `promote --force`")
+        self._dir(kind).mkdir(parents=True, exist_ok=True)  # a lineage that never trained has only v0, shared
         _replace(self._dir(kind) / "CURRENT", f"v{version}\n")
 
     def prune(self, kind: Kind) -> None:

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=HOME / ".env", extra="ignore")
 
     # serving
+    host: str = Field("", description="Address the backend binds; empty = 0.0.0.0 with basic auth, else 127.0.0.1 "
+                                      "(all interfaces need auth or this explicit choice).")
     port: int = Field(9090, description="Port the backend listens on.")
     basic_auth_user: str = Field("", description="When set with BASIC_AUTH_PASS, every endpoint but /health needs them.")
     basic_auth_pass: str = Field("", description="Password for HTTP basic auth.")
@@ -130,6 +132,11 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return bool(self.basic_auth_user and self.basic_auth_pass)
+
+    @property
+    def bind_host(self) -> str:
+        """HOST, else every interface only when requests need credentials, else loopback."""
+        return self.host or ("0.0.0.0" if self.auth_enabled else "127.0.0.1")
 
 
 @lru_cache(maxsize=1)
