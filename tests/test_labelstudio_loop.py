@@ -377,6 +377,11 @@ def test_an_annotator_compares_in_the_labeling_view(label_studio: LabelStudioSer
     open_task(page, label_studio, project, task.id, left)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "labeling-pairwise.png"))
+    captions = [page.locator(f".answer-{x} .lsf-richtext__container").first.evaluate(
+        "e => getComputedStyle(e, '::before').content") for x in "ab"]
+    assert captions == ['"Answer A"', '"Answer B"']  # an annotator can say which one was better
+    queue_score = page.locator('[title^="Prediction score"]')  # the prediction tab's "80.00%": a queue position
+    assert queue_score.count() and not queue_score.first.is_visible()
     answers = [page.locator(".answer-box").filter(has_text=visible_piece(t)).first  # not the table's cells
                for t in (left, right)]
     boxes = [a.bounding_box() for a in answers]
@@ -409,6 +414,9 @@ def test_an_annotator_ranks_in_the_labeling_view(label_studio: LabelStudioServer
     cards = page.locator(".htx-ranker-item")
     shown = [cards.nth(i).inner_text() for i in range(cards.count())]  # what the annotator sees on each card
     assert len(shown) == len(task.candidates) and not any(task.generation in text for text in shown), shown
+    assert [t.splitlines()[0] for t in shown] == [f"Answer {i + 1}" for i in range(len(shown))]  # captions
+    queue_score = page.locator('[title^="Prediction score"]')  # the prediction tab's percentage: a queue position
+    assert queue_score.count() and not queue_score.first.is_visible()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "labeling-ranker.png"))
     rank_first_last(page, task.generation, len(task.candidates))
