@@ -69,7 +69,8 @@ def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServe
     project = int(first.split("project ")[-1].split()[0])
     registry = Registries(settings.model_dir).lineage(f"project-{project}")
     again = cli(settings, *connect)  # idempotent: a second run changes nothing
-    assert all(line.startswith(("already", "project", "Label Studio serves")) for line in again.strip().splitlines()), again
+    assert all(line.startswith(("already", "project", "Label Studio serves", "the backend reaches"))
+               for line in again.strip().splitlines()), again
     assert "Label Studio serves model version 'policy-" in again  # the admin sees what is served
 
     prompts = tmp_path / "prompts.txt"

@@ -6,6 +6,7 @@ import base64
 import copy
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -295,6 +296,7 @@ def order_queue(c: LabelStudio, project_id: int, selection: str, model_version: 
     return [f"{k} = {v!r}" for k, v in changed.items()]
 
 
+UPDATE_THREADS = 8  # prediction updates in flight at once (one request each)
 SCORE_DIGITS = 6  # a published score is the stored one to this many decimals; any move at that precision republishes
 
 
@@ -309,8 +311,8 @@ def publish_scores(c: LabelStudio, project_id: int, model_version: str, scores: 
         scores = {t: round(s, SCORE_DIGITS) for t, s in scores.items()}
         listed = [p for p in c.predictions.list(project=project_id) if p.model_version == model_version]
         moved = [p for p in listed if p.task in scores and p.score != scores[p.task]]
-        for prediction in moved:
-            c.predictions.update(prediction.id, score=scores[prediction.task])
+        with ThreadPoolExecutor(UPDATE_THREADS) as pool:  # one request per prediction: Label Studio has no bulk update
+            list(pool.map(lambda p: c.predictions.update(p.id, score=scores[p.task]), moved))
         new = [t for t in scores if t not in {p.task for p in listed}]
         if new:
             c.projects.import_predictions(project_id, request=[
