@@ -308,3 +308,47 @@ def test_a_cut_off_answer_is_not_scored_as_if_finished(models: SimpleNamespace) 
          score(model, tokenizer, PROMPTS[1:2], [answer])[0]], abs=1e-5)
     one_token = policy_metrics(models.other, models.policy, models.policy, models.reward, PROMPTS[:4], max_new_tokens=1)
     assert one_token["truncated_after"] == one_token["truncated_before"] == 1.0  # no answer ends in one token
+
+
+class FinalWeights(TrainerCallback):
+    """The weights as training left them in memory, before anything saved them."""
+
+    def on_train_end(self, args, state, control, model=None, **kwargs) -> None:  # noqa: ANN001
+        self.weights = {n: p.detach().float().clone() for n, p in model.named_parameters()}
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().float() for n, p in model.named_parameters()}
+
+
+def test_a_bf16_mixed_policy_round_saves_the_update_the_next_round_starts_from(bf16_models: SimpleNamespace,
+                                                                                tmp_path: Path) -> None:
+    """TRAIN_PRECISION=bf16-mixed (bf16 autocast, as on a GPU; a CPU runs it too), from a policy whose weights
+    bf16 holds exactly (the embedded model's, or any version a bf16 save wrote): a DPO round's update is below
+    half a bf16 step for most weights, and the file the next round loads keeps >= 99 % of it."""
+    final = FinalWeights()
+    overrides = {**OVERRIDES["dpo"], "learning_rate": 1e-5}
+    RECIPES["dpo"].train(make_inputs(bf16_models, tmp_path / "out", bf16=True, callbacks=[final], overrides=overrides))
+    start = _weights(AutoModelForCausalLM.from_pretrained(str(bf16_models.policy), dtype=torch.float32))
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"), dtype="auto")  # as the next round reads it
+    assert loaded.dtype == torch.float32
+    saved = _weights(loaded)
+    update = {n: final.weights[n] - start[n] for n in start}
+    half_step = {n: 2.0 ** (torch.floor(torch.log2(start[n].abs().clamp_min(1e-30))) - 8) for n in start}
+    small = sum(int((update[n].abs() < half_step[n]).sum()) for n in start) / sum(t.numel() for t in start.values())
+    assert small > 0.5, f"only {small:.0%} of the update is below half a bf16 step: the test proves nothing"
+    kept = sum(float(((saved[n] - start[n]) * update[n]).sum()) for n in start) / sum(
+        float((update[n] ** 2).sum()) for n in start)
+    assert kept >= 0.99, f"the saved model keeps {kept:.1%} of the round's update"
+
+
+def test_a_bf16_mixed_reward_version_reloads_as_trained(models: SimpleNamespace, tmp_path: Path) -> None:
+    """PPO's value model starts from the reward version: it must be the fp32 weights training ended with."""
+    final = FinalWeights()
+    RECIPES["reward"].train(make_inputs(models, tmp_path / "out", bf16=True, callbacks=[final],
+                                        overrides=OVERRIDES["reward"]))
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "out"), num_labels=1, dtype="auto")
+    assert loaded.dtype == torch.float32
+    saved = _weights(loaded)
+    assert set(saved) == set(final.weights)
+    assert all(torch.equal(saved[n], final.weights[n]) for n in saved)

@@ -26,6 +26,11 @@ def use_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def train_in_bf16(precision: str) -> bool:
+    """TRAIN_PRECISION as the recipes' switch: bf16 autocast over fp32 master weights, or plain fp32."""
+    return use_bf16() if precision == "auto" else precision == "bf16-mixed"
+
+
 def _dtype() -> torch.dtype:
     """The default dtype for this machine: bf16 on bf16 GPUs, fp32 elsewhere (exact, for training and evaluation)."""
     return torch.bfloat16 if use_bf16() else torch.float32

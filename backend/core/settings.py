@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from backend.core.algorithms import POLICY_ALGORITHMS
 
 SELECTIONS = ("informative", "random")  # SELECTION: how the tasks annotators see are chosen
+PRECISIONS = ("auto", "bf16-mixed", "fp32")  # TRAIN_PRECISION: bf16 autocast over fp32 master weights, or none
 CHECKOUT = Path(__file__).resolve().parents[2]
 # Relative paths and .env are anchored to the checkout (where `make run` runs), so a command run from another
 # directory still uses the same store, registry and settings; an installed package anchors to the working dir.
@@ -67,6 +68,9 @@ class Settings(BaseSettings):
     algorithm: str = Field("ppo", description="Policy recipe after the reward model: ppo, dpo, grpo or rloo.")
     train_args: dict[str, Any] = Field(default_factory=dict, description="JSON overrides for recipe configs.")
     train_processes: int = Field(1, description="GPUs one training job spans (accelerate launch, DDP); 1 = in the job.")
+    train_precision: str = Field("auto", description="auto (bf16-mixed on GPUs that support bf16, else fp32), "
+                                 "bf16-mixed (bf16 autocast over fp32 weights; a CPU runs it too) or fp32. Every "
+                                 "version is saved in fp32 either way.")
     use_lora: bool = Field(False, description="Train LoRA adapters (peft) and merge them, for big models.")
     train_timeout: int = Field(6 * 3600, description="RQ job timeout of a training job, seconds.")
     generate_timeout: int = Field(3600, description="RQ job timeout of a generation job, seconds.")
@@ -94,10 +98,10 @@ class Settings(BaseSettings):
     selection: str = Field("informative", description="informative: tasks ordered, and Pairwise pairs picked, by what "
                            "teaches the reward head most; random: a control. A project's extra_params may override it.")
 
-    @field_validator("algorithm", "selection")
+    @field_validator("algorithm", "selection", "train_precision")
     @classmethod
     def _one_of(cls, value: str, info: ValidationInfo) -> str:
-        allowed = {"algorithm": POLICY_ALGORITHMS, "selection": SELECTIONS}[info.field_name]
+        allowed = {"algorithm": POLICY_ALGORITHMS, "selection": SELECTIONS, "train_precision": PRECISIONS}[info.field_name]
         if value not in allowed:
             raise ValueError(f"{info.field_name.upper()} must be one of {allowed}, got {value!r}")
         return value

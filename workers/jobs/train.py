@@ -15,7 +15,7 @@ from backend.core.registry import Kind, Registry, rejected
 from backend.core.stats import rate
 from workers.context import JobContext, context
 from workers.evaluate import policy_metrics, reward_correct
-from workers.loading import load_policy, load_reward, use_bf16
+from workers.loading import load_policy, load_reward, train_in_bf16
 from workers.progress import JobProgress
 from workers.launch import run_recipe
 from workers.recipes import hyperparameters
@@ -169,7 +169,7 @@ def _inputs(ctx: JobContext, registry: Registry, recipe: str, out_dir: Path, **f
     s = ctx.settings
     return RecipeInputs(policy_dir=registry.path("policy", registry.current("policy")),
                         reference_dir=registry.path("policy", 0), out_dir=out_dir,
-                        bf16=use_bf16(), use_lora=s.use_lora, seed=s.seed, callbacks=[JobProgress(stage=recipe)],
+                        bf16=train_in_bf16(s.train_precision), use_lora=s.use_lora, seed=s.seed, callbacks=[JobProgress(stage=recipe)],
                         max_new_tokens=s.max_new_tokens, missing_eos_penalty=s.missing_eos_penalty,
                         overrides=dict(s.train_args.get(recipe, {})), **fields)
 

@@ -35,7 +35,7 @@ class RecipeInputs:
     eval_pairs: list[dict[str, str]] = field(default_factory=list)  # held-out {prompt, chosen, rejected}
     prompts: list[str] = field(default_factory=list)  # train prompts for on-policy RL
     sft_rows: list[dict[str, str]] = field(default_factory=list)  # {prompt, response} for SFT
-    bf16: bool = False  # True only on GPUs that support it: bf16 autocast over fp32 master weights
+    bf16: bool = False  # TRAIN_PRECISION: bf16 autocast over fp32 master weights; the saved model stays fp32
     max_new_tokens: int = 128  # MAX_NEW_TOKENS: the answer length of candidates, rollouts and evaluation alike
     missing_eos_penalty: float = 1.0  # MISSING_EOS_PENALTY: subtracted from the reward of a cut-off answer
     use_lora: bool = False  # train LoRA adapters and merge them before saving
@@ -179,11 +179,12 @@ def run_training(trainer: Any, eval_dataset: Any = None) -> dict[str, float]:
 
 
 def save_model(model: Any, tokenizer: Any, inputs: RecipeInputs) -> None:
-    """Merge LoRA, keep the starting policy's generation settings, and save safetensors + tokenizer to out_dir."""
+    """Merge LoRA, keep the starting policy's generation settings, and save safetensors + tokenizer to out_dir,
+    in fp32 however it trained: the next round starts from this file, and a round's update is mostly smaller
+    than half a bf16 step of a weight (a bf16 save kept 4-39 % of it); serving casts to bf16 at load."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    if inputs.bf16:
-        model = model.to(torch.bfloat16)
+    model = model.to(torch.float32)
     if model.can_generate():
         _restore_generation_config(model, inputs.policy_dir)
     inputs.out_dir.mkdir(parents=True, exist_ok=True)
