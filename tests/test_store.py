@@ -68,6 +68,22 @@ def test_update_replaces_and_delete_removes(store: Store) -> None:
     assert store.pairs("project-1") == [] and store.counts().get(1, {}).get("annotations", 0) == 0
 
 
+def test_a_repeated_annotation_changes_nothing(store: Store) -> None:
+    """Label Studio's re-save, or a resync overlapping a webhook: the same annotation again keeps its pairs' ids
+    and adds nothing toward RETRAIN_EVERY; a changed one still replaces them."""
+    store.save_project(4)
+    result = [{"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": "left"}}]
+    pairs = [Pair("p", "a", "b"), Pair("p", "a", "c")]
+    first = store.save_annotation(4, 40, 400, result, pairs, skipped=False, generation="g", annotator=7)
+    ids = [p["id"] for p in store.pairs("project-4")]
+    store.mark_queued("project-4", first[1])  # handed to training: nothing new since
+    assert store.save_annotation(4, 40, 400, result, pairs, skipped=False, generation="g", annotator=7)[0] == 0
+    assert [p["id"] for p in store.pairs("project-4")] == ids
+    changed = [{**result[0], "value": {"selected": "right"}}]
+    store.save_annotation(4, 40, 400, changed, [Pair("p", "c", "a")], skipped=False, generation="g", annotator=7)
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-4")] == [("c", "a")]
+
+
 def test_retrain_counter_is_derived_from_the_store(store: Store) -> None:
     store.save_project(2)
     for i in range(3):

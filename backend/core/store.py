@@ -13,7 +13,7 @@ from sqlalchemy import (
     JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, bindparam, case, create_engine,
     delete, event, false, func, insert, select, update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from backend.core.locks import file_lock
@@ -122,6 +122,10 @@ def _chunks(ids: list[int], size: int = 5000) -> Iterator[list[int]]:
 
 # The webhook's statements, built once: building them per call took about half of save_annotation's time.
 _DELETE_ANNOTATION = delete(Annotation).where(Annotation.id == bindparam("annotation_id"))
+_STORED_ANNOTATION = select(Annotation.project_id, Annotation.task_id, Annotation.result, Annotation.skipped,
+                            Annotation.stale).where(Annotation.id == bindparam("annotation_id"))
+_STORED_PAIRS = select(PairRow.prompt, PairRow.chosen, PairRow.rejected, PairRow.generation, PairRow.annotator).where(
+    PairRow.annotation_id == bindparam("annotation_id")).order_by(PairRow.id)
 _INSERT_ANNOTATION = insert(Annotation)
 _INSERT_PAIRS = insert(PairRow).values(selection=func.coalesce(
     select(Project.selection).where(Project.id == bindparam("of_project")).scalar_subquery(),
@@ -129,6 +133,13 @@ _INSERT_PAIRS = insert(PairRow).values(selection=func.coalesce(
 _POOLED = select(func.count(), func.max(PairRow.id)).join(Project, Project.id == PairRow.project_id).where(
     Project.lineage == select(Project.lineage).where(Project.id == bindparam("of_project")).scalar_subquery())
 _UNTRAINED = _POOLED.where(PairRow.id > Project.queued_pair_id)  # (new pairs, the newest of them)
+
+
+def _stored_as(conn: Connection, annotation_id: int, annotation: tuple, pairs: list[tuple]) -> bool:
+    """Whether this annotation is stored exactly so, with exactly these pairs, in this order."""
+    row = conn.execute(_STORED_ANNOTATION, {"annotation_id": annotation_id}).one_or_none()
+    return row is not None and tuple(row) == annotation and \
+        [tuple(p) for p in conn.execute(_STORED_PAIRS, {"annotation_id": annotation_id})] == pairs
 
 
 def make_engine(url: str, checkpoint_in_commits: bool = True) -> Engine:
@@ -321,21 +332,26 @@ class Store:
                         pairs: list[Pair], skipped: bool, generation: str | None = None,
                         stale: bool = False, annotator: int | None = None,
                         selection: str = "informative") -> tuple[int, int]:
-        """Replace an annotation and its pairs atomically (an update replaces, a repeat is a no-op); each pair
-        records the project's SELECTION (`selection` where the project names none). Returns the lineage's
-        untrained pairs as `untrained_pairs` does, counted just after the commit: SQLite writers queue on the
-        writer lock, which is then held for the writes alone."""
+        """Replace an annotation and its pairs atomically (an update replaces); a repeat of what is stored (Label
+        Studio's re-save, a resync overlapping a webhook) writes nothing, so its pairs keep their ids and add
+        nothing toward RETRAIN_EVERY. Each pair records the project's SELECTION (`selection` where the project
+        names none). Returns the lineage's untrained pairs as `untrained_pairs` does, counted just after the
+        commit: SQLite writers queue on the writer lock, which is then held for the writes alone."""
+        stored = (project_id, task_id, result, skipped, stale)
+        stored_pairs = [(p.prompt, p.chosen, p.rejected, generation, annotator) for p in pairs]
         with self._writer(), self.engine.begin() as conn:  # statements built once: this is the webhook's hot path
-            conn.execute(_DELETE_ANNOTATION, {"annotation_id": annotation_id})  # its pairs go with it (CASCADE)
-            now = _now()
-            conn.execute(_INSERT_ANNOTATION, {"id": annotation_id, "project_id": project_id, "task_id": task_id,
-                                              "result": result, "skipped": skipped, "stale": stale, "updated_at": now})
-            if pairs:
-                conn.execute(_INSERT_PAIRS, [
-                    {"annotation_id": annotation_id, "project_id": project_id, "prompt": p.prompt, "chosen": p.chosen,
-                     "rejected": p.rejected, "generation": generation, "annotator": annotator, "created_at": now,
-                     "of_project": project_id, "fallback_selection": selection}
-                    for p in pairs])
+            if not _stored_as(conn, annotation_id, stored, stored_pairs):
+                conn.execute(_DELETE_ANNOTATION, {"annotation_id": annotation_id})  # its pairs go too (CASCADE)
+                now = _now()
+                conn.execute(_INSERT_ANNOTATION, {"id": annotation_id, "project_id": project_id, "task_id": task_id,
+                                                  "result": result, "skipped": skipped, "stale": stale,
+                                                  "updated_at": now})
+                if pairs:
+                    conn.execute(_INSERT_PAIRS, [
+                        {"annotation_id": annotation_id, "project_id": project_id, "prompt": p.prompt,
+                         "chosen": p.chosen, "rejected": p.rejected, "generation": generation, "annotator": annotator,
+                         "created_at": now, "of_project": project_id, "fallback_selection": selection}
+                        for p in pairs])
         return self.untrained_pairs(project_id)
 
     def annotation_results(self, annotation_ids: Iterable[int]) -> dict[int, Any]:
