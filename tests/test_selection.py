@@ -13,6 +13,7 @@ from backend.app import create_app
 from backend.core.registry import Registries
 from backend.core.store import Store
 from workers.features import feature_key
+from workers.loading import inference_dtype
 from workers.head import BayesianHead, HeadConfig
 
 
@@ -50,7 +51,7 @@ def test_the_criteria_rank_as_stated() -> None:
 def _stored_features(settings, prompt: str, answers: list[str]) -> np.ndarray:
     store = Store(settings.sqlalchemy_url)
     source = str(Registries(settings.model_dir).base.meta("policy", 0).get("source", ""))
-    keys = [feature_key(source, prompt, a) for a in answers]
+    keys = [feature_key(source, inference_dtype(settings.generation_dtype), prompt, a) for a in answers]
     vectors = store.features(keys)
     assert set(vectors) == set(keys), "every sampled answer has its features cached"
     return np.stack([np.frombuffer(vectors[k], dtype="<f4") for k in keys]).astype(np.float64)
@@ -114,3 +115,17 @@ def test_selection_random_picks_pairs_at_random_and_is_recorded(tmp_path, tiny_m
     annotation["task"] = {"id": tasks[0].id, "data": tasks[0].data, "project": 1}
     assert client.post("/webhook", json=annotation).json["pairs"] == 1
     assert [p["selection"] for p in store.export_pairs(1)] == ["random"]
+
+
+def test_features_are_cached_per_dtype(tmp_path, tiny_model, redis) -> None:
+    """bf16 and fp32 features of one answer differ: a head fitted on one must never read the other from the
+    cache (GENERATION_DTYPE changed, or a worker on other hardware)."""
+    from backend.core.services import build
+    from workers.context import JobContext
+    from workers.jobs.select import Weigher
+
+    vectors = {}
+    for dtype in ("float32", "bfloat16"):
+        ctx = build(make_settings(tmp_path, tiny_model, generation_dtype=dtype), cls=JobContext)
+        vectors[dtype] = Weigher(ctx, "project-1").features(["Name a fruit."], ["An apple."])[0]
+    assert not torch.equal(vectors["float32"], vectors["bfloat16"])  # the second was computed, not read back

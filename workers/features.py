@@ -13,9 +13,11 @@ from workers.scoring import reward_ids
 log = logging.getLogger(__name__)
 
 
-def feature_key(model: str, prompt: str, answer: str) -> str:
-    """The cache key of one candidate's features: the reference model's source and the texts."""
-    return hashlib.sha256(f"{model}\x00{prompt}\x00{answer}".encode("utf-8", "surrogatepass")).hexdigest()
+def feature_key(model: str, dtype: torch.dtype, prompt: str, answer: str) -> str:
+    """The cache key of one candidate's features: the reference model's source, the dtype it ran in (bf16 and
+    fp32 features differ, and one head must not mix them) and the texts."""
+    text = f"{model}\x00{dtype}\x00{prompt}\x00{answer}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @torch.no_grad()

@@ -32,6 +32,7 @@ class Weigher:
         self._model: Any = None
         ctx.base_policy()  # features come from v0: converted first if no job needed it yet
         self._source = str(ctx.registries.base.meta("policy", 0).get("source", ""))
+        self._dtype = inference_dtype(ctx.settings.generation_dtype)
         pairs = ctx.store.pairs(lineage, judged=ctx.settings.human_judge_train)
         self.newest_pair = max((p["id"] for p in pairs), default=0)
         chosen = self.features([p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
@@ -42,7 +43,7 @@ class Weigher:
 
     def features(self, prompts: list[str], answers: list[str]) -> torch.Tensor:
         """[n, hidden] float64 features of each (prompt, answer), computing and caching the missing ones."""
-        keys = [feature_key(self._source, p, a) for p, a in zip(prompts, answers)]
+        keys = [feature_key(self._source, self._dtype, p, a) for p, a in zip(prompts, answers)]
         cached = self.ctx.store.features(set(keys))
         missing = {k: (p, a) for k, p, a in zip(keys, prompts, answers) if k not in cached}
         if missing:
@@ -60,7 +61,7 @@ class Weigher:
 
     def _reference(self) -> Any:
         if self._model is None:
-            self._model = load_policy(self.ctx.base_policy(), inference_dtype(self.ctx.settings.generation_dtype))
+            self._model = load_policy(self.ctx.base_policy(), self._dtype)
         return self._model
 
     def fit(self, pool: torch.Tensor) -> BayesianHead:
