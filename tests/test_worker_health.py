@@ -41,7 +41,7 @@ def test_healthy_only_while_a_live_worker_of_this_host_serves_the_queue(settings
     try:
         queue = JobQueue(settings)
         deadline = time.monotonic() + 300  # it converts policy v0 first
-        while problem(queue, ["generate"], socket.gethostname()) is not None:
+        while problem(queue, "generate", socket.gethostname()) is not None:
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
             assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
             time.sleep(0.5)
@@ -72,17 +72,17 @@ def test_a_stale_registration_does_not_count(settings, redis) -> None:
     worker = Worker([queue.generate], connection=queue.redis)  # registered as this process
     worker.register_birth()
     here = socket.gethostname()
-    assert problem(queue, ["generate"], here) is None
+    assert problem(queue, "generate", here) is None
 
     long_ago = utcformat(datetime.now(timezone.utc) - timedelta(days=1))
     redis.hset(worker.key, "last_heartbeat", long_ago)
-    reason = problem(queue, ["generate"], here)
+    reason = problem(queue, "generate", here)
     assert "last heartbeat" in reason and "over 480 s" in reason, reason
 
     worker.heartbeat()
     redis.hset(worker.key, "birth", long_ago)  # born before this process started: another process had the pid
-    assert f"registered pid {os.getpid()}, which is no longer that worker" in problem(queue, ["generate"], here)
+    assert f"registered pid {os.getpid()}, which is no longer that worker" in problem(queue, "generate", here)
 
     redis.hset(worker.key, "birth", utcformat(datetime.now(timezone.utc)))
-    assert problem(queue, ["generate"], here) is None
-    assert "no RQ worker of this host (elsewhere)" in problem(queue, ["generate"], "elsewhere")
+    assert problem(queue, "generate", here) is None
+    assert "no RQ worker of this host (elsewhere)" in problem(queue, "generate", "elsewhere")

@@ -37,14 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     for registry in ctx.registries.all():
         registry.discard_stale_staging()
     ctx.base_policy()  # policy v0 exists before the first job; converted in a child process, never here
-    queues = {"generate": ctx.queue.generate, "train": ctx.queue.train}
-    names = [q.strip() for q in args.queues.split(",") if q.strip()]
-    unknown = set(names) - set(queues)
-    if unknown:
-        parser.error(f"unknown queues {sorted(unknown)}; choose from {sorted(queues)}")
+    try:
+        queues = ctx.queue.named(args.queues)
+    except ValueError as exc:
+        parser.error(str(exc))
     if not args.no_preload:
         preload()
-    worker = RLHFWorker([queues[n] for n in names], connection=ctx.queue.redis, name=args.name,
+    worker = RLHFWorker(queues, connection=ctx.queue.redis, name=args.name,
                         stall_seconds=settings.job_stall_seconds)
     worker.log.info("torch threads per job: %d; stall guard: %gs", threads, settings.job_stall_seconds)
     worker.work(burst=args.burst, with_scheduler=False)

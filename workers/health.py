@@ -14,6 +14,7 @@ from redis import Redis
 from rq import Worker
 from rq.defaults import DEFAULT_WORKER_TTL
 
+from backend.core.logs import configure_logging
 from backend.core.queue import JobQueue
 from backend.core.settings import get_settings
 
@@ -33,26 +34,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"unhealthy: {message}\n")
 
 
-def _process(pid: int) -> tuple[bool, float | None]:
-    """(whether pid runs here, when it started in epoch seconds or None where /proc cannot say)."""
-    stat = Path(f"/proc/{pid}/stat")
-    if not Path("/proc/self/stat").exists():  # no /proc: only whether the pid exists
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False, None
-        except PermissionError:
-            pass
-        return True, None
+def _started(pid: int) -> float | None:
+    """When pid started here, in epoch seconds; None when it does not run here (or has exited, unreaped)."""
     try:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                     if line.startswith("btime "))
     except (OSError, IndexError, ValueError, StopIteration):
-        return False, None
-    if fields[0] in ("Z", "X"):  # exited, not yet reaped
-        return False, None
-    return True, boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def _runs_here(worker: Worker) -> bool:
@@ -60,11 +52,10 @@ def _runs_here(worker: Worker) -> bool:
     hostname and pid 1, so a killed worker's registration (kept until it expires) names a live pid too."""
     if not worker.pid:
         return False
-    alive, started = _process(worker.pid)
-    if not alive:
+    started = _started(worker.pid)
+    if started is None:
         return False
-    born = worker.birth_date.timestamp() if worker.birth_date else None
-    return started is None or born is None or started <= born + BIRTH_SLACK
+    return worker.birth_date is None or started <= worker.birth_date.timestamp() + BIRTH_SLACK
 
 
 def _age(worker: Worker) -> float:
@@ -73,14 +64,13 @@ def _age(worker: Worker) -> float:
     return (datetime.now(timezone.utc) - worker.last_heartbeat).total_seconds()
 
 
-def problem(queue: JobQueue, names: list[str], hostname: str, max_age: float = MAX_HEARTBEAT_AGE) -> str | None:
-    """Why no worker of this host serves the named queues ("generate", "train"), or None when one does: it is
+def problem(queue: JobQueue, names: str, hostname: str, max_age: float = MAX_HEARTBEAT_AGE) -> str | None:
+    """Why no worker of this host serves the named queues ("generate,train"), or None when one does: it is
     registered in Redis for each of them, its pid runs here, and its heartbeat is fresh."""
-    by_name = {"generate": queue.generate, "train": queue.train}
-    unknown = sorted(set(names) - set(by_name))
-    if unknown or not names:
-        return f"unknown queues {unknown or names}; choose from {sorted(by_name)}"
-    wanted = [by_name[n] for n in names]
+    try:
+        wanted = queue.named(names)
+    except ValueError as exc:
+        return str(exc)
     workers = Worker.all(connection=queue.redis)
     here = [w for w in workers if w.hostname == hostname]
     if not here:
@@ -112,12 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-age", type=float, default=MAX_HEARTBEAT_AGE,
                         help=f"oldest heartbeat that counts, in seconds (default {MAX_HEARTBEAT_AGE})")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
-    names = [n.strip() for n in args.queues.split(",") if n.strip()]
+    configure_logging()
     try:
         settings = get_settings()
         redis = Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-        reason = problem(JobQueue(settings, redis), names, socket.gethostname(), args.max_age)
+        reason = problem(JobQueue(settings, redis), args.queues, socket.gethostname(), args.max_age)
     except Exception as exc:  # noqa: BLE001 - any failure to find out is a reason to report, not a traceback
         reason = f"{type(exc).__name__}: {exc}"
     if reason is None:

@@ -313,7 +313,8 @@ def publish_scores(c: LabelStudio, project_id: int, model_version: str, scores: 
         moved = [p for p in listed if p.task in scores and p.score != scores[p.task]]
         with ThreadPoolExecutor(UPDATE_THREADS) as pool:  # one request per prediction: Label Studio has no bulk update
             list(pool.map(lambda p: c.predictions.update(p.id, score=scores[p.task]), moved))
-        new = [t for t in scores if t not in {p.task for p in listed}]
+        published = {p.task for p in listed}
+        new = [t for t in scores if t not in published]
         if new:
             c.projects.import_predictions(project_id, request=[
                 {"task": t, "result": [], "score": scores[t], "model_version": model_version} for t in new])

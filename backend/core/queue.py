@@ -41,6 +41,15 @@ class JobQueue:
         self.generate = Queue(f"{settings.queue_prefix}-generate", connection=self.redis)
         self.train = Queue(f"{settings.queue_prefix}-train", connection=self.redis)
 
+    def named(self, names: str) -> list[Queue]:
+        """The queues a comma-separated list names (`python -m workers --queues generate,train`), in order."""
+        known = {"generate": self.generate, "train": self.train}
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+        unknown = sorted(set(wanted) - set(known))
+        if unknown or not wanted:
+            raise ValueError(f"unknown queues {unknown or wanted}; choose from {sorted(known)}")
+        return [known[n] for n in wanted]
+
     @property
     def models_channel(self) -> str:
         """Redis pub/sub channel on which workers announce promoted models."""
