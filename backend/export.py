@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 PAIRS_FILE, DATASET_DIR, MODEL_DIR = "pairs.jsonl", "dataset", "model"
 META_FILE = "rlhf_meta.json"  # meta.json under a name no Hugging Face loader reads
 COLUMNS = {"id": "int64", "task_id": "int64", "prompt": "string", "chosen": "string", "rejected": "string",
-           "annotator": "int64", "selection": "string", "generation": "string", "policy_version": "int64",
+           "chosen_finished": "bool", "rejected_finished": "bool", "annotator": "int64", "selection": "string", "generation": "string", "policy_version": "int64",
            "created_at": "string", "project_id": "int64", "lineage": "string"}
 _MODEL_NAME = re.compile(r"^(policy|reward)-v(\d+)$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

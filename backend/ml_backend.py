@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from backend.core.algorithms import POLICY_ALGORITHMS
 from backend.core.labelstudio import utc as labelstudio_time
 from backend.core.preferences import (
-    GENERATION_KEY, InvalidAnnotation, InvalidConfig, Layout, pairs_from_result, parse_layout,
+    FINISHED_KEY, GENERATION_KEY, InvalidAnnotation, InvalidConfig, Layout, pairs_from_result, parse_layout,
 )
 from backend.core.queue import JobQueue
 from backend.core.registry import RegistryError, valid_lineage
@@ -224,7 +224,8 @@ class RLHFBackend:
             return None
         log.info("annotation %s of task %s: learned from generation %s the annotator saw, not the current %s",
                  annotation.get("id"), task_id, wanted, current)
-        return {**data, **layout.candidates_to_data(old.candidates, old.id)}, old.id
+        kept = {k: v for k, v in data.items() if k != FINISHED_KEY}  # the current candidates' flags are not its
+        return {**kept, **layout.candidates_to_data(old.candidates, old.id, old.finished)}, old.id
 
     def _deleted(self, data: dict[str, Any]) -> dict[str, Any]:
         annotations = _require(data, "annotations", list)

@@ -28,9 +28,13 @@ def headline(kind: str, row: dict[str, Any]) -> str:
     if m.get("win_rate") is None:
         return ""
     judge = f"reward v{m['judge_reward_version']}" if "judge_reward_version" in m else "its reward model"
+    own = (f"; its own objective {m['own_reward_before']:.3f} -> {m['own_reward_after']:.3f}"
+           if "own_reward_after" in m else "")
+    cut = (f"; answers cut at the limit {m['truncated_before']:.0%} -> {m['truncated_after']:.0%}"
+           if "truncated_after" in m else "")
     return (f"win-rate vs previous {_interval(m, 'win_rate')} n={m.get('n_prompts', '?')} prompts under {judge}; "
             f"KL {m.get('kl', float('nan')):.3f}; reward under that judge {m.get('reward_before', float('nan')):.3f}"
-            f" -> {m.get('reward_after', float('nan')):.3f}")
+            f" -> {m.get('reward_after', float('nan')):.3f}{own}{cut}")
 
 
 def format_table(registry: Registry, lineage_status: dict[str, Any] | None = None) -> str:
@@ -76,7 +80,7 @@ def write_report(registry: Registry, lineage: str, out: Path, lineage_status: di
     _rates(axes[1], catalog["policy"], "win_rate", "policy: win-rate vs the previous policy\n"
            "(95 % CI, n prompts; judged by a reward model it was not optimised against)", even=0.5)
     _kl(axes[2], catalog["policy"], (lineage_status or {}).get("kl_budget"))
-    fig.suptitle(f"RLHF report: lineage {lineage}  (o promoted, ◇ unassessed, x rejected: kept, never served)")
+    fig.suptitle(f"RLHF report: lineage {lineage}  (o promoted, □ inconclusive, ◇ unassessed, x rejected: kept, never served)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
@@ -84,7 +88,8 @@ def write_report(registry: Registry, lineage: str, out: Path, lineage_status: di
     return format_table(registry, lineage_status)
 
 
-STYLE = {"promoted": ("o", "tab:blue"), "forced": ("o", "tab:orange"), "unassessed": ("D", "tab:gray"),
+STYLE = {"promoted": ("o", "tab:blue"), "inconclusive": ("s", "tab:olive"), "forced": ("o", "tab:orange"),
+         "unassessed": ("D", "tab:gray"),
          "rejected": ("x", "tab:red"), "": ("o", "tab:blue")}
 
 

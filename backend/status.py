@@ -30,10 +30,12 @@ def status_report(store: Store, queue: JobQueue, registries: Registries, setting
                           "agreement": agreement(store.overlapping_labels(name)),
                           "human_judged": human_win_rates(store.judged_labels(name))}
     synced = {p: store.project(p) for p in counts}
+    endings = store.answer_endings()
     for pid, c in counts.items():
         c["model_version"] = lineages[c["lineage"]]["model_version"]
         c["synced_at"] = synced[pid].synced_at.isoformat() if synced[pid] and synced[pid].synced_at else None
         c["selection"] = (synced[pid].selection if synced[pid] else None) or settings.selection
+        c["answers"] = endings.get(pid, {"by_policy": {}, "unknown": 0})
     jobs = queue.recent_jobs()
     if project is not None:
         lineage = counts[project]["lineage"]
@@ -48,6 +50,7 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"  {pid}: lineage {c['lineage']} serves {c['model_version']}; {c['annotations']} annotations, "
                      f"{c['pairs']} pairs ({c['new_pairs']} not trained yet), {c['stale_annotations']} stale; "
                      f"SELECTION={c['selection']} ({_by_selection(c)})")
+        lines.append(f"    answers shown: {_endings(c.get('answers') or {})}")
     for name, lineage in report["lineages"].items():
         lines += ["", f"lineage {name} (projects {lineage['projects']}): serves {lineage['model_version']}"]
         for kind, versions in lineage["models"].items():
@@ -67,6 +70,15 @@ def format_status(report: dict[str, Any]) -> str:
         where = f"lineage={job['lineage']}" if job.get("lineage") else f"project={job['project']}"
         lines.append(f"  {job['id']} {job['kind']} {where} {job['status']}{extra}{error}")
     return "\n".join(lines)
+
+
+def _endings(answers: dict[str, Any]) -> str:
+    """How the candidates shown ended, per policy version that wrote them."""
+    parts = [f"policy {v} finished {t['finished_share']:.0%} ({t['finished']} of {t['finished'] + t['cut']})"
+             for v, t in sorted((answers.get("by_policy") or {}).items())]
+    if answers.get("unknown"):
+        parts.append(f"{answers['unknown']} not recorded whether they ended (read as finished until regenerated)")
+    return "; ".join(parts) or "none yet"
 
 
 def _by_selection(counts: dict[str, Any]) -> str:

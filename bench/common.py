@@ -110,7 +110,7 @@ def fits(tokenizer: Any, pair: dict[str, str], max_length: int) -> bool:
     """Whether both sides fit max_length once rendered as trl renders them (trl drops longer pairs)."""
     from workers.scoring import conversation_text
 
-    return all(len(tokenizer(conversation_text(tokenizer, pair["prompt"], pair[side]), add_special_tokens=False)
+    return all(len(tokenizer(conversation_text(tokenizer, pair["prompt"], pair[side], None), add_special_tokens=False)
                    ["input_ids"]) <= max_length for side in ("chosen", "rejected"))
 
 

@@ -54,7 +54,8 @@ def features(pairs: list[dict[str, str]], max_length: int):
 
     prompts = [p["prompt"] for p in pairs for _ in (0, 1)]
     answers = [p[side] for p in pairs for side in ("chosen", "rejected")]
-    result = eos_features(model, tokenizer, prompts, answers, max_length=max_length, progress=progress)
+    result = eos_features(model, tokenizer, prompts, answers, [None] * len(answers), max_length=max_length,
+                          progress=progress)  # HH answers: whether they ended is not recorded
     result = result.view(len(pairs), 2, -1)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(result, cache)

@@ -70,8 +70,9 @@ def accuracy(model_dir: Path, pairs: list[dict[str, str]], bf16: bool) -> float:
 
     model, tokenizer = load_reward(model_dir, torch.bfloat16 if bf16 else torch.float32)
     prompts = [p["prompt"] for p in pairs]
-    chosen = score(model, tokenizer, prompts, [p["chosen"] for p in pairs])
-    rejected = score(model, tokenizer, prompts, [p["rejected"] for p in pairs])
+    unknown = [None] * len(pairs)  # whether the answers ended is not recorded: read as finished, no penalty
+    chosen, rejected = (score(model, tokenizer, prompts, [p[side] for p in pairs], unknown, 0.0)
+                        for side in ("chosen", "rejected"))
     return sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
 
 

@@ -39,10 +39,21 @@ def test_reward_gate() -> None:
 def test_policy_gate() -> None:
     loses = policy_verdict(wins=3, losses=17, ties=0, kl=0.1, judge="reward v1", previous=1, settings=SETTINGS)
     assert loses.status == "rejected" and loses.judge == "reward v1"
-    assert policy_verdict(9, 11, 0, 0.1, "reward v1", 1, SETTINGS).status == "promoted"
+    assert policy_verdict(9, 11, 0, 0.1, "reward v1", 1, SETTINGS).status == "inconclusive"  # 0.5 in its interval
+    assert policy_verdict(16, 4, 0, 0.1, "reward v1", 1, SETTINGS).status == "promoted"  # [0.58, 0.92]
     assert policy_verdict(18, 2, 0, 0.9, "reward v1", 1, SETTINGS).status == "rejected"  # over the KL budget
     assert policy_verdict(1, 3, 0, 0.1, "reward v1", 1, SETTINGS).status == "unassessed"  # 4 prompts
     assert policy_verdict(0, 20, 0, 0.1, None, 1, SETTINGS).status == "unassessed"  # no fair judge
+    unheld = policy_verdict(20, 0, 0, 0.1, "reward v1", 1, SETTINGS, held_out=False)  # assessed on training prompts
+    assert unheld.status == "unassessed" and "no held-out prompt" in unheld.reason
+    assert reward_verdict([], None, None, SETTINGS).reason.startswith("unassessed (no held-out prompt)")
+    # its own objective: a policy that maximised a reward model and lowered its mean reward failed, held out or not
+    own = policy_verdict(20, 0, 0, 0.1, "reward v1", 1, SETTINGS, own=(0.0017, -0.861))
+    assert own.status == "rejected" and "its own objective" in own.reason
+    assert policy_verdict(1, 0, 0, 0.1, None, None, SETTINGS, held_out=False, own=(0.2, 0.2)).status == "rejected"
+    assert policy_verdict(16, 4, 0, 0.1, "reward v1", 1, SETTINGS, own=(0.1, 0.3)).status == "promoted"
+    flattering = policy_verdict(16, 4, 0, 0.1, "reward v1", 1, SETTINGS, judge_favours_baseline=True)
+    assert "favours the previous policy" in flattering.reason
     off = enforced(loses, Settings(gates=False))
     assert off.status == "promoted" and "would have rejected" in off.reason
     assert enforced(loses, SETTINGS) is loses

@@ -390,7 +390,7 @@ def test_an_annotator_compares_in_the_labeling_view(label_studio: LabelStudioSer
     assert page.get_by_text("Name a fruit, please.").first.is_visible()
     answers[1].click()
     submit_button(page).click()
-    pairs = wait_until(lambda: store.pairs(f"project-{project}"), what="the annotation's webhook", timeout=30)
+    pairs = wait_until(lambda: store.pairs(f"project-{project}", judged=True), what="the annotation's webhook", timeout=30)
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [(right, left)]
 
 
@@ -423,7 +423,7 @@ def test_an_annotator_ranks_in_the_labeling_view(label_studio: LabelStudioServer
     rank_first_last(page, task.generation, len(task.candidates))
     submit_button(page).click()
     k = len(task.candidates)
-    pairs = wait_until(lambda: store.pairs(f"project-{project}"), what="the annotation's webhook", timeout=30)
+    pairs = wait_until(lambda: store.pairs(f"project-{project}", judged=True), what="the annotation's webhook", timeout=30)
     assert len(pairs) == k * (k - 1) // 2
     assert all(p["rejected"] == first for p in pairs if first in (p["chosen"], p["rejected"]))
 

@@ -30,9 +30,27 @@ def test_ranker_data_has_readable_answer_columns_and_hides_internal_ones() -> No
     data = {"prompt": "Q?"} | ranker.candidates_to_data(["one", "two", "three"], "p0-ab")
     assert (data["answer_1"], data["answer_3"]) == ("one", "three") and data["generation"] == "p0-ab"
     assert ranker.candidates_from_data(data) == ["one", "two", "three"]
-    assert ranker.hidden_columns()[:2] == ["tasks:data.generation", "tasks:data.items"]
+    assert ranker.hidden_columns()[:3] == ["tasks:data.generation", "tasks:data.finished", "tasks:data.items"]
     pairwise = parse_layout((ROOT / "label_config.xml").read_text()).hidden_columns()
     assert "tasks:data.generation" in pairwise and not any(c.startswith("tasks:data.answer") for c in pairwise)
+
+
+def test_pairs_carry_whether_each_answer_ended() -> None:
+    """Task data records per candidate whether it ended or was cut at MAX_NEW_TOKENS; each pair keeps its
+    sides' flags, whichever side was chosen; data without valid flags (older tasks, imported candidates, or
+    junk) reads as not recorded."""
+    pairwise = parse_layout((ROOT / "label_config.xml").read_text())
+    data = {"prompt": "Q?"} | pairwise.candidates_to_data(["cut", "ended"], "p1-aa", [False, True])
+    assert data["finished"] == [False, True] and pairwise.finished_from_data(data) == [False, True]
+    right = [{"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": "right"}}]
+    assert pairs_from_result(pairwise, data, right) == [Pair("Q?", "ended", "cut", True, False)]
+    for junk in ([True], "yes", [1, 0], None):
+        assert pairwise.finished_from_data(data | {"finished": junk}) == [None, None]
+    ranker = parse_layout((ROOT / "label_config_ranker.xml").read_text())
+    data = {"prompt": "Q?"} | ranker.candidates_to_data(["a", "b", "c"], "p1-bb", [True, False, True])
+    ranked = [{"from_name": "rank", "to_name": "answers", "type": "ranker",
+               "value": {"ranker": {"rank": ["p1-bb-1", "p1-bb-0"]}}}]
+    assert pairs_from_result(ranker, data, ranked) == [Pair("Q?", "b", "a", False, True)]
 
 
 def test_pairwise_captured_payload_left_is_first_to_name() -> None:

@@ -24,13 +24,13 @@ def test_webhooks_store_pairs_update_replaces_delete_removes(client, settings) -
     assert client.post("/webhook", json=created).json["pairs"] == 1
     assert client.post("/webhook", json=created).json["pairs"] == 1  # a repeat is idempotent
     store = Store(settings.sqlalchemy_url)
-    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1")] == [("good answer 0", "bad answer 0")]
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1", judged=True)] == [("good answer 0", "bad answer 0")]
     client.post("/webhook", json=payload("webhook-annotation-updated.pairwise.json"))
-    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1")] == [("bad answer 0", "good answer 0")]
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1", judged=True)] == [("bad answer 0", "good answer 0")]
     status = client.get("/status").json
     assert status["projects"]["1"]["annotations"] == 1 and status["projects"]["1"]["pairs"] == 1
     assert client.post("/webhook", json=payload("webhook-annotations-deleted.pairwise.json")).json["deleted"] == 1
-    assert store.pairs("project-1") == []
+    assert store.pairs("project-1", judged=True) == []
 
 
 def test_deleted_tasks_and_projects_leave_the_store_and_the_counts(client, settings) -> None:
@@ -49,7 +49,7 @@ def test_deleted_tasks_and_projects_leave_the_store_and_the_counts(client, setti
     counts = client.get("/status").json["projects"]["1"]
     assert (counts["annotations"], counts["pairs"]) == (1, 1)
     store = Store(settings.sqlalchemy_url)
-    assert 77 not in store.tasks([77]) and [p["chosen"] for p in store.pairs("project-1")] == ["good answer 0"]
+    assert 77 not in store.tasks([77]) and [p["chosen"] for p in store.pairs("project-1", judged=True)] == ["good answer 0"]
     assert client.post("/webhook", json={"action": "TASKS_DELETED", "tasks": ["x"], "project": project}).status_code == 400
     assert client.post("/webhook", json={"action": "PROJECT_DELETED", "project": {"id": 1}}).json["deleted_annotations"] == 1
     assert "1" not in client.get("/status").json["projects"] and store.project(1) is None
@@ -149,7 +149,7 @@ def test_result_not_matching_config_is_422_and_not_stored(client, settings) -> N
     body["annotation"]["result"][0]["value"] = {"selected": 42}
     response = client.post("/webhook", json=body)
     assert response.status_code == 422 and "selected" in response.json["error"]
-    assert Store(settings.sqlalchemy_url).pairs("project-1") == []
+    assert Store(settings.sqlalchemy_url).pairs("project-1", judged=True) == []
 
 
 def test_unknown_action_is_acknowledged_and_ignored(client) -> None:

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from transformers import TrainerCallback  # noqa: E402
 
 from workers import progress  # noqa: E402
-from workers.evaluate import Rollout, policy_metrics, rewards  # noqa: E402
+from workers.evaluate import policy_metrics  # noqa: E402
 from workers.loading import load_policy, load_reward, load_tokenizer  # noqa: E402
 from workers.scoring import reward_ids, score  # noqa: E402
 from workers.progress import JobProgress  # noqa: E402
@@ -111,7 +111,7 @@ def test_recipe_trains_saves_and_reports(name: str, use_lora: bool, models: Simp
     if name == "reward":
         assert 0.0 <= metrics["eval_accuracy"] <= 1.0
         model, tokenizer = load_reward(inputs.out_dir)
-        assert len(score(model, tokenizer, PROMPTS[:2], ["a", "b"])) == 2
+        assert len(score(model, tokenizer, PROMPTS[:2], ["a", "b"], [True, False], 1.0)) == 2
     else:
         model, tokenizer = load_policy(inputs.out_dir)
         assert model.generation_config.eos_token_id == tokenizer.eos_token_id
@@ -204,7 +204,7 @@ def test_load_tokenizer_pads_left_with_a_token_distinct_from_eos(models: SimpleN
 def test_reward_is_read_at_the_eos_token_as_ppo_reads_it(models: SimpleNamespace) -> None:
     """Reward training, scoring and PPO all end the sequence at the answer's EOS (no trailing template newline)."""
     model, tokenizer = load_reward(models.reward)
-    ids = reward_ids(tokenizer, PROMPTS[0], "Paris.")
+    ids = reward_ids(tokenizer, PROMPTS[0], "Paris.", True)
     assert ids[-1] == tokenizer.eos_token_id
     messages = [{"role": "user", "content": PROMPTS[0]}, {"role": "assistant", "content": "Paris."}]
     full = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
@@ -212,13 +212,15 @@ def test_reward_is_read_at_the_eos_token_as_ppo_reads_it(models: SimpleNamespace
     dataset = reward_dataset([{"prompt": PROMPTS[0], "chosen": "Paris.", "rejected": "No."}], tokenizer)
     assert dataset[0]["chosen_ids"] == ids
     answers = ["Paris.", "The quick brown fox jumps over the lazy dog.", "", "Numbers: 0 1 2"]
-    batched = score(model, tokenizer, PROMPTS[:4], answers, batch_size=4)
-    single = score(model, tokenizer, PROMPTS[:4], answers, batch_size=1)
+    ended = [True, False, None, False]
+    batched = score(model, tokenizer, PROMPTS[:4], answers, ended, 1.0, batch_size=4)
+    single = score(model, tokenizer, PROMPTS[:4], answers, ended, 1.0, batch_size=1)
     assert batched == pytest.approx(single, abs=1e-5)
 
 
 def test_policy_metrics_are_finite_and_in_range(models: SimpleNamespace) -> None:
-    args = dict(reference_dir=models.policy, judge_dir=models.reward, prompts=PROMPTS[:4], max_new_tokens=8)
+    args = dict(reference_dir=models.policy, judge_dir=models.reward, own_dir=None, prompts=PROMPTS[:4],
+                max_new_tokens=8, missing_eos_penalty=1.0)
     metrics = policy_metrics(models.other, models.policy, **args)
     assert set(metrics) == {"reward_before", "reward_after", "win_rate", "win_rate_low", "win_rate_high", "n_prompts",
                             "wins", "losses", "ties", "kl", "truncated_before", "truncated_after"}
@@ -296,18 +298,93 @@ def test_rollout_lengths_follow_max_new_tokens_unless_overridden(models: SimpleN
 def test_a_cut_off_answer_is_not_scored_as_if_finished(models: SimpleNamespace) -> None:
     model, tokenizer = load_reward(models.reward)
     answer = "The quick brown fox jumps over"
-    assert reward_ids(tokenizer, PROMPTS[0], answer)[-1] == tokenizer.eos_token_id
-    cut_ids = reward_ids(tokenizer, PROMPTS[0], answer, finished=False)
+    assert reward_ids(tokenizer, PROMPTS[0], answer, True)[-1] == tokenizer.eos_token_id
+    assert reward_ids(tokenizer, PROMPTS[0], answer, None) == reward_ids(tokenizer, PROMPTS[0], answer, True)
+    cut_ids = reward_ids(tokenizer, PROMPTS[0], answer, False)
     assert tokenizer.eos_token_id not in cut_ids[-2:]
-    [as_finished] = score(model, tokenizer, PROMPTS[:1], [answer])
-    [as_cut] = score(model, tokenizer, PROMPTS[:1], [answer], finished=[False])
+    [as_finished, as_cut] = score(model, tokenizer, PROMPTS[:1] * 2, [answer] * 2, [True, False], 0.0)
     assert as_cut != as_finished
-    rollout = Rollout(answers=[answer, answer], finished=[False, True])
-    assert rewards(model, tokenizer, PROMPTS[:2], rollout, 1.5) == pytest.approx(
-        [score(model, tokenizer, PROMPTS[:1], [answer], finished=[False])[0] - 1.5,
-         score(model, tokenizer, PROMPTS[1:2], [answer])[0]], abs=1e-5)
-    one_token = policy_metrics(models.other, models.policy, models.policy, models.reward, PROMPTS[:4], max_new_tokens=1)
+    assert score(model, tokenizer, PROMPTS[:1] * 2, [answer] * 2, [True, False], 1.5) == pytest.approx(
+        [as_finished, as_cut - 1.5], abs=1e-5)
+    one_token = policy_metrics(models.other, models.policy, models.policy, models.reward, None, PROMPTS[:4],
+                               max_new_tokens=1, missing_eos_penalty=1.0)
     assert one_token["truncated_after"] == one_token["truncated_before"] == 1.0  # no answer ends in one token
+
+
+def test_one_reading_of_a_cut_and_a_finished_answer_in_every_stage(models: SimpleNamespace) -> None:
+    """The same (prompt, answer), once finished and once cut at the limit, gets the same reward in reward
+    training's tokens, candidate scoring, GRPO/RLOO's reward function, trl's PPO reading, evaluation and the
+    reward gate; the selection features are read at the same token."""
+    from trl.experimental.utils import first_true_indices, get_reward
+    from trl.experimental.ppo.ppo_trainer import truncate_response
+
+    from workers.chat import prompt_texts
+    from workers.evaluate import reward_correct
+    from workers.features import eos_features
+    from workers.recipes.group_rl import reward_function
+
+    penalty = 1.5
+    model, tokenizer = load_reward(models.reward, torch.float32)
+    prompt, answer = PROMPTS[0], "The quick brown fox jumps over"
+    expected = score(model, tokenizer, [prompt] * 2, [answer] * 2, [True, False], penalty)  # finished, cut
+    assert expected[0] != expected[1]
+
+    # reward training: a cut answer ends where it was cut, a finished one at its EOS, as scoring reads them
+    pair = {"prompt": prompt, "chosen": answer, "rejected": answer, "chosen_finished": True, "rejected_finished": False}
+    row = reward_dataset([pair], tokenizer)[0]
+    with torch.no_grad():
+        trained = [model(input_ids=torch.tensor([row[f"{side}_ids"]])).logits[0, 0].item()
+                   for side in ("chosen", "rejected")]
+    assert [trained[0], trained[1] - penalty] == pytest.approx(expected, abs=1e-5)
+    assert row["rejected_ids"][-1] != tokenizer.eos_token_id
+
+    # what the policy generated: the answer's tokens after the prompt, with or without its EOS
+    query = tokenizer(prompt_texts(tokenizer, [prompt]), add_special_tokens=False)["input_ids"][0]
+    full = reward_ids(tokenizer, prompt, answer, True)
+    assert full[:len(query)] == query
+    finished_ids, cut_ids = full[len(query):], full[len(query):-1]
+
+    # GRPO / RLOO: trl hands the reward function each completion's ids, ending with EOS when it ended
+    group = reward_function(models.reward, tokenizer.eos_token_id, penalty)
+    got = group(prompts=[[{"role": "user", "content": prompt}]] * 2,
+                completions=[[{"role": "assistant", "content": answer}]] * 2, completion_ids=[finished_ids, cut_ids])
+    assert got == pytest.approx(expected, abs=1e-5)
+
+    # PPO (trl 1.12): responses truncated after the stop token, right-padded, read by get_reward, penalised
+    response = torch.tensor([finished_ids, cut_ids + [tokenizer.pad_token_id]])  # one batch, right-padded
+    response = truncate_response(tokenizer.eos_token_id, tokenizer.pad_token_id, response)
+    assert first_true_indices(response == tokenizer.pad_token_id).tolist() == [len(finished_ids), len(cut_ids)]
+    with torch.no_grad():
+        _, ppo, _ = get_reward(model, torch.cat([torch.tensor([query] * 2), response], 1), tokenizer.pad_token_id,
+                               len(query))
+    ppo[~torch.any(response == tokenizer.eos_token_id, dim=-1)] -= penalty
+    assert ppo.tolist() == pytest.approx(expected, abs=1e-5)
+
+    # evaluation and the reward gate read by the same contract
+    assert reward_correct(models.reward, [pair], penalty) == [expected[0] > expected[1]]
+    swapped = pair | {"chosen_finished": False, "rejected_finished": True}
+    assert reward_correct(models.reward, [swapped], penalty) == [expected[1] > expected[0]]
+
+    # selection features: the hidden state at the very token the reward is read at
+    policy, _ = load_policy(models.policy, torch.float32)
+    features = eos_features(policy, tokenizer, [prompt] * 2, [answer] * 2, [True, False])
+    with torch.no_grad():
+        hidden = policy(input_ids=torch.tensor([full]), output_hidden_states=True).hidden_states[-1][0]
+    assert torch.allclose(features[0], hidden[-1], atol=1e-5) and torch.allclose(features[1], hidden[-2], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["grpo", "rloo"])
+def test_group_rl_kl_anchors_to_the_reference_not_the_starting_policy(
+    name: str, models: SimpleNamespace, tmp_path: Path
+) -> None:
+    """A later round starts from v1 but its KL term is to v0, as PPO's and DPO's are: at the first step, before
+    any update, the KL to v0 is already there (to the starting policy it is trl's numerical floor, ~0.002)."""
+    overrides = OVERRIDES[name] | {"max_steps": 1, "beta": 0.1}
+    later = RECIPES[name].train(make_inputs(models, tmp_path / "later", policy_dir=models.other,
+                                            reference_dir=models.policy, overrides=overrides))
+    first = RECIPES[name].train(make_inputs(models, tmp_path / "first", policy_dir=models.other,
+                                            reference_dir=models.other, overrides=overrides))
+    assert later["kl"] > 5 * first["kl"], (later["kl"], first["kl"])  # tiny models: 0.031 against 0.0017
 
 
 class FinalWeights(TrainerCallback):

@@ -46,12 +46,12 @@ def test_pairwise_choice_made_before_a_regeneration_is_learned_from_the_old_answ
     # opened at +9 min (before the regeneration), submitted at +11 min: the webhook carries the new answers
     late = pairwise_annotation(5, now, "left", T0 + timedelta(minutes=11), lead_time=120)
     assert client.post("/webhook", json=late).json["pairs"] == 1
-    [pair] = store.pairs("project-1")
+    [pair] = store.pairs("project-1", judged=True)
     assert (pair["chosen"], pair["rejected"]) == ("old left", "old right")
     # opened after the regeneration: the new answers
     fresh = pairwise_annotation(5, now, "right", T0 + timedelta(minutes=12), lead_time=30)
     client.post("/webhook", json=fresh)
-    [pair] = store.pairs("project-1")
+    [pair] = store.pairs("project-1", judged=True)
     assert (pair["chosen"], pair["rejected"]) == ("new right", "new left")
 
 
@@ -69,7 +69,7 @@ def test_ranker_ids_name_the_generation_that_was_ranked(client, settings) -> Non
     body["annotation"].update(id=77, task=7, project=2, result=[
         {"from_name": "rank", "to_name": "answers", "type": "ranker", "value": {"ranker": {"rank": ranked}}}])
     assert client.post("/webhook", json=body).json["pairs"] == 3
-    assert {(p["chosen"], p["rejected"]) for p in store.pairs("project-2")} == {("a2", "a1"), ("a2", "a0"), ("a1", "a0")}
+    assert {(p["chosen"], p["rejected"]) for p in store.pairs("project-2", judged=True)} == {("a2", "a1"), ("a2", "a0"), ("a1", "a0")}
 
 
 def test_a_choice_on_candidates_no_longer_known_is_counted_not_learned(client, settings) -> None:
@@ -85,7 +85,7 @@ def test_a_choice_on_candidates_no_longer_known_is_counted_not_learned(client, s
          "value": {"ranker": {"rank": ["p0-gone-1", "p0-gone-0"]}}}])
     answer = client.post("/webhook", json=body)
     assert answer.status_code == 200 and answer.json["pairs"] == 0
-    assert store.pairs("project-2") == []
+    assert store.pairs("project-2", judged=True) == []
     assert client.get("/status").json["projects"]["2"]["stale_annotations"] == 1
     fixed = copy.deepcopy(body)  # the annotator re-ranks what is shown now: learned, no longer stale
     fixed["annotation"]["result"][0]["value"]["ranker"]["rank"] = ["p1-eeee-1", "p1-eeee-0"]

@@ -60,12 +60,12 @@ def test_update_replaces_and_delete_removes(store: Store) -> None:
     store.save_project(1)
     store.save_annotation(1, 10, 100, [], [Pair("p", "a", "b"), Pair("p", "a", "c")], skipped=False)
     store.save_annotation(1, 10, 100, [], [Pair("p", "c", "a")], skipped=False)
-    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1")] == [("c", "a")]
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1", judged=True)] == [("c", "a")]
     assert store.counts()[1] == {"lineage": "project-1", "annotations": 1, "pairs": 1, "new_pairs": 1,
                                  "stale_annotations": 0, "skipped_annotations": 0,
                                  "pairs_by_selection": {"informative": 1}}
     assert store.delete_annotations([10]) == 1
-    assert store.pairs("project-1") == [] and store.counts().get(1, {}).get("annotations", 0) == 0
+    assert store.pairs("project-1", judged=True) == [] and store.counts().get(1, {}).get("annotations", 0) == 0
 
 
 def test_a_repeated_annotation_changes_nothing(store: Store) -> None:
@@ -75,13 +75,16 @@ def test_a_repeated_annotation_changes_nothing(store: Store) -> None:
     result = [{"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": "left"}}]
     pairs = [Pair("p", "a", "b"), Pair("p", "a", "c")]
     first = store.save_annotation(4, 40, 400, result, pairs, skipped=False, generation="g", annotator=7)
-    ids = [p["id"] for p in store.pairs("project-4")]
+    ids = [p["id"] for p in store.pairs("project-4", judged=True)]
     store.mark_queued("project-4", first[1])  # handed to training: nothing new since
     assert store.save_annotation(4, 40, 400, result, pairs, skipped=False, generation="g", annotator=7)[0] == 0
-    assert [p["id"] for p in store.pairs("project-4")] == ids
+    assert [p["id"] for p in store.pairs("project-4", judged=True)] == ids
     changed = [{**result[0], "value": {"selected": "right"}}]
-    store.save_annotation(4, 40, 400, changed, [Pair("p", "c", "a")], skipped=False, generation="g", annotator=7)
-    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-4")] == [("c", "a")]
+    replaced = store.save_annotation(4, 40, 400, changed, [Pair("p", "c", "a")], skipped=False, generation="g",
+                                     annotator=7)
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-4", judged=True)] == [("c", "a")]
+    # the replacement's pair is new to training: its id is never one handed out before (SQLite reused them)
+    assert replaced[0] == 1 and store.pairs("project-4", judged=True)[0]["id"] > max(ids)
 
 
 def test_retrain_counter_is_derived_from_the_store(store: Store) -> None:
@@ -162,14 +165,14 @@ def test_a_store_from_the_previous_release_is_upgraded_and_keeps_its_data(databa
     store = Store(url)
     assert migrate.current(store.engine) == migrate.head() != migrate.BASE_REVISION
     assert store.lineage_of(1) == "legacy"  # projects that shared the one registry keep sharing it
-    assert [(p["chosen"], p["rejected"]) for p in store.pairs("legacy")] == [("a", "b")]
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs("legacy", judged=True)] == [("a", "b")]
     assert store.counts()[1] == {"lineage": "legacy", "annotations": 1, "pairs": 1, "new_pairs": 1,
                                  "stale_annotations": 0, "skipped_annotations": 0,
                                  "pairs_by_selection": {"unrecorded": 1}}  # labelled before SELECTION existed
     assert store.tasks([5])[5].candidates == ["a", "b"]
     store.save_project(2)  # new projects get their own lineage, and the new columns work
     store.save_annotation(2, 10, 6, [], [Pair("q", "x", "y")], skipped=False, generation="p0-abc")
-    assert store.lineage_of(2) == "project-2" and len(store.pairs("project-2")) == 1
+    assert store.lineage_of(2) == "project-2" and len(store.pairs("project-2", judged=True)) == 1
     Store(url)  # opening it again is a no-op
     store.engine.dispose()
     if database == "postgresql":
@@ -183,7 +186,7 @@ def test_pooled_projects_share_pairs_and_one_retrain_counter(store: Store) -> No
     store.save_annotation(1, 1, 10, [], [Pair("p", "a", "b")], skipped=False)
     store.save_annotation(3, 3, 30, [], [Pair("r", "a", "b")], skipped=False)
     assert store.save_annotation(2, 2, 20, [], [Pair("q", "a", "b")], skipped=False)[0] == 2
-    assert {p["prompt"] for p in store.pairs("support")} == {"p", "q"}
+    assert {p["prompt"] for p in store.pairs("support", judged=True)} == {"p", "q"}
     assert store.lineage_projects("support") == [1, 2]
     store.mark_queued("support", store.untrained_pairs(1)[1])
     assert store.untrained_pairs(2)[0] == 0 and store.untrained_pairs(3)[0] == 1

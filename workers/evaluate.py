@@ -6,6 +6,7 @@ import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -13,6 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from workers.chat import encode_prompts
 from workers.loading import load_policy, load_reward
 from backend.core.stats import rate
+from workers.generation import ended, is_eos
 from workers.scoring import score
 
 logger = logging.getLogger(__name__)
@@ -32,25 +34,23 @@ def policy_metrics(
     previous_dir: str | Path,
     reference_dir: str | Path,
     judge_dir: str | Path,
+    own_dir: str | Path | None,
     prompts: list[str],
-    max_new_tokens: int = 128,
-    missing_eos_penalty: float = 1.0,
+    max_new_tokens: int,
+    missing_eos_penalty: float,
     seed: int = 0,
 ) -> dict[str, float]:
     """Compare the new policy with the previous one on held-out prompts under the judge reward model, so a job
     can decide to promote it: per prompt, whose answer the judge scores higher (wins, losses, ties), the
-    win-rate with its 95 % interval, and KL to the reference. Answers are as long as candidates and PPO
-    rollouts (MAX_NEW_TOKENS); a cut one is scored as cut."""
+    win-rate with its 95 % interval, KL to the reference, the share of answers cut at the limit, and, with
+    `own_dir` (the reward model a PPO-family policy maximised), the mean reward before and after under it.
+    Answers are as long as candidates and rollouts (MAX_NEW_TOKENS) and read by the reward contract."""
     if not prompts:
         raise ValueError("policy_metrics needs at least one held-out prompt; pass prompts")
     before = sample(previous_dir, prompts, max_new_tokens, seed)
     after = sample(policy_dir, prompts, max_new_tokens, seed)
     kl = _kl(after, policy_dir, reference_dir)
-    model, tokenizer = load_reward(judge_dir)
-    rewards_before = rewards(model, tokenizer, prompts, before, missing_eos_penalty)
-    rewards_after = rewards(model, tokenizer, prompts, after, missing_eos_penalty)
-    del model
-    _release()
+    rewards_before, rewards_after = _rewards(judge_dir, prompts, (before, after), missing_eos_penalty)
     wins = sum(a > b for a, b in zip(rewards_after, rewards_before))
     losses = sum(a < b for a, b in zip(rewards_after, rewards_before))
     ties = len(prompts) - wins - losses
@@ -64,29 +64,38 @@ def policy_metrics(
         "truncated_before": before.finished.count(False) / len(prompts),
         "truncated_after": after.finished.count(False) / len(prompts),
     }
+    if own_dir is not None:
+        own = _rewards(own_dir, prompts, (before, after), missing_eos_penalty) if own_dir != judge_dir \
+            else (rewards_before, rewards_after)
+        metrics["own_reward_before"], metrics["own_reward_after"] = (sum(r) / len(prompts) for r in own)
     logger.info("policy %s on %d prompts: %s", policy_dir, len(prompts), metrics)
     return metrics
 
 
+def _rewards(reward_dir: str | Path, prompts: list[str], rollouts: tuple[Rollout, ...],
+             missing_eos_penalty: float) -> list[list[float]]:
+    """Each rollout's rewards under one reward model, read by the reward contract."""
+    model, tokenizer = load_reward(reward_dir)
+    result = [score(model, tokenizer, prompts, r.answers, r.finished, missing_eos_penalty) for r in rollouts]
+    del model
+    _release()
+    return result
+
+
 @torch.no_grad()
-def reward_correct(reward_dir: str | Path, pairs: list[dict[str, str]]) -> list[bool]:
-    """Per held-out pair, whether the reward model scores the chosen answer above the rejected one."""
+def reward_correct(reward_dir: str | Path, pairs: list[dict[str, Any]], missing_eos_penalty: float) -> list[bool]:
+    """Per held-out pair, whether the reward model scores the chosen answer above the rejected one, each read
+    by the reward contract (a cut answer as cut, penalised)."""
     if not pairs:
         return []
     model, tokenizer = load_reward(reward_dir)
     prompts = [p["prompt"] for p in pairs]
-    chosen = score(model, tokenizer, prompts, [p["chosen"] for p in pairs])
-    rejected = score(model, tokenizer, prompts, [p["rejected"] for p in pairs])
+    chosen, rejected = (score(model, tokenizer, prompts, [p[side] for p in pairs],
+                              [p.get(f"{side}_finished") for p in pairs], missing_eos_penalty)
+                        for side in ("chosen", "rejected"))
     del model
     _release()
     return [c > r for c, r in zip(chosen, rejected)]
-
-
-def rewards(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], rollout: Rollout,
-            missing_eos_penalty: float) -> list[float]:
-    """The reward of each sampled answer as PPO computes it: read at the last token and penalised when cut."""
-    raw = score(model, tokenizer, prompts, rollout.answers, finished=rollout.finished)
-    return [r if done else r - missing_eos_penalty for r, done in zip(raw, rollout.finished)]
 
 
 def sample(
@@ -118,27 +127,15 @@ def _generate(
     eos = model.generation_config.eos_token_id
     mask = _until_eos(response, eos)
     rollout.answers.extend(tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(response, mask))
-    rollout.finished.extend(_ended(response, eos).tolist())
+    rollout.finished.extend(ended(response, eos).tolist())
     attention = torch.cat([inputs["attention_mask"].cpu(), mask.long()], dim=1)
     rollout.batches.append({"input_ids": output, "attention_mask": attention, "response_mask": mask})
 
 
-def _is_eos(response: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
-    """Which sampled tokens are an EOS (none when the model has no EOS)."""
-    if eos is None:
-        return torch.zeros_like(response, dtype=torch.bool)
-    return torch.isin(response, torch.tensor(eos if isinstance(eos, list) else [eos]))
-
-
 def _until_eos(response: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
     """Mask of the answer tokens: everything up to and including the first EOS."""
-    is_eos = _is_eos(response, eos).long()
-    return (is_eos.cumsum(dim=1) - is_eos) == 0
-
-
-def _ended(response: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
-    """Whether each sampled answer produced its EOS within the token budget (no EOS at all: never cut)."""
-    return _is_eos(response, eos).any(dim=1) if eos is not None else torch.ones(len(response), dtype=torch.bool)
+    eos_at = is_eos(response, eos).long()
+    return (eos_at.cumsum(dim=1) - eos_at) == 0
 
 
 def _kl(rollout: Rollout, policy_dir: str | Path, reference_dir: str | Path) -> float:

@@ -13,19 +13,23 @@ from workers.scoring import reward_ids
 log = logging.getLogger(__name__)
 
 
-def feature_key(model: str, dtype: torch.dtype, prompt: str, answer: str) -> str:
+def feature_key(model: str, dtype: torch.dtype, prompt: str, answer: str, finished: bool | None) -> str:
     """The cache key of one candidate's features: the reference model's source, the dtype it ran in (bf16 and
-    fp32 features differ, and one head must not mix them) and the texts."""
-    text = f"{model}\x00{dtype}\x00{prompt}\x00{answer}"
+    fp32 features differ, and one head must not mix them), the texts, and whether the answer was cut (read
+    at another token; finished and unknown read alike, so they share a key)."""
+    cut = "\x00cut" if finished is False else ""
+    text = f"{model}\x00{dtype}\x00{prompt}\x00{answer}{cut}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @torch.no_grad()
 def eos_features(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], answers: list[str],
-                 batch_size: int = 8, max_length: int = 512, progress=None) -> torch.Tensor:
-    """[n, hidden] float32: the last layer's hidden state at each (prompt, answer)'s final token. Rows are
-    batched by length (little padding) and cut from the left at max_length, keeping the answer's end."""
-    rows = [reward_ids(tokenizer, p, a)[-max_length:] for p, a in zip(prompts, answers)]
+                 finished: list[bool | None], batch_size: int = 8, max_length: int = 512,
+                 progress=None) -> torch.Tensor:
+    """[n, hidden] float32: the last layer's hidden state at the token where each (prompt, answer, finished)'s
+    reward is read. Rows are batched by length (little padding) and cut from the left at max_length, keeping
+    the answer's end."""
+    rows = [reward_ids(tokenizer, p, a, f)[-max_length:] for p, a, f in zip(prompts, answers, finished)]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out = torch.zeros(len(rows), model.config.hidden_size)
     for start in range(0, len(order), batch_size):

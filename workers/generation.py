@@ -52,15 +52,36 @@ class TopKSampler(LogitsProcessor):
         return torch.full_like(scores, float("-inf")).scatter_(1, choice, 0.0)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A sampled answer, and whether it ended (its EOS within max_new_tokens) or was cut off at the limit: how
+    every stage reads its reward (workers.scoring)."""
+
+    text: str
+    finished: bool
+
+
+def is_eos(tokens: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
+    """Which sampled tokens are an EOS (none when the model has no EOS)."""
+    if eos is None:
+        return torch.zeros_like(tokens, dtype=torch.bool)
+    return torch.isin(tokens, torch.tensor(eos if isinstance(eos, list) else [eos], device=tokens.device))
+
+
+def ended(response: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
+    """Whether each sampled answer produced its EOS within the token budget (no EOS at all: never cut)."""
+    return is_eos(response, eos).any(dim=1) if eos is not None else torch.ones(len(response), dtype=torch.bool)
+
+
 @torch.inference_mode()
-def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) -> tuple[list[str], int]:
+def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) -> tuple[list[Answer], int]:
     """One sampled answer per entry of `prompts` (repeat a prompt for several); returns (answers, new tokens).
 
     Prompts are sorted by length so that each batch pads little.
     """
     texts = prompt_texts(tokenizer, prompts)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    answers: list[str] = [""] * len(texts)
+    answers: list[Answer] = [Answer("", True)] * len(texts)
     new_tokens = 0
     sampler = LogitsProcessorList([TopKSampler(cfg.temperature, cfg.top_p, cfg.top_k)])
     for start in tqdm(range(0, len(order), cfg.batch_size), desc="generate", disable=len(order) <= cfg.batch_size):
@@ -71,14 +92,16 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) 
                              temperature=None, max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
         generated = out[:, batch["input_ids"].shape[1]:]
         new_tokens += int((generated != tokenizer.pad_token_id).sum())
-        for i, text in zip(index, tokenizer.batch_decode(generated, skip_special_tokens=True)):
-            answers[i] = text.replace("\x00", "").strip()  # NUL: no database (nor Label Studio on PostgreSQL) stores it
+        done = ended(generated, model.generation_config.eos_token_id).tolist()
+        for i, text, finished in zip(index, tokenizer.batch_decode(generated, skip_special_tokens=True), done):
+            # NUL: no database (nor Label Studio on PostgreSQL) stores it
+            answers[i] = Answer(text.replace("\x00", "").strip(), finished)
     return answers, new_tokens
 
 
-def candidates(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) -> list[list[str]]:
+def candidates(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) -> list[list[Answer]]:
     """K distinct answers per prompt; exact duplicates (and empty answers) are regenerated a few rounds."""
-    result: list[list[str]] = [[] for _ in prompts]
+    result: list[list[Answer]] = [[] for _ in prompts]
     for _ in range(cfg.retries + 1):
         missing = [(i, cfg.k - len(result[i])) for i in range(len(prompts)) if len(result[i]) < cfg.k]
         if not missing:
@@ -86,10 +109,10 @@ def candidates(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConf
         flat = [i for i, n in missing for _ in range(n)]
         answers, _ = sample(model, tokenizer, [prompts[i] for i in flat], cfg)
         for i, answer in zip(flat, answers):
-            if answer and answer not in result[i] and len(result[i]) < cfg.k:
+            if answer.text and answer.text not in {a.text for a in result[i]} and len(result[i]) < cfg.k:
                 result[i].append(answer)
     for i, found in enumerate(result):  # still short after retries: repeat the last answer, loudly
         if len(found) < cfg.k:
             log.warning("prompt %d: only %d distinct answers after %d rounds", i, len(found), cfg.retries + 1)
-            found.extend([found[-1] if found else ""] * (cfg.k - len(found)))
+            found.extend([found[-1] if found else Answer("", False)] * (cfg.k - len(found)))
     return result

@@ -3,8 +3,11 @@
 A reward model is compared with the current one on the same held-out pairs (McNemar's exact test: the pairs
 only one of the two gets right); a policy with the current policy on the same held-out prompts, under a
 judge it was not optimised against (a sign test over prompts where one answer scores higher), and against a
-KL budget. "Worse beyond noise" is a one-sided p-value under GATE_ALPHA. Too little held-out data, or no
-model to compare with, promotes it marked "unassessed". Torch-free: jobs decide, the backend shows.
+KL budget; a policy that maximised a reward model must also have raised that reward model's mean score (its
+own objective), or its round failed. "Worse beyond noise" is a one-sided p-value under GATE_ALPHA. No
+held-out data, too little, or no model to compare with, promotes it marked "unassessed"; a policy promoted
+although its win-rate's interval contains 0.5 reads "inconclusive" (served all the same). Torch-free: jobs
+decide, the backend shows.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from typing import Any, Literal
 from backend.core.settings import Settings
 from backend.core.stats import rate, sign_test
 
-Status = Literal["promoted", "unassessed", "rejected"]
+Status = Literal["promoted", "inconclusive", "unassessed", "rejected"]  # all but "rejected" are served
+NO_HELD_OUT = "unassessed (no held-out prompt)"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ def reward_verdict(new_correct: list[bool], old_correct: list[bool] | None, curr
                    settings: Settings) -> Verdict:
     """Reject a reward model whose held-out accuracy is worse than the current one's beyond noise."""
     n = len(new_correct)
+    if n == 0:
+        return Verdict("unassessed", f"{NO_HELD_OUT}: no pair's prompt is held out yet")
     if old_correct is None or current is None:
         return Verdict("unassessed", "the lineage's first reward model: nothing to compare with")
     if n < settings.gate_min_held_out:
@@ -58,13 +64,20 @@ def reward_verdict(new_correct: list[bool], old_correct: list[bool] | None, curr
 
 
 def policy_verdict(wins: int, losses: int, ties: int, kl: float, judge: str | None, previous: int | None,
-                   settings: Settings) -> Verdict:
-    """Reject a policy that drifts past the KL budget, or loses to the current policy beyond noise under a judge
-    it was not optimised against."""
+                   settings: Settings, held_out: bool = True, own: tuple[float, float] | None = None,
+                   judge_favours_baseline: bool = False) -> Verdict:
+    """Reject a policy that drifts past the KL budget, that did not raise the mean reward of the reward model it
+    maximised (`own`: before, after), or that loses to the current policy beyond noise under a judge it was
+    not optimised against. `held_out=False`: the prompts it was assessed on were trained on."""
     n = wins + losses + ties
     if kl > settings.kl_budget:
         return Verdict("rejected", f"KL to the reference {kl:.3f} nats/token exceeds KL_BUDGET={settings.kl_budget}",
                        judge=judge)
+    if own is not None and not own[1] > own[0]:
+        return Verdict("rejected", f"did not raise its own objective: mean reward under the reward model it "
+                                   f"maximised {own[0]:.4f} before, {own[1]:.4f} after", judge=judge)
+    if not held_out:
+        return Verdict("unassessed", f"{NO_HELD_OUT}; KL within budget", judge=judge)
     if judge is None or previous is None:
         return Verdict("unassessed", "no judge it was not optimised against yet (the lineage's first reward model "
                                      "trained it); KL within budget")
@@ -72,8 +85,14 @@ def policy_verdict(wins: int, losses: int, ties: int, kl: float, judge: str | No
         return Verdict("unassessed", f"{n} held-out prompts, fewer than GATE_MIN_HELD_OUT={settings.gate_min_held_out}",
                        judge=judge)
     p = sign_test(wins, losses)
-    compared = (f"win-rate {rate(wins + ties / 2, n)} against policy v{previous} under {judge} ({wins} wins, "
-                f"{losses} losses, {ties} ties; sign test one-sided p={p:.3g}); KL {kl:.3f}")
+    win_rate = rate(wins + ties / 2, n)
+    caveat = (f"; {judge} is the reward model the previous policy was optimised against, so it favours the "
+              "previous policy") if judge_favours_baseline else ""
+    compared = (f"win-rate {win_rate} against policy v{previous} under {judge} ({wins} wins, {losses} losses, "
+                f"{ties} ties; sign test one-sided p={p:.3g}); KL {kl:.3f}{caveat}")
     if p < settings.gate_alpha:
         return Verdict("rejected", f"loses to the current policy: {compared}", p, judge)
-    return Verdict("promoted", f"does not lose to the current policy: {compared}", p, judge)
+    if win_rate.low > 0.5:
+        return Verdict("promoted", f"beats the current policy: {compared}", p, judge)
+    return Verdict("inconclusive", f"does not lose to the current policy beyond noise, nor beat it: {compared}",
+                   p, judge)

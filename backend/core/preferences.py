@@ -17,6 +17,7 @@ class InvalidConfig(ValueError):
 
 
 GENERATION_KEY = "generation"  # task data key naming the generation of candidates the task shows
+FINISHED_KEY = "finished"  # task data key: per candidate, whether it ended (True) or was cut at MAX_NEW_TOKENS
 # Data Manager columns that push the prompt and answers off screen and say little here (what remains: id,
 # completed, counts, annotators, prediction score, then the task's data)
 NOISY_COLUMNS = ("inner_id", "annotations_results", "annotations_ids", "predictions_results",
@@ -34,6 +35,8 @@ class Pair:
     prompt: str
     chosen: str
     rejected: str
+    chosen_finished: bool | None = None  # whether the answer ended or was cut; None: not recorded
+    rejected_finished: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,14 @@ class Layout:
             return {key: "" for key in self.answer_keys}
         return {self.answer_keys[0]: []}
 
-    def candidates_to_data(self, answers: list[str], generation: str | None = None) -> dict[str, Any]:
+    def candidates_to_data(self, answers: list[str], generation: str | None = None,
+                           finished: list[bool] | None = None) -> dict[str, Any]:
         """Task data fields holding these candidate answers, in the shape the config reads, tagged with the
-        generation they form (Ranker item ids carry it too, so a ranking names the answers it ordered)."""
+        generation they form (Ranker item ids carry it too, so a ranking names the answers it ordered) and
+        whether each ended or was cut off."""
         tag = {GENERATION_KEY: generation} if generation else {}
+        if finished is not None:
+            tag[FINISHED_KEY] = list(finished)
         if self.kind == "pairwise":
             return dict(zip(self.answer_keys, answers)) | tag
         prefix = f"{generation}-" if generation else "c"
@@ -70,7 +77,7 @@ class Layout:
     def hidden_columns(self) -> list[str]:
         """Data Manager columns of internal task data: the generation tag, and the Ranker's item list, which
         shows as raw JSON (its answers also have a readable column each)."""
-        hidden = [GENERATION_KEY] + ([self.answer_keys[0]] if self.kind == "ranker" else [])
+        hidden = [GENERATION_KEY, FINISHED_KEY] + ([self.answer_keys[0]] if self.kind == "ranker" else [])
         return [f"tasks:data.{key}" for key in hidden] + [f"tasks:{c}" for c in NOISY_COLUMNS]
 
     def generation_ranked(self, result: Any) -> str | None:
@@ -96,6 +103,15 @@ class Layout:
             answers = [i.get("body") for i in items] if isinstance(items, list) and all(isinstance(i, dict) for i in items) else []
             ok = len(answers) >= 2 and all(isinstance(a, str) and a.strip() for a in answers)
         return answers if ok else None
+
+    def finished_from_data(self, data: dict[str, Any]) -> list[bool | None]:
+        """Per candidate in task data, whether it ended (True), was cut off (False) or is not recorded (None:
+        candidates that came with the task, or were written before the flag was)."""
+        answers = self.candidates_from_data(data) or []
+        flags = data.get(FINISHED_KEY)
+        if isinstance(flags, list) and len(flags) == len(answers) and all(isinstance(f, bool) for f in flags):
+            return list(flags)
+        return [None] * len(answers)
 
     def prompt_of(self, data: dict[str, Any]) -> str:
         prompt = data.get(self.prompt_key)
@@ -189,8 +205,12 @@ def _pairwise(layout: Layout, data: dict[str, Any], prompt: str, value: dict[str
     left, right = (data.get(k) for k in layout.answer_keys)
     if not isinstance(left, str) or not isinstance(right, str):
         raise InvalidAnnotation(f"task data lacks the answers {list(layout.answer_keys)}")
-    chosen, rejected = (left, right) if selected == "left" else (right, left)
-    return [Pair(prompt, chosen, rejected)] if chosen != rejected else []
+    left_ended, right_ended = layout.finished_from_data(data) or [None, None]
+    if selected == "left":
+        pair = Pair(prompt, left, right, left_ended, right_ended)
+    else:
+        pair = Pair(prompt, right, left, right_ended, left_ended)
+    return [pair] if left != right else []
 
 
 def _ranked(layout: Layout, data: dict[str, Any], prompt: str, value: dict[str, Any]) -> list[Pair]:
@@ -198,6 +218,8 @@ def _ranked(layout: Layout, data: dict[str, Any], prompt: str, value: dict[str, 
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise InvalidAnnotation(f"task data {layout.answer_keys[0]!r} must be a list of items")
     bodies = {str(i.get("id")): i.get("body") for i in items}
+    flags = layout.finished_from_data(data)
+    ended = {str(i.get("id")): flags[n] if n < len(flags) else None for n, i in enumerate(items)}
     ranker = value.get("ranker")
     tiers = _tiers(layout, ranker)
     unplaced = ranker.get("_", []) if isinstance(ranker, dict) else []
@@ -212,7 +234,7 @@ def _ranked(layout: Layout, data: dict[str, Any], prompt: str, value: dict[str, 
         for a in tiers[better]:
             for b in tiers[worse]:
                 if bodies[a] != bodies[b]:
-                    pairs.append(Pair(prompt, bodies[a], bodies[b]))
+                    pairs.append(Pair(prompt, bodies[a], bodies[b], ended[a], ended[b]))
     return pairs
 
 

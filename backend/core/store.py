@@ -61,6 +61,7 @@ class Task(Base):
     scores: Mapped[list[float] | None] = mapped_column(JSON)  # reward of each candidate
     reward_version: Mapped[int | None] = mapped_column(Integer)
     pool: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))  # all K sampled; Pairwise shows two
+    finished: Mapped[list[bool] | None] = mapped_column(JSON(none_as_null=True))  # per candidate; None: unknown
     worth: Mapped[float | None] = mapped_column(Float)  # what labelling it teaches the reward head (informative)
     updated_at: Mapped[datetime] = mapped_column(default=_now, onupdate=_now)
 
@@ -78,6 +79,7 @@ class Annotation(Base):
 
 class PairRow(Base):
     __tablename__ = "pairs"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids never reused: the retrain trigger counts ids
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id", ondelete="CASCADE"), index=True)
     project_id: Mapped[int] = mapped_column(Integer, index=True)
@@ -88,6 +90,8 @@ class PairRow(Base):
     annotator: Mapped[int | None] = mapped_column(Integer)  # Label Studio's completed_by user id
     created_at: Mapped[datetime | None] = mapped_column(DateTime)  # when the annotation was stored
     selection: Mapped[str | None] = mapped_column(String(16))  # the project's SELECTION when it was labelled
+    chosen_finished: Mapped[bool | None] = mapped_column(Boolean)  # ended (True) or cut (False); None: unknown
+    rejected_finished: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class Feature(Base):
@@ -110,6 +114,7 @@ class Generation(Base):
     candidates: Mapped[list[str]] = mapped_column(JSON)
     policy_version: Mapped[int | None] = mapped_column(Integer)
     policies: Mapped[list[int] | None] = mapped_column(JSON(none_as_null=True))  # per candidate, on a human-judged task: new vs old
+    finished: Mapped[list[bool] | None] = mapped_column(JSON(none_as_null=True))  # per candidate; None: unknown
     shown_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # Label Studio's clock, when written
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
@@ -124,7 +129,8 @@ def _chunks(ids: list[int], size: int = 5000) -> Iterator[list[int]]:
 _DELETE_ANNOTATION = delete(Annotation).where(Annotation.id == bindparam("annotation_id"))
 _STORED_ANNOTATION = select(Annotation.project_id, Annotation.task_id, Annotation.result, Annotation.skipped,
                             Annotation.stale).where(Annotation.id == bindparam("annotation_id"))
-_STORED_PAIRS = select(PairRow.prompt, PairRow.chosen, PairRow.rejected, PairRow.generation, PairRow.annotator).where(
+_STORED_PAIRS = select(PairRow.prompt, PairRow.chosen, PairRow.rejected, PairRow.chosen_finished,
+                       PairRow.rejected_finished, PairRow.generation, PairRow.annotator).where(
     PairRow.annotation_id == bindparam("annotation_id")).order_by(PairRow.id)
 _INSERT_ANNOTATION = insert(Annotation)
 _INSERT_PAIRS = insert(PairRow).values(selection=func.coalesce(
@@ -273,20 +279,23 @@ class Store:
 
     def set_candidates(self, task_id: int, candidates: list[str], policy_version: int | None,
                        data: dict[str, Any], generation: str | None = None, shown_at: datetime | None = None,
-                       policies: list[int] | None = None, pool: list[str] | None = None) -> None:
-        """The task's new candidates, and the generation they form (kept for annotations made on it later);
-        `pool`: every answer sampled, when the task shows a chosen few. Their scores and worth are to come. A
-        task deleted meanwhile (TASKS_DELETED) stays deleted."""
+                       policies: list[int] | None = None, pool: list[str] | None = None,
+                       finished: list[bool] | None = None) -> None:
+        """The task's new candidates, whether each ended or was cut (None: unknown, candidates that came with
+        the task), and the generation they form (kept for annotations made on it later); `pool`: every answer
+        sampled, when the task shows a chosen few. Their scores and worth are to come. A task deleted
+        meanwhile (TASKS_DELETED) stays deleted."""
         with self._write_session() as s:
             task = s.get(Task, task_id)
             if task is None:
                 return
-            task.candidates, task.policy_version, task.data = candidates, policy_version, data
+            task.candidates, task.finished, task.policy_version, task.data = candidates, finished, policy_version, data
             task.scores = task.reward_version = None
             task.generation, task.pool, task.worth = generation, pool, None
             if generation is not None:
                 s.merge(Generation(id=generation, task_id=task_id, project_id=task.project_id, candidates=candidates,
-                                   policy_version=policy_version, shown_at=shown_at, policies=policies))
+                                   finished=finished, policy_version=policy_version, shown_at=shown_at,
+                                   policies=policies))
 
     def generations(self, task_id: int) -> list[Generation]:
         """Every generation of a task's candidates we wrote, oldest first by when Label Studio showed them."""
@@ -338,7 +347,8 @@ class Store:
         names none). Returns the lineage's untrained pairs as `untrained_pairs` does, counted just after the
         commit: SQLite writers queue on the writer lock, which is then held for the writes alone."""
         stored = (project_id, task_id, result, skipped, stale)
-        stored_pairs = [(p.prompt, p.chosen, p.rejected, generation, annotator) for p in pairs]
+        stored_pairs = [(p.prompt, p.chosen, p.rejected, p.chosen_finished, p.rejected_finished, generation, annotator)
+                        for p in pairs]
         with self._writer(), self.engine.begin() as conn:  # statements built once: this is the webhook's hot path
             if not _stored_as(conn, annotation_id, stored, stored_pairs):
                 conn.execute(_DELETE_ANNOTATION, {"annotation_id": annotation_id})  # its pairs go too (CASCADE)
@@ -349,7 +359,8 @@ class Store:
                 if pairs:
                     conn.execute(_INSERT_PAIRS, [
                         {"annotation_id": annotation_id, "project_id": project_id, "prompt": p.prompt,
-                         "chosen": p.chosen, "rejected": p.rejected, "generation": generation, "annotator": annotator,
+                         "chosen": p.chosen, "rejected": p.rejected, "chosen_finished": p.chosen_finished,
+                         "rejected_finished": p.rejected_finished, "generation": generation, "annotator": annotator,
                          "created_at": now, "of_project": project_id, "fallback_selection": selection}
                         for p in pairs])
         return self.untrained_pairs(project_id)
@@ -392,11 +403,13 @@ class Store:
             s.execute(delete(PairRow).where(PairRow.project_id == project_id))
             s.execute(delete(Annotation).where(Annotation.project_id == project_id))
 
-    def pairs(self, lineage: str, judged: bool = True) -> list[dict[str, Any]]:
-        """Every pair of the lineage's projects, oldest first; judged=False leaves out the labels of human-judged
-        tasks (new policy against old), which the admin may keep out of training."""
+    def pairs(self, lineage: str, *, judged: bool) -> list[dict[str, Any]]:
+        """Every pair of the lineage's projects, oldest first, with whether each side ended; judged=False
+        leaves out the labels of human-judged tasks (new policy against old), which judge the policy and stay
+        out of its training unless HUMAN_JUDGE_TRAIN: every caller decides."""
         with self.session() as s:
-            query = (select(PairRow.id, PairRow.prompt, PairRow.chosen, PairRow.rejected, PairRow.project_id)
+            query = (select(PairRow.id, PairRow.prompt, PairRow.chosen, PairRow.rejected, PairRow.chosen_finished,
+                            PairRow.rejected_finished, PairRow.project_id)
                      .join(Project, Project.id == PairRow.project_id).where(Project.lineage == lineage))
             if not judged:
                 query = (query.outerjoin(Generation, Generation.id == PairRow.generation)
@@ -411,7 +424,7 @@ class Store:
         policy = case((Generation.id.is_not(None), Generation.policy_version), (shown, Task.policy_version))
         with self.session() as s:
             rows = s.execute(select(PairRow.id, Annotation.task_id, PairRow.prompt, PairRow.chosen, PairRow.rejected,
-                                    PairRow.annotator, PairRow.selection, PairRow.generation,
+                                    PairRow.chosen_finished, PairRow.rejected_finished, PairRow.annotator, PairRow.selection, PairRow.generation,
                                     policy.label("policy_version"),
                                     PairRow.created_at, PairRow.project_id, Project.lineage)
                              .outerjoin(Annotation, Annotation.id == PairRow.annotation_id)
@@ -465,6 +478,27 @@ class Store:
                       "pairs": pairs.get(pid, 0), "new_pairs": new.get(pid, 0), "stale_annotations": stale.get(pid, 0),
                       "skipped_annotations": skipped.get(pid, 0), "pairs_by_selection": by_selection.get(pid, {})}
                 for pid in ids}
+
+    def answer_endings(self) -> dict[int, dict[str, Any]]:
+        """Per project, how the candidates its tasks show ended: per policy version that wrote them, answers
+        that finished and that were cut at MAX_NEW_TOKENS, with the finished share; and answers whose ending
+        is not recorded (written before it was, or came with the task), read as finished until regenerated."""
+        with self.session() as s:
+            rows = s.execute(select(Task.project_id, Task.policy_version, Task.candidates, Task.finished)
+                             .where(Task.candidates.is_not(None))).all()
+        found: dict[int, dict[str, Any]] = {}
+        for project_id, version, candidates, finished in rows:
+            mine = found.setdefault(project_id, {"by_policy": {}, "unknown": 0})
+            if not finished:
+                mine["unknown"] += len(candidates)
+                continue
+            tally = mine["by_policy"].setdefault(f"v{version}", {"finished": 0, "cut": 0})
+            tally["finished"] += sum(1 for f in finished if f)
+            tally["cut"] += sum(1 for f in finished if not f)
+        for mine in found.values():
+            for tally in mine["by_policy"].values():
+                tally["finished_share"] = round(tally["finished"] / (tally["finished"] + tally["cut"]), 4)
+        return found
 
     def untrained_pairs(self, project_id: int) -> tuple[int, int]:
         """(pairs of the project's lineage not yet handed to a queued chain, newest pair id): the webhook's

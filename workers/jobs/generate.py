@@ -12,7 +12,7 @@ from backend.core.registry import Registry
 from backend.core.selection import draw
 from backend.core.store import Project, Task
 from workers.context import JobContext, context
-from workers.generation import SamplingConfig, candidates
+from workers.generation import Answer, SamplingConfig, candidates
 from workers.jobs.select import Weigher, choose, publish, reweigh
 from workers.loading import inference_dtype, load_policy, load_reward
 from workers.scoring import score
@@ -73,20 +73,23 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
         answers = candidates(model, tokenizer, prompts, cfg)
         features = None
         if weigher is not None:
-            features = weigher.features([p for p, a in zip(prompts, answers) for _ in a], [x for a in answers for x in a])
+            flat = [x for a in answers for x in a]
+            features = weigher.features([p for p, a in zip(prompts, answers) for _ in a], [x.text for x in flat],
+                                        [x.finished for x in flat])
             if weigher.head is None:  # fitted once per job, in units of the first chunk's spread
                 weigher.fit(features)
         for i, (task, pool) in enumerate(zip(part, answers)):
             generation = f"p{policy_version}-{secrets.token_hex(4)}"
             mine = features[i * cfg.k:(i + 1) * cfg.k] if features is not None else None
-            texts = [pool[j] for j in choose(weigher, mine, cfg.k, shown, task.id, policy_version)]
+            picked = [pool[j] for j in choose(weigher, mine, cfg.k, shown, task.id, policy_version)]
             policies = None
             if task.id in old:  # blind: new against previous, in an order the task id decides
                 previous, answer = old[task.id]
-                texts, policies = [texts[0], answer], [policy_version, previous]
+                picked, policies = [picked[0], answer], [policy_version, previous]
                 if draw(task.id, policy_version, "order") < 0.5:
-                    texts, policies = texts[::-1], policies[::-1]
-            data = {**task.data, **layout.candidates_to_data(texts, generation)}
+                    picked, policies = picked[::-1], policies[::-1]
+            texts, finished = [a.text for a in picked], [a.finished for a in picked]
+            data = {**task.data, **layout.candidates_to_data(texts, generation, finished)}
             shown_at = None
             if client is not None:
                 try:
@@ -96,7 +99,8 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
                     ctx.store.delete_tasks([task.id])
                     continue
             ctx.store.set_candidates(task.id, texts, policy_version, data, generation, shown_at, policies,
-                                     pool=pool if len(pool) > len(texts) else None)
+                                     pool=[a.text for a in pool] if len(pool) > len(texts) else None,
+                                     finished=finished)
         done += len(part)
         ctx.progress(stage="generate", step=done, total=len(tasks))
     try:  # the queue's order: every task of the project weighed on one scale (as a refit does), or random
@@ -113,7 +117,7 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
 
 
 def _judged_answers(ctx: JobContext, registry: Registry, layout: Layout, tasks: list[Task],
-                    policy_version: int | None) -> dict[int, tuple[int, str]]:
+                    policy_version: int | None) -> dict[int, tuple[int, Answer]]:
     """Human judging (HUMAN_JUDGE_FRACTION of Pairwise tasks): the previous policy's answer for each task
     drawn, which then stands beside the new policy's, so annotators' choices give a human win-rate."""
     fraction = ctx.settings.human_judge_fraction
@@ -144,10 +148,11 @@ def _score(ctx: JobContext, registry: Registry, layout: Layout, project_id: int,
     model, tokenizer = load_reward(registry.path("reward", reward_version), dtype)
     prompts = [layout.prompt_of(t.data) for t, c in rows for _ in c]
     answers = [a for _, c in rows for a in c]
-    scores = iter(score(model, tokenizer, prompts, answers))
+    finished = [f for t, _ in rows for f in layout.finished_from_data(t.data)]
+    scores = iter(score(model, tokenizer, prompts, answers, finished, ctx.settings.missing_eos_penalty))
     for task, cands in rows:
         if task.candidates != cands:  # candidates came with the task: record them as they are
-            ctx.store.set_candidates(task.id, cands, None, task.data)
+            ctx.store.set_candidates(task.id, cands, None, task.data, finished=None)
         ctx.store.set_scores(task.id, [next(scores) for _ in cands], reward_version)
     log.info("project %s: scored %d tasks with reward v%d", project_id, len(rows), reward_version)
     return len(rows)

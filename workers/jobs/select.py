@@ -34,23 +34,22 @@ class Weigher:
         self._source = str(ctx.registries.base.meta("policy", 0).get("source", ""))
         self._dtype = inference_dtype(ctx.settings.generation_dtype)
         pairs = ctx.store.pairs(lineage, judged=ctx.settings.human_judge_train)
-        self.newest_pair = max((p["id"] for p in pairs), default=0)
-        chosen = self.features([p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
-        rejected = self.features([p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
+        chosen, rejected = (self.features([p["prompt"] for p in pairs], [p[side] for p in pairs],
+                                          [p[f"{side}_finished"] for p in pairs]) for side in ("chosen", "rejected"))
         self._scale: torch.Tensor | None = None
         self._chosen, self._rejected = chosen, rejected
         self.head: BayesianHead | None = None
 
-    def features(self, prompts: list[str], answers: list[str]) -> torch.Tensor:
-        """[n, hidden] float64 features of each (prompt, answer), computing and caching the missing ones."""
-        keys = [feature_key(self._source, self._dtype, p, a) for p, a in zip(prompts, answers)]
+    def features(self, prompts: list[str], answers: list[str], finished: list[bool | None]) -> torch.Tensor:
+        """[n, hidden] float64 features of each (prompt, answer, finished), computing and caching the missing ones."""
+        keys = [feature_key(self._source, self._dtype, p, a, f) for p, a, f in zip(prompts, answers, finished)]
         cached = self.ctx.store.features(set(keys))
-        missing = {k: (p, a) for k, p, a in zip(keys, prompts, answers) if k not in cached}
+        missing = {k: (p, a, f) for k, p, a, f in zip(keys, prompts, answers, finished) if k not in cached}
         if missing:
             model, tokenizer = self._reference()
             todo = list(missing.items())
-            vectors = eos_features(model, tokenizer, [p for _, (p, _) in todo], [a for _, (_, a) in todo],
-                                   progress=lambda done, total: self.ctx.progress(stage="features", step=done,
+            vectors = eos_features(model, tokenizer, [p for _, (p, _, _) in todo], [a for _, (_, a, _) in todo],
+                                   [f for _, (_, _, f) in todo], progress=lambda done, total: self.ctx.progress(stage="features", step=done,
                                                                                    total=total))
             fresh = {k: v.numpy().astype("<f4").tobytes() for (k, _), v in zip(todo, vectors)}
             self.ctx.store.save_features(fresh)
@@ -108,9 +107,10 @@ def refit(project_id: int) -> dict[str, Any]:
     tasks = [t for t in ctx.store.project_tasks(project_id) if layout.candidates_from_data(t.data)]
     if not tasks:
         return {"project": project_id, "skipped": "no task has candidates yet"}
+    seen = ctx.store.untrained_pairs(project_id)[1]  # the newest label, judged or not, before the head reads them
     weigher = Weigher(ctx, ctx.store.lineage_of(project_id))
     published = reweigh(ctx, ctx.label_studio(project), weigher, project, layout, tasks)
-    if ctx.store.untrained_pairs(project_id)[1] > weigher.newest_pair:  # labels came in while it ran
+    if ctx.store.untrained_pairs(project_id)[1] > seen:  # labels came in while it ran
         ctx.queue.request_refit(project_id)
     labels = weigher.head.labels  # reweigh() fitted it
     log.info("project %s: head refitted on %d labels; %d tasks reweighed, %d scores published", project_id,
@@ -125,7 +125,8 @@ def reweigh(ctx: JobContext, client: Any, weigher: Weigher, project: Project, la
     client (without one /predict serves them). One scale for every task of the project: scores compare."""
     shown = [layout.candidates_from_data(t.data) or [] for t in tasks]
     prompts = [layout.prompt_of(t.data) for t, c in zip(tasks, shown) for _ in c]
-    features = weigher.features(prompts, [a for c in shown for a in c])
+    features = weigher.features(prompts, [a for c in shown for a in c],
+                                [f for t in tasks for f in layout.finished_from_data(t.data)])
     weigher.fit(features)
     worth, start = {}, 0
     for task, cands in zip(tasks, shown):

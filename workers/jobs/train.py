@@ -32,13 +32,10 @@ def held_out(prompt: str, seed: int) -> bool:
 
 
 def split(items: list[Any], prompt_of: Callable[[Any], str], seed: int) -> tuple[list[Any], list[Any]]:
-    """(train, held-out); both non-empty when there are at least two distinct prompts."""
+    """(train, held-out) by each item's prompt, whose membership never changes as the project grows: a prompt
+    that judged one round is never trained on in the next. A small project may have no held-out prompt yet."""
     train = [i for i in items if not held_out(prompt_of(i), seed)]
     held = [i for i in items if held_out(prompt_of(i), seed)]
-    prompts = sorted({prompt_of(i) for i in items}, key=lambda p: hashlib.sha256(p.encode()).hexdigest())
-    if len(prompts) >= 2 and (not train or not held):  # tiny projects: move one prompt across
-        move = prompts[0]
-        held, train = [i for i in items if prompt_of(i) == move], [i for i in items if prompt_of(i) != move]
     return train, held
 
 
@@ -58,8 +55,9 @@ def train_reward(lineage: str) -> dict[str, Any]:
 
     def assess(staging: Path) -> Assessment:
         ctx.progress(stage="evaluate")
-        new = reward_correct(staging, held)
-        old = reward_correct(registry.path("reward", current), held) if current is not None else None
+        penalty = ctx.settings.missing_eos_penalty
+        new = reward_correct(staging, held, penalty)
+        old = reward_correct(registry.path("reward", current), held, penalty) if current is not None else None
         accuracy = rate(sum(new), len(new))
         metrics = {"accuracy": accuracy.value, "accuracy_low": accuracy.low, "accuracy_high": accuracy.high,
                    "n_pairs": len(new)}
@@ -78,30 +76,36 @@ def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
     if RECIPE_KINDS.get(algorithm) != "policy":
         raise ValueError(f"unknown policy algorithm {algorithm!r}")
     registry = ctx.registry(lineage)
-    all_pairs = ctx.store.pairs(lineage)
+    all_pairs = ctx.store.pairs(lineage, judged=ctx.settings.human_judge_train)
     prompts = sorted(_task_prompts(ctx, lineage) | {p["prompt"] for p in all_pairs})
     train_prompts, eval_prompts = split(prompts, lambda p: p, ctx.settings.seed)
-    if not eval_prompts:  # a single prompt: nothing to hold out, so assess on it (recorded in meta)
+    assessed_on_train = not eval_prompts  # no held-out prompt yet: the numbers come from the training prompts
+    if assessed_on_train:
         eval_prompts = train_prompts
     trainable = set(train_prompts)
     pairs = [p for p in all_pairs if p["prompt"] in trainable]
     reward, upto = _chain_reward(registry, all_pairs)
     previous = registry.current("policy")
+    optimises_reward = algorithm in REWARD_OPTIMISERS
     judge = _judge(registry, algorithm, reward)
     parents = {"policy": previous, "reward": reward, "reference": 0}
-    data = {"prompts": len(train_prompts), "held_out_prompts": len(eval_prompts), "pairs": len(pairs),
-            "lineage": lineage, "assessed_on_train": eval_prompts is train_prompts}
+    data = {"prompts": len(train_prompts), "held_out_prompts": 0 if assessed_on_train else len(eval_prompts),
+            "pairs": len(pairs), "lineage": lineage, "assessed_on_train": assessed_on_train}
 
     def assess(staging: Path) -> Assessment:
         ctx.progress(stage="evaluate")
         scorer = judge if judge is not None else reward  # numbers still shown; the verdict says it is no judge
         metrics = policy_metrics(staging, registry.path("policy", previous), registry.path("policy", 0),
-                                 registry.path("reward", scorer), eval_prompts,
+                                 registry.path("reward", scorer),
+                                 registry.path("reward", reward) if optimises_reward else None, eval_prompts,
                                  max_new_tokens=ctx.settings.max_new_tokens,
                                  missing_eos_penalty=ctx.settings.missing_eos_penalty, seed=ctx.settings.seed)
         metrics["judge_reward_version"] = scorer
+        own = (metrics["own_reward_before"], metrics["own_reward_after"]) if optimises_reward else None
         verdict = policy_verdict(int(metrics["wins"]), int(metrics["losses"]), int(metrics["ties"]), metrics["kl"],
-                                 None if judge is None else f"reward v{judge}", previous, ctx.settings)
+                                 None if judge is None else f"reward v{judge}", previous, ctx.settings,
+                                 held_out=not assessed_on_train, own=own,
+                                 judge_favours_baseline=_trained_against(registry, previous, judge))
         return metrics, verdict
 
     inputs = {"prompts": train_prompts, "pairs": pairs, "reward_dir": registry.path("reward", reward)}
@@ -120,6 +124,14 @@ def _judge(registry: Registry, algorithm: str, reward: int) -> int | None:
         return reward
     others = [v for v in registry.versions("reward") if v != reward and not rejected(registry.meta("reward", v))]
     return max(others, default=None)
+
+
+def _trained_against(registry: Registry, policy: int | None, reward: int | None) -> bool:
+    """Whether this policy version was optimised against this reward version (a judge that flatters it)."""
+    if policy is None or reward is None:
+        return False
+    meta = registry.meta("policy", policy)
+    return meta.get("recipe") in REWARD_OPTIMISERS and meta.get("parents", {}).get("reward") == reward
 
 
 def _chain_reward(registry: Registry, pairs: list[dict[str, Any]]) -> tuple[int, int]:

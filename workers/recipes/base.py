@@ -16,11 +16,13 @@ from datasets import Dataset
 from peft import LoraConfig
 from transformers import GenerationConfig
 
+from backend.core.settings import Settings
 from workers.chat import user_message
 from workers.scoring import reward_ids
 
 logger = logging.getLogger(__name__)
 C = TypeVar("C")
+_DEFAULTS = Settings.model_fields  # a recipe run outside a job reads the backend's defaults
 
 
 @dataclass
@@ -31,13 +33,14 @@ class RecipeInputs:
     reference_dir: Path  # SFT reference policy (version 0 by default), for KL
     out_dir: Path  # where the recipe saves the trained model + tokenizer (HF dir, safetensors)
     reward_dir: Path | None = None  # current reward model (sequence classifier, num_labels=1)
-    pairs: list[dict[str, str]] = field(default_factory=list)  # train {prompt, chosen, rejected}
-    eval_pairs: list[dict[str, str]] = field(default_factory=list)  # held-out {prompt, chosen, rejected}
+    # train / held-out {prompt, chosen, rejected, chosen_finished, rejected_finished}; None = not recorded
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    eval_pairs: list[dict[str, Any]] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)  # train prompts for on-policy RL
     sft_rows: list[dict[str, str]] = field(default_factory=list)  # {prompt, response} for SFT
     bf16: bool = False  # TRAIN_PRECISION: bf16 autocast over fp32 master weights; the saved model stays fp32
-    max_new_tokens: int = 128  # MAX_NEW_TOKENS: the answer length of candidates, rollouts and evaluation alike
-    missing_eos_penalty: float = 1.0  # MISSING_EOS_PENALTY: subtracted from the reward of a cut-off answer
+    max_new_tokens: int = _DEFAULTS["max_new_tokens"].default  # MAX_NEW_TOKENS: candidates, rollouts, evaluation
+    missing_eos_penalty: float = _DEFAULTS["missing_eos_penalty"].default  # MISSING_EOS_PENALTY (workers.scoring)
     use_lora: bool = False  # train LoRA adapters and merge them before saving
     seed: int = 0
     callbacks: list[Any] = field(default_factory=list)  # transformers TrainerCallbacks (job progress)
@@ -120,11 +123,12 @@ def preference_dataset(pairs: list[dict[str, str]]) -> Dataset:
     ])
 
 
-def reward_dataset(pairs: list[dict[str, str]], tokenizer: Any) -> Dataset:
-    """Pre-tokenized {chosen_ids, rejected_ids}: exactly the tokens `loading.score` and PPO's reward read."""
+def reward_dataset(pairs: list[dict[str, Any]], tokenizer: Any) -> Dataset:
+    """Pre-tokenized {chosen_ids, rejected_ids}: exactly the tokens every stage's reward reads
+    (workers.scoring), a cut answer ending where it was cut, with no EOS appended."""
     return Dataset.from_list([
-        {"chosen_ids": reward_ids(tokenizer, p["prompt"], p["chosen"]),
-         "rejected_ids": reward_ids(tokenizer, p["prompt"], p["rejected"])}
+        {f"{side}_ids": reward_ids(tokenizer, p["prompt"], p[side], p.get(f"{side}_finished"))
+         for side in ("chosen", "rejected")}
         for p in pairs
     ])
 

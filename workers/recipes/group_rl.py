@@ -5,6 +5,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from transformers import AutoModelForCausalLM
+from trl.trainer.utils import disable_dropout_in_model
+
 from workers.loading import load_reward, load_tokenizer
 from workers.recipes.base import (
     RecipeInputs, TrainConfig, lora_config, prompt_dataset, require, scratch_dir, train_and_save, trl_args,
@@ -25,10 +29,12 @@ class GroupRLConfig(TrainConfig):
         default=128, metadata={"help": "Token budget of each sampled completion; default: MAX_NEW_TOKENS."}
     )
     mask_truncated_completions: bool = field(
-        default=True, metadata={"help": "Leave completions cut at max_completion_length out of the loss."}
+        default=True, metadata={"help": "Leave completions cut at max_completion_length out of the loss (their "
+                                        "reward, read as cut and penalised, still counts in the group's baseline)."}
     )
     temperature: float = field(default=0.9, metadata={"help": "Sampling temperature of the completions."})
-    beta: float = field(default=0.04, metadata={"help": "KL coefficient to the starting policy (0 disables it)."})
+    beta: float = field(default=0.04, metadata={"help": "KL coefficient to the lineage's reference policy v0, as in "
+                                                        "PPO and DPO (0 disables it)."})
 
 
 def train_group_rl(inputs: RecipeInputs, config: GroupRLConfig, trainer_cls: Any, args_cls: Any) -> dict[str, float]:
@@ -39,21 +45,37 @@ def train_group_rl(inputs: RecipeInputs, config: GroupRLConfig, trainer_cls: Any
     tokenizer = load_tokenizer(inputs.policy_dir)
     with scratch_dir() as tmp:
         trainer = trainer_cls(
-            model=str(inputs.policy_dir), reward_funcs=reward_function(inputs.reward_dir),
+            model=str(inputs.policy_dir),
+            reward_funcs=reward_function(inputs.reward_dir, tokenizer.eos_token_id, inputs.missing_eos_penalty),
             args=trl_args(args_cls, config, inputs, tmp), train_dataset=prompt_dataset(inputs.prompts),
             processing_class=tokenizer, callbacks=inputs.callbacks, peft_config=lora_config(inputs, config),
         )
+        anchor_to_reference(trainer, inputs)
         return train_and_save(trainer, tokenizer, inputs)
 
 
-def reward_function(reward_dir: Path) -> Any:
-    """The reward model as a trl reward function, scoring exactly as reward training and PPO do (at EOS)."""
+def anchor_to_reference(trainer: Any, inputs: RecipeInputs) -> None:
+    """trl's group trainers take their KL reference from the model they start from (or, with LoRA, the model
+    without its adapters): this round's starting policy, which moves every round. The KL term anchors to the
+    lineage's reference (v0) instead, as PPO's and DPO's do."""
+    if trainer.beta == 0.0 or inputs.reference_dir.resolve() == inputs.policy_dir.resolve():
+        return  # no KL term, or the round starts from v0 itself
+    reference = AutoModelForCausalLM.from_pretrained(str(inputs.reference_dir), dtype=torch.float32)
+    disable_dropout_in_model(reference)
+    trainer.ref_model = trainer.accelerator.prepare_model(reference, evaluation_mode=True)
+
+
+def reward_function(reward_dir: Path, eos_token_id: int, missing_eos_penalty: float) -> Any:
+    """The reward model as a trl reward function, reading each completion by the reward contract: one that
+    ends with EOS as finished, one cut at max_completion_length at its last token, penalised."""
     model, tokenizer = load_reward(reward_dir)
 
-    def reward_model(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+    def reward_model(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]],
+                     **_: Any) -> list[float]:
         texts = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
         answers = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        return score(model, tokenizer, texts, answers)
+        finished = [bool(ids) and ids[-1] == eos_token_id for ids in completion_ids]
+        return score(model, tokenizer, texts, answers, finished, missing_eos_penalty)
 
     return reward_model
 

@@ -46,8 +46,8 @@ class PPORecipeConfig(TrainConfig):
         default="eos", metadata={"help": "Truncate responses after EOS before scoring ('eos'), or None."}
     )
     missing_eos_penalty: float | None = field(
-        default=1.0, metadata={"help": "Subtracted from the score of responses that never end; default: "
-                                       "MISSING_EOS_PENALTY (the reward model only learned scores at EOS)."}
+        default=None, metadata={"help": "Subtracted from the score of responses cut before their EOS; filled from "
+                                        "MISSING_EOS_PENALTY, the one penalty every stage applies (workers.scoring)."}
     )
     local_rollout_forward_batch_size: int = field(default=16, metadata={"help": "Rollouts per no-grad forward."})
     num_sample_generations: int = field(default=0, metadata={"help": "Debug sample tables printed during training."})
