@@ -18,6 +18,13 @@ from labelstudio_server import free_port
 from tiny import build_tiny_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tiny models follow no instruction, and a system message would spend their small prompt budgets (PPO's
+    max_prompt_length 64): tests run without one (test_chat checks that every stage sees SYSTEM_PROMPT).
+    Here, not at import: benches import this module's helpers and keep the product's default."""
+    os.environ.setdefault("SYSTEM_PROMPT", "")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = Path(__file__).resolve().parent / "payloads"

@@ -1,12 +1,16 @@
-"""Prompts and answers through the model's chat template, as generation and the trainers build them."""
+"""Prompts and answers through the model's chat template, as generation, the trainers and the reward contract
+build them: one place, so every stage sees the same conversation (SYSTEM_PROMPT included)."""
 from __future__ import annotations
 
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
+from backend.core.settings import get_settings
+
 
 def user_message(prompt: str) -> list[dict[str, str]]:
-    """A prompt as a one-turn conversation."""
-    return [{"role": "user", "content": prompt}]
+    """A prompt as a one-turn conversation, after the SYSTEM_PROMPT when one is set."""
+    system = get_settings().system_prompt
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
 
 def prompt_texts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[str]:

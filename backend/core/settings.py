@@ -54,10 +54,15 @@ class Settings(BaseSettings):
                                 "Pairwise the two that SELECTION picks (K=2: both).")
     temperature: float = Field(0.9, description="Sampling temperature for candidates.")
     top_p: float = Field(0.95, description="Nucleus sampling for candidates.")
-    max_new_tokens: int = Field(128, description="Token budget of every answer: candidates, PPO/GRPO/RLOO rollouts, "
+    max_new_tokens: int = Field(256, description="Token budget of every answer: candidates, PPO/GRPO/RLOO rollouts, "
                                                  "evaluation (TRAIN_ARGS may shorten rollouts).")
+    system_prompt: str = Field(
+        "Keep every answer short and to the point: at most three sentences, then stop.",
+        description="System message before every prompt, in every stage alike; empty = the model's own. With it "
+                    "the embedded SmolLM2 ends most answers within MAX_NEW_TOKENS (bench/answer_length.py). "
+                    "Reward models read it too: retrain after changing it.")
     missing_eos_penalty: float = Field(1.0, description="Subtracted from the reward of an answer cut off at "
-                                                        "MAX_NEW_TOKENS, in PPO and in evaluation.")
+                                                        "MAX_NEW_TOKENS, wherever a reward is read (workers/scoring.py).")
     generation_batch_size: int = Field(128, description="Sequences per generate() call.")
     generation_dtype: str = Field("auto", description="auto (bf16 where the GPU/CPU runs it natively), float32 or bfloat16.")
     preselect_choice: bool = Field(False, description="Predictions pre-select the reward model's pick (else they only score).")
