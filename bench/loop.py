@@ -7,10 +7,24 @@ fail: the shorter), with a share of flipped labels. Everything else is the produ
 the end each policy version is judged on held-out prompts that never went to Label Studio, by the rule
 itself (not by any learned model), and each reward model's agreement with the rule is measured.
 
-    .venv/bin/python bench/loop.py --quick          # ~9 min on 2 cores; PASS if the pass-rate rise's CI > 0
-    .venv/bin/python bench/loop.py                  # DPO, 64 labels: goal +20 points within 45 min
+The verdict cannot be bought by gaming the rule. The answers judged are plain draws (sampled as candidates are,
+without their de-duplication), several per prompt; those of one prompt are not independent, so the change in
+pass rate gets a paired bootstrap interval over prompts (`backend.core.stats.clustered_difference`, 10,000
+resamples, seeded), printed beside the interval that treats every answer as independent. Per version the
+bench prints what the answers look like: mean words, the distinct share (distinct texts among all draws), the
+share cut at MAX_NEW_TOKENS, the shares that repeat a 4-word run or echo the question, KL to v0 per answer
+token (k3, on these answers) and a fluency proxy: v0's mean log-likelihood per token of the answers (fp32). A
+policy that collapses or writes worse answers that happen to pass fails: the served version needs a distinct
+share of at least half v0's and a fluency proxy within FLUENCY_MARGIN of v0's (its comment says how the
+margin was measured).
+
+    .venv/bin/python bench/loop.py --quick          # ~13 min on 2 cores; PASS: clustered CI above 0 + both guards
+    .venv/bin/python bench/loop.py                  # DPO, 64 labels: goal +20 points within 45 min, same guards
     .venv/bin/python bench/loop.py --recipe ppo --rounds 1 --labels-per-round 48 --prompts 100   # PPO, capped
     .venv/bin/python bench/loop.py --quick --selection informative --candidates 4   # queue order, two of K shown
+
+PPO's rollouts, the candidates and the judged answers share one budget, --max-new-tokens (MAX_NEW_TOKENS, 192
+here); `--max-new-tokens 96` shortens them all on a slow CPU.
 """
 from __future__ import annotations
 
@@ -26,20 +40,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import BENCH_REDIS_URL, ROOT, flush_bench_redis, free_port, header, resolve_model, stop, verdict
+from common import (
+    BENCH_REDIS_URL,
+    ROOT,
+    flush_bench_redis,
+    free_port,
+    header,
+    resolve_model,
+    stop,
+    verdict,
+)
 from everyday import RULES, everyday_prompts
 
-from backend.core.stats import Rate, difference, rate
+from backend.core.stats import Rate, clustered_difference, difference, rate
 
 RECIPE_ARGS = {  # what the demo trains with on a CPU: one pass over the pairs, a learning rate that moves a
     # 135M model within a few dozen labels (the backend's defaults are for real projects)
     "reward": {"learning_rate": 2e-5, "num_train_epochs": 1, "max_length": 512},
     "dpo": {"learning_rate": 5e-5, "num_train_epochs": 1, "beta": 0.1, "max_length": 512},
-    "ppo": {"total_episodes": 48, "num_ppo_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-5,
-            "response_length": 96},
+    # PPO's rollouts are as long as every other answer (MAX_NEW_TOKENS, from --max-new-tokens): one budget for
+    # candidates, rollouts and the verdict's answers; pass --max-new-tokens 96 to cap them all on a CPU
+    "ppo": {"total_episodes": 48, "num_ppo_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-5},
     "grpo": {"max_steps": 8, "num_generations": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-6},
     "rloo": {"max_steps": 8, "num_generations": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-6},
 }
+
+# The verdict's fluency guard: the served policy's answers may be at most this much less likely under v0, per token
+# (nats), than v0's own answers. v0's proxy of a version's answers is about -H(version) - KL(version || v0): any
+# policy that learns pays its KL, so the margin must hold honest learning and catch answers that are worse text.
+# Measured on this bench's --quick held-out set (SmolLM2-135M v0, 40 prompts x 2 draws sampled as candidates are,
+# 192 tokens): v0's own proxy was -1.422, -1.484, -1.422 over seeds 0-2 (its halves within 0.04), so two unchanged
+# policies differ by about 0.05; v0's own draws at temperature 1.0 instead of 0.9, the base model unaltered, scored
+# -1.699 (0.28 below); at 1.2, visibly incoherent, -2.330 (0.91 below); its answers with their words shuffled
+# -5.674. A DPO v1 of a --quick run (+53.8 points) scored 0.145 below, with KL 0.118 on the same answers: the drop
+# was its KL. 0.3 lets a policy's answers be as unlikely to v0 as v0's own temperature-1.0 answers, 6 times the
+# noise, and fails incoherent text by a wide gap. The proxy does not see echoes or stutters (an answer prefixed with
+# its question scored 0.02 below): the distinct share, and the printed echo and repeat shares, are for those.
+FLUENCY_MARGIN = 0.3
 
 
 @dataclass
@@ -56,7 +93,7 @@ class Stack:
 
     def cli(self, *args: str) -> str:
         out = subprocess.run([sys.executable, "-m", "backend", *args], env=self.env, cwd=ROOT, capture_output=True,
-                             text=True, timeout=300)
+                             text=True, timeout=300, check=False)
         if out.returncode != 0:
             raise SystemExit(f"`python -m backend {' '.join(args[:1])}` failed: {out.stderr.strip()[-1500:]}")
         return out.stdout
@@ -102,8 +139,9 @@ def start(args: argparse.Namespace, work: Path) -> Stack:
     for name, argv in (("generate", ["-m", "workers", "--queues", "generate"]),
                        ("train", ["-m", "workers", "--queues", "train"]),
                        ("backend", ["-m", "backend", "serve", "--host", "127.0.0.1"])):
-        stack.processes.append(subprocess.Popen([sys.executable, *argv], env=env, cwd=ROOT, start_new_session=True,
-                                                stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT))
+        with open(logs / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            stack.processes.append(subprocess.Popen([sys.executable, *argv], env=env, cwd=ROOT, start_new_session=True,
+                                                    stdout=log, stderr=subprocess.STDOUT))
     import requests
 
     deadline = time.monotonic() + 180
@@ -155,12 +193,17 @@ def lowest_scored(client: Any, project: int, labelled: set[int]) -> set[int]:
     return {t for t, v in scores.items() if v == low}
 
 
-def wait(predicate: Any, timeout: float, what: str, stack: Stack) -> Any:
-    deadline = time.monotonic() + timeout
+def wait(predicate: Any, timeout: float, what: str, stack: Stack, check_every: float = 30) -> Any:
+    """Poll `predicate` every 3 s; every `check_every` s also ask `status` for a failed job. `status` is a CLI
+    process that imports the backend (1.9 s of CPU measured beside a run): asked after every 3 s sleep, it took
+    about a quarter of a core from the jobs it waited on."""
+    deadline, checked = time.monotonic() + timeout, time.monotonic()
     while not (value := predicate()):
-        failed = [j for j in stack.status()["jobs"] if j["status"] == "failed"]
-        if failed:
-            raise SystemExit(f"a job failed while waiting for {what}: {failed[0].get('error')}")
+        if time.monotonic() - checked >= check_every:
+            checked = time.monotonic()
+            failed = [j for j in stack.status()["jobs"] if j["status"] == "failed"]
+            if failed:
+                raise SystemExit(f"a job failed while waiting for {what}: {failed[0].get('error')}")
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}; logs in {stack.work / 'logs'}")
         time.sleep(3)
@@ -185,8 +228,8 @@ def run_rounds(args: argparse.Namespace, stack: Stack, prompts: list[str], start
     labels_of: dict[int, int] = {0: 0}
     for round_ in range(1, args.rounds + 1):
         served = registry.current("policy") or 0
-        tasks = wait(lambda: len(t := on_policy_tasks(client, project, served, labelled)) >= args.labels_per_round
-                     and t, args.round_timeout, f"candidates of policy v{served}", stack)
+        tasks = wait(lambda served=served: len(t := on_policy_tasks(client, project, served, labelled))
+                     >= args.labels_per_round and t, args.round_timeout, f"candidates of policy v{served}", stack)
         passing, first_in_queue = 0, 0
         queue = (next_in_queue(stack, project) for _ in range(args.labels_per_round)) \
             if args.selection == "informative" else iter(rng.sample(tasks, args.labels_per_round))
@@ -207,7 +250,8 @@ def run_rounds(args: argparse.Namespace, stack: Stack, prompts: list[str], start
               f"({passing}/{2 * args.labels_per_round} answers pass), {len(labelled)} labels in all; training "
               f"({(time.monotonic() - started) / 60:.1f} min)", flush=True)
         try:
-            wait(lambda: len(registry.versions("policy")) > before, args.round_timeout, f"round {round_}'s policy", stack)
+            wait(lambda before=before: len(registry.versions("policy")) > before, args.round_timeout,
+                 f"round {round_}'s policy", stack)
         except SystemExit as stopped:  # judge what was made so far rather than nothing
             print(f"  stopped: {stopped}", flush=True)
             break
@@ -220,71 +264,173 @@ def run_rounds(args: argparse.Namespace, stack: Stack, prompts: list[str], start
 
 
 def evaluate(args: argparse.Namespace, stack: Stack, project: int, held_out: list[str]) -> list[dict[str, Any]]:
-    """Each policy version on the held-out prompts, judged by the rule; each reward model against the rule."""
+    """Each policy version on the held-out prompts, judged by the rule, with what its answers look like (length,
+    distinct share, cut share, repetition, echo) and how far they are from v0 (KL, v0's likelihood of them);
+    each reward model against the rule."""
     import torch
 
     from backend.core.registry import Registries
     from backend.core.settings import Settings
     from workers.evaluate import reward_correct
-    from workers.generation import SamplingConfig, candidates
+    from workers.generation import SamplingConfig, sample
     from workers.loading import inference_dtype, load_policy
 
     registry = Registries(Path(stack.env["MODEL_DIR"])).lineage(f"project-{project}")
-    rule = RULES[args.rule]
-    cfg = SamplingConfig.from_settings(Settings(max_new_tokens=args.max_new_tokens), args.eval_samples)
-    prompts = [p for p in held_out for _ in range(args.eval_samples)]
-    rows, answers = [], {}
-    for version in registry.versions("policy"):  # sampled as candidates are: what annotators would be shown
+    rule, m = RULES[args.rule], args.eval_samples
+    settings = Settings(max_new_tokens=args.max_new_tokens)
+    cfg = SamplingConfig.from_settings(settings, 1)
+    prompts = [p for p in held_out for _ in range(m)]  # prompt-major: prompt i's samples are m consecutive rows
+    versions = registry.versions("policy")
+    reference = registry.path("policy", versions[0])
+    rows, answers, started = [], {}, time.monotonic()
+    for version in versions:
+        # sampled as candidates are (temperature, top-p, MAX_NEW_TOKENS: what annotators would be shown), but as
+        # plain draws: candidates() regenerates exact duplicates, which would hide a policy that collapsed
         torch.manual_seed(args.seed)
         model, tokenizer = load_policy(registry.path("policy", version), inference_dtype())
-        answers[version] = [a for group in candidates(model, tokenizer, held_out, cfg) for a in group]
+        answers[version] = sample(model, tokenizer, prompts, cfg)[0]
         del model
+        drawn = answers[version]
+        passed = [rule(a.text) for a in drawn]
+        on_v0 = answer_logprobs(reference, prompts, drawn)  # fp32, as the answers' own policy below
+        own = on_v0 if version == versions[0] else answer_logprobs(registry.path("policy", version), prompts, drawn)
+        tokens = sum(len(t) for t in on_v0)
+        d = [r - n for r, n in zip(on_v0, own)]  # log p_v0 - log p_version per answer token
         meta = registry.meta("policy", version)
         rows.append({"kind": "policy", "version": version, "recipe": meta.get("recipe", "base"),
                      "gate": (meta.get("gate") or {}).get("status", "-"), "current": version == registry.current("policy"),
-                     "pass": rate(sum(map(rule, answers[version])), len(prompts)),
+                     "pass": rate(sum(passed), len(prompts)),
+                     "outcomes": [passed[i:i + m] for i in range(0, len(passed), m)],
+                     "words": sum(len(a.text.split()) for a in drawn) / len(drawn),
+                     "distinct": len({a.text for a in drawn}) / len(drawn),
+                     "cut": sum(not a.finished for a in drawn) / len(drawn),
+                     "repeats": sum(map(repeats_a_phrase, (a.text for a in drawn))) / len(drawn),
+                     "echo": sum(echoes(p, a.text) for p, a in zip(prompts, drawn)) / len(drawn),
+                     # KL(version || v0) per answer token with the k3 estimator, as workers.evaluate._kl computes
+                     # the gates' KL (there on temperature-1 samples; here on the held-out answers themselves)
+                     "kl_v0": float(sum((torch.expm1(x) - x).sum() for x in d) / tokens) if tokens else 0.0,
+                     "fluency": float(sum(t.sum() for t in on_v0) / tokens) if tokens else 0.0,
                      "kl": (meta.get("metrics") or {}).get("kl", 0.0), "promoted_at": meta.get("promoted_at")})
-    first, last = answers[min(answers)], answers[max(answers)]
-    pairs = [{"prompt": p, "chosen": a if rule(a) else b, "rejected": b if rule(a) else a}
-             for p, a, b in zip(prompts, first, last) if rule(a) != rule(b)]
+        print(f"  judged policy v{version}: pass rate {rows[-1]['pass']} ({time.monotonic() - started:.0f} s)",
+              flush=True)
+    first, last = answers[versions[0]], answers[versions[-1]]
+    pairs = [{"prompt": p, **({"chosen": a.text, "chosen_finished": a.finished, "rejected": b.text,
+                               "rejected_finished": b.finished} if rule(a.text) else
+                              {"chosen": b.text, "chosen_finished": b.finished, "rejected": a.text,
+                               "rejected_finished": a.finished})}
+             for p, a, b in zip(prompts, first, last) if rule(a.text) != rule(b.text)]
     for version in registry.versions("reward"):
         meta = registry.meta("reward", version)
-        correct = reward_correct(registry.path("reward", version), pairs)
+        correct = reward_correct(registry.path("reward", version), pairs, settings.missing_eos_penalty)
         rows.append({"kind": "reward", "version": version, "recipe": "reward",
                      "gate": (meta.get("gate") or {}).get("status", "-"), "current": version == registry.current("reward"),
                      "agreement": rate(sum(correct), len(correct)), "promoted_at": meta.get("promoted_at")})
     return rows
 
 
+def answer_logprobs(model_dir: Path, prompts: list[str], answers: list[Any], batch_size: int = 16) -> list[Any]:
+    """Per answer, the log-probability of each of its tokens (its EOS too when it ended) under the policy at
+    model_dir, in fp32. The answer's text goes back through the chat template as every stage reads it
+    (workers.scoring.conversation_text: a cut answer ends where it was cut)."""
+    import torch
+
+    from workers.chat import prompt_texts
+    from workers.loading import load_policy
+    from workers.scoring import conversation_text
+
+    model, tokenizer = load_policy(model_dir, torch.float32)
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    rows = []
+    for prompt, answer in zip(prompts, answers):
+        head, ids = encode(prompt_texts(tokenizer, [prompt])[0]), encode(conversation_text(
+            tokenizer, prompt, answer.text, answer.finished))
+        if ids[:len(head)] != head:  # the template's prompt is a prefix of the conversation, token for token
+            raise SystemExit(f"the chat template tokenizes the prompt differently inside the conversation: {prompt!r}")
+        rows.append((ids, len(head)))
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))  # batches of like lengths pad little
+    result: list[Any] = [None] * len(rows)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            width = max(len(rows[i][0]) for i in index)
+            ids = torch.full((len(index), width), tokenizer.pad_token_id)
+            attention = torch.zeros((len(index), width), dtype=torch.long)
+            for row, i in enumerate(index):  # right padding: positions are plain
+                ids[row, :len(rows[i][0])], attention[row, :len(rows[i][0])] = torch.tensor(rows[i][0]), 1
+            logp = model(input_ids=ids, attention_mask=attention).logits.float().log_softmax(-1)
+            for row, i in enumerate(index):
+                n, head = len(rows[i][0]), rows[i][1]
+                result[i] = logp[row, head - 1:n - 1].gather(-1, ids[row, head:n].unsqueeze(-1)).squeeze(-1)
+    del model
+    return result
+
+
+def repeats_a_phrase(text: str) -> bool:
+    """Some run of 4 words occurs twice in the answer ("Spoiler alert: Spoiler alert: ..." repeats in time)."""
+    words = text.lower().split()
+    grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+    return len(set(grams)) < len(grams)
+
+
+def echoes(prompt: str, answer: str) -> bool:
+    """The answer repeats the question (without its final punctuation) word for word."""
+    question = " ".join(prompt.lower().rstrip(".?!").split())
+    return question in " ".join(answer.lower().split())
+
+
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], labels_of: dict[int, int], started_wall: float,
            out: Path) -> bool:
-    """The table, the PNG and the verdict."""
+    """The tables, the PNG and the verdict."""
     policies = [r for r in rows if r["kind"] == "policy"]
     print(f"\nrule: {args.rule} ({RULES[args.rule].__doc__}) | recipe {args.recipe} | noise {args.noise:.0%} | "
           f"held-out {args.held_out} prompts x {args.eval_samples} samples")
-    print(f"{'version':<10} {'recipe':<7} {'gate':<11} {'labels':>6} {'min':>6}  {'rule pass rate [95% CI] n':<30} {'KL':>7}")
+    print(f"{'version':<10} {'recipe':<7} {'gate':<11} {'labels':>6} {'min':>6}  {'rule pass rate [95% CI] n':<30} "
+          f"{'KL job':>7}")
     for r in policies:
         minutes = (r["promoted_at"] - started_wall) / 60 if r["promoted_at"] and r["version"] else 0.0
         print(f"policy v{r['version']:<2}{'*' if r['current'] else ' '}{r['recipe']:<7} {r['gate']:<11} "
-              f"{labels_of.get(r['version'], 0):>6} {minutes:>6.1f}  {str(r['pass']):<30} {r['kl']:>7.3f}")
+              f"{labels_of.get(r['version'], 0):>6} {minutes:>6.1f}  {r['pass']!s:<30} {r['kl']:>7.3f}")
     for r in (r for r in rows if r["kind"] == "reward"):
         print(f"reward v{r['version']:<2}{'*' if r['current'] else ' '}{'':<7} {r['gate']:<11} {'':>6} {'':>6}  "
               f"agreement with the rule {r['agreement']}")
-    print("(* = served at the end; agreement: on held-out answer pairs of v0 and the last policy where exactly one passes)")
+    print("(* = served at the end; KL job: the policy job's own KL to the reference on temperature-1 samples; "
+          "agreement: on held-out answer pairs of v0 and the last policy where exactly one passes)")
+    print(f"\nthe held-out answers themselves ({args.held_out} x {args.eval_samples} plain draws per version):")
+    print(f"{'version':<10} {'words':>6} {'distinct':>8} {'cut':>6} {'repeats':>8} {'echo':>6} {'KL to v0':>9} "
+          f"{'fluency':>8}")
+    for r in policies:
+        print(f"policy v{r['version']:<2} {r['words']:>6.1f} {r['distinct']:>8.3f} {r['cut']:>6.3f} "
+              f"{r['repeats']:>8.3f} {r['echo']:>6.3f} {r['kl_v0']:>9.4f} {r['fluency']:>8.3f}")
+    print("(words: mean per answer; distinct: share of distinct texts among all draws; cut: share stopped at "
+          f"MAX_NEW_TOKENS={args.max_new_tokens} before their end; repeats: share with a 4-word run said twice; echo: "
+          "share repeating the question; KL to v0: per answer token, k3, on these answers; fluency: v0's mean "
+          "log-likelihood per token of these answers, nats)")
     served = next(r for r in policies if r["current"])
-    change = difference(policies[0]["pass"], served["pass"])
+    base = policies[0]
+    change = difference(base["pass"], served["pass"])
+    clustered = clustered_difference(base["outcomes"], served["outcomes"], resamples=10_000, seed=args.seed)
     total = (time.time() - started_wall) / 60
     _plot(args, rows, out)
     print(f"plot written to {out}")
-    if change is None:
+    if change is None or clustered is None:
         return verdict("no pass rate", "a change", False)
-    d, low, high = change
-    measured = (f"pass rate v0 {policies[0]['pass'].value:.3f} -> served v{served['version']} {served['pass'].value:.3f}: "
-                f"{d * 100:+.1f} points [95% CI {low * 100:+.1f}, {high * 100:+.1f}], KL {served['kl']:.3f}, {total:.1f} min")
+    d, low, high = clustered
+    fluency_floor = base["fluency"] - FLUENCY_MARGIN
+    honest = served["distinct"] >= 0.5 * base["distinct"] and served["fluency"] >= fluency_floor
+    measured = (f"pass rate v0 {base['pass'].value:.3f} -> served v{served['version']} {served['pass'].value:.3f}: "
+                f"{d * 100:+.1f} points [95% CI clustered by prompt {low * 100:+.1f}, {high * 100:+.1f}; as "
+                f"independent draws {change[1] * 100:+.1f}, {change[2] * 100:+.1f}], distinct {served['distinct']:.3f} "
+                f"(v0 {base['distinct']:.3f}), fluency {served['fluency']:.3f} (v0 {base['fluency']:.3f}), words "
+                f"{served['words']:.0f} (v0 {base['words']:.0f}), KL to v0 {served['kl_v0']:.3f} (job "
+                f"{served['kl']:.3f}), {total:.1f} min")
+    guards = f"distinct >= 50 % of v0's, fluency >= v0's - {FLUENCY_MARGIN}"
     if args.quick:
-        return verdict(measured, "lower end of the CI above 0", low > 0)
-    return verdict(measured, f"+20 points, KL <= {args.kl_budget}, <= 45 min",
-                   d >= 0.20 and served["kl"] <= args.kl_budget and total <= 45)
+        return verdict(measured, f"clustered CI above 0, {guards}", low > 0 and honest)
+    return verdict(measured, f"+20 points, clustered CI above 0, KL <= {args.kl_budget}, {guards}, <= 45 min",
+                   d >= 0.20 and low > 0 and served["kl"] <= args.kl_budget and honest and total <= 45)
 
 
 def _plot(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path) -> None:
@@ -294,13 +440,14 @@ def _plot(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path) -> No
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, kind, key, title in ((axes[0], "policy", "pass", f"served policy: rule pass rate on held-out prompts"),
+    for ax, kind, key, title in ((axes[0], "policy", "pass", "served policy: rule pass rate on held-out prompts"),
                                  (axes[1], "reward", "agreement", "reward model: agreement with the rule")):
         for r in (r for r in rows if r["kind"] == kind and r[key].value is not None):
             value: Rate = r[key]
             style = ("x", "tab:red") if r["gate"] == "rejected" else ("o", "tab:blue")
-            ax.errorbar([r["version"]], [value.value], yerr=[[value.value - value.low], [value.high - value.value]],
-                        fmt=style[0], color=style[1], capsize=4, markersize=8)
+            below, above = max(0.0, value.value - value.low), max(0.0, value.high - value.value)  # k = 0: low ~ 1e-17
+            ax.errorbar([r["version"]], [value.value], yerr=[[below], [above]], fmt=style[0], color=style[1], capsize=4,
+                        markersize=8)
             ax.annotate(f"n={value.n}", (r["version"], value.high), textcoords="offset points", xytext=(0, 4),
                         ha="center", fontsize=8)
         ax.set_title(title, fontsize=10)
@@ -319,7 +466,7 @@ def _plot(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path) -> No
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="one round, fewer prompts: about 9 minutes on 2 cores")
+    p.add_argument("--quick", action="store_true", help="one round, fewer prompts: about 13 minutes on 2 cores")
     p.add_argument("--recipe", default="dpo", choices=["dpo", "ppo", "grpo", "rloo"])
     p.add_argument("--rule", default="short", choices=sorted(RULES))
     p.add_argument("--noise", type=float, default=0.1, help="share of flipped labels")
