@@ -100,8 +100,10 @@ def test_ppo_loop_end_to_end(loop) -> None:
         assert task.reward_version == 0 and len(task.scores) == 2
         # each candidate records how it ended, in the store and in Label Studio's data, and is scored by it
         assert task.finished == task.data["finished"] and {type(f) for f in task.finished} == {bool}
+        # (bf16 where the CPU runs it natively: a batch of other lengths moves a score by a bf16 step, 0.008 at
+        # most here, far below the penalty of 1.0 a wrong reading would add)
         assert task.scores == pytest.approx(score(reward, tokenizer, [task.data["prompt"]] * 2, task.candidates,
-                                                  task.finished, settings.missing_eos_penalty), abs=1e-4)
+                                                  task.finished, settings.missing_eos_penalty), abs=1e-2)
     answers = status["projects"]["1"]["answers"]
     assert answers["unknown"] == 0 and set(answers["by_policy"]) == {"v0", "v1"}, answers
     unlabeled = next(t for t in store.project_tasks(1) if t.id not in labeled)
