@@ -70,7 +70,7 @@ bench: install redis
 	$(PY) bench/training.py
 	$(PY) bench/reward_accuracy.py  # needs ../shared/data/hh-rlhf-harmless-base-test.jsonl.gz or --data
 
-# The loop learns a known preference through a real Label Studio (bench/loop.py): DEMO_ARGS=--quick for ~9 min,
+# The loop learns a known preference through a real Label Studio (bench/loop.py): DEMO_ARGS=--quick for 12-15 min,
 # DEMO_ARGS="--recipe ppo --rounds 1" for PPO capped on a CPU.
 DEMO_ARGS ?=
 demo: install redis ls-venv

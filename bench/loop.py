@@ -18,7 +18,7 @@ policy that collapses or writes worse answers that happen to pass fails: the ser
 share of at least half v0's and a fluency proxy within FLUENCY_MARGIN of v0's (its comment says how the
 margin was measured).
 
-    .venv/bin/python bench/loop.py --quick          # ~13 min on 2 cores; PASS: clustered CI above 0 + both guards
+    .venv/bin/python bench/loop.py --quick          # ~15 min on 2 cores; PASS: clustered CI above 0 + both guards
     .venv/bin/python bench/loop.py                  # DPO, 64 labels: goal +20 points within 45 min, same guards
     .venv/bin/python bench/loop.py --recipe ppo --rounds 1 --labels-per-round 48 --prompts 100   # PPO, capped
     .venv/bin/python bench/loop.py --quick --selection informative --candidates 4   # queue order, two of K shown
@@ -66,16 +66,17 @@ RECIPE_ARGS = {  # what the demo trains with on a CPU: one pass over the pairs, 
 }
 
 # The verdict's fluency guard: the served policy's answers may be at most this much less likely under v0, per token
-# (nats), than v0's own answers. v0's proxy of a version's answers is about -H(version) - KL(version || v0): any
-# policy that learns pays its KL, so the margin must hold honest learning and catch answers that are worse text.
-# Measured on this bench's --quick held-out set (SmolLM2-135M v0, 40 prompts x 2 draws sampled as candidates are,
-# 192 tokens): v0's own proxy was -1.422, -1.484, -1.422 over seeds 0-2 (its halves within 0.04), so two unchanged
-# policies differ by about 0.05; v0's own draws at temperature 1.0 instead of 0.9, the base model unaltered, scored
-# -1.699 (0.28 below); at 1.2, visibly incoherent, -2.330 (0.91 below); its answers with their words shuffled
-# -5.674. A DPO v1 of a --quick run (+53.8 points) scored 0.145 below, with KL 0.118 on the same answers: the drop
-# was its KL. 0.3 lets a policy's answers be as unlikely to v0 as v0's own temperature-1.0 answers, 6 times the
-# noise, and fails incoherent text by a wide gap. The proxy does not see echoes or stutters (an answer prefixed with
-# its question scored 0.02 below): the distinct share, and the printed echo and repeat shares, are for those.
+# (nats), than v0's own answers. v0's proxy of a version's answers is about -H(version) - KL(version || v0): a policy
+# that learns pays its KL, so the margin must hold honest learning and fail answers that are worse text. Measured on
+# the --quick held-out set (SmolLM2-135M v0, 40 prompts x 2 draws sampled as candidates are, 192 tokens, default
+# SYSTEM_PROMPT): v0's own proxy was -1.494, -1.462, -1.475 over seeds 0-2; v0's own answers cut after their first
+# sentence and ended there (honest short answers) -1.541, 0.05 below: brevity itself costs little; v0 drawn at
+# temperature 1.0 (the base model unaltered) -1.688, 0.19 below; at 1.2 (visibly incoherent) -2.326, 0.83 below.
+# Before SYSTEM_PROMPT: seeds -1.422/-1.484/-1.422, temperature 1.0 0.28 below, 1.2 0.91 below, words shuffled 4.25
+# below, and a DPO v1 at +53.8 points (KL 0.118) 0.145 below. With it, a DPO v1 that collapsed to 16-word one-liners,
+# several not answering the question (KL 0.466), scored 0.626 below. 0.3 holds the noise, brevity and v0's own
+# temperature-1.0 text, and fails incoherence and that collapse. The proxy does not see echoes or stutters (answers
+# prefixed with their question scored 0.02 below): the distinct share and the printed echo and repeat shares do.
 FLUENCY_MARGIN = 0.3
 
 
@@ -466,7 +467,7 @@ def _plot(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path) -> No
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="one round, fewer prompts: about 13 minutes on 2 cores")
+    p.add_argument("--quick", action="store_true", help="one round, fewer prompts: about 15 minutes on 2 cores")
     p.add_argument("--recipe", default="dpo", choices=["dpo", "ppo", "grpo", "rloo"])
     p.add_argument("--rule", default="short", choices=sorted(RULES))
     p.add_argument("--noise", type=float, default=0.1, help="share of flipped labels")
