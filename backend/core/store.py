@@ -424,7 +424,8 @@ class Store:
         policy = case((Generation.id.is_not(None), Generation.policy_version), (shown, Task.policy_version))
         with self.session() as s:
             rows = s.execute(select(PairRow.id, Annotation.task_id, PairRow.prompt, PairRow.chosen, PairRow.rejected,
-                                    PairRow.chosen_finished, PairRow.rejected_finished, PairRow.annotator, PairRow.selection, PairRow.generation,
+                                    PairRow.chosen_finished, PairRow.rejected_finished, PairRow.annotator,
+                                    PairRow.selection, PairRow.generation,
                                     policy.label("policy_version"),
                                     PairRow.created_at, PairRow.project_id, Project.lineage)
                              .outerjoin(Annotation, Annotation.id == PairRow.annotation_id)

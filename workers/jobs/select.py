@@ -49,7 +49,8 @@ class Weigher:
             model, tokenizer = self._reference()
             todo = list(missing.items())
             vectors = eos_features(model, tokenizer, [p for _, (p, _, _) in todo], [a for _, (_, a, _) in todo],
-                                   [f for _, (_, _, f) in todo], progress=lambda done, total: self.ctx.progress(stage="features", step=done,
+                                   [f for _, (_, _, f) in todo],
+                                   progress=lambda done, total: self.ctx.progress(stage="features", step=done,
                                                                                    total=total))
             fresh = {k: v.numpy().astype("<f4").tobytes() for (k, _), v in zip(todo, vectors)}
             self.ctx.store.save_features(fresh)
