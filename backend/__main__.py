@@ -1,3 +1,3 @@
-from backend.cli import main
+from backend.admin.cli import main
 
 main()

@@ -1,7 +1,7 @@
 """How long v0's candidates run: the share that ends (EOS) within each token budget, for MAX_NEW_TOKENS.
 
 Samples one answer per prompt from the embedded SmolLM2 with the product's own candidate sampler
-(workers.generation, TEMPERATURE / TOP_P from the settings) at a long budget, then reads off, for each shorter
+(workers.ml.generation, TEMPERATURE / TOP_P from the settings) at a long budget, then reads off, for each shorter
 budget L, the share of answers that ended within L tokens: sampling is token by token, so an answer that ends
 within L at the long budget is exactly the answer a budget of L would have given. One answer per prompt, so
 the 95 % Wilson intervals treat prompts as independent draws. Prompts: the demo's everyday instructions and
@@ -32,8 +32,8 @@ def main() -> int:
 
     import torch
 
-    from workers.generation import SamplingConfig, sample
-    from workers.loading import inference_dtype, load_policy
+    from workers.ml.generation import SamplingConfig, sample
+    from workers.ml.loading import inference_dtype, load_policy
 
     settings = Settings()
     header(f"answer length: v0 candidates at {args.budget} tokens, {args.prompts} prompts")

@@ -36,8 +36,8 @@ ASSISTANT = "\n\nAssistant:"
 
 def embedded_policy() -> Path:
     """The embedded SmolLM2-135M-Instruct as policy v0, converted once (about 20 s) into the bench cache."""
-    from backend.core.registry import Registry
-    from workers.bootstrap import ensure_base_policy
+    from backend.store.registry import Registry
+    from workers.runtime.bootstrap import ensure_base_policy
 
     registry = Registry(MODEL_CACHE / "smollm2")
     ensure_base_policy(registry, "")
@@ -108,7 +108,7 @@ def synthetic_pairs(n: int) -> list[dict[str, str]]:
 
 def fits(tokenizer: Any, pair: dict[str, str], max_length: int) -> bool:
     """Whether both sides fit max_length once rendered as trl renders them (trl drops longer pairs)."""
-    from workers.scoring import conversation_text
+    from workers.ml.scoring import conversation_text
 
     return all(len(tokenizer(conversation_text(tokenizer, pair["prompt"], pair[side], None), add_special_tokens=False)
                    ["input_ids"]) <= max_length for side in ("chosen", "rejected"))

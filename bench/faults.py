@@ -3,7 +3,7 @@ hung vs a gunicorn worker killed mid-burst; and `--fuzz N` hostile requests over
 
 Label Studio waits 1 s for a webhook and never resends it, so under any single fault every annotation must
 still be acknowledged within a second, and every acknowledged one must be in the store. The backend runs as it
-ships (gunicorn with backend/gunicorn_conf.py) on SQLite (or --database-url), against a Redis of its own that
+ships (gunicorn with backend/http/gunicorn_conf.py) on SQLite (or --database-url), against a Redis of its own that
 the bench stops (down) and freezes with SIGSTOP (hung).
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ def rss_mb(pids: list[int]) -> float:
 def scenario(name: str, port: int, first_id: int, n: int, concurrency: int, url: str,
              during=None) -> tuple[str, webhooks.Burst, int, int]:
     """One burst of n annotations; `during` runs in a thread while it goes (the fault)."""
-    from backend.core.store import Store
+    from backend.store import Store
 
     bodies = webhooks.annotation_bodies(first_id, n)
     fault = threading.Thread(target=during) if during else None
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> bool:
     redis_proc = start_redis(redis_port)
     server = webhooks.start_backend(tmp, port, {"REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "RECONCILE_SECONDS": "0",
                                                 "DATABASE_URL": args.database_url, "RETRAIN_EVERY": "50"},
-                                    ["-c", "python:backend.gunicorn_conf"])  # as it ships: preloaded, 2 workers
+                                    ["-c", "python:backend.http.gunicorn_conf"])  # as it ships: preloaded, 2 workers
     rows = []
     try:
         setup = common.payload("setup.pairwise.json") | {"hostname": "", "access_token": ""}

@@ -76,8 +76,8 @@ def seed_recipe(model_path: str, prompts: list[str], args: argparse.Namespace) -
 
 def ours(model_path: str, prompts: list[str], dtype_name: str, args: argparse.Namespace) -> tuple[float, int, float, str]:
     """Our path: load_policy at inference_dtype, then `sample` over all prompts x k in sorted, padded batches."""
-    from workers.generation import SamplingConfig, sample
-    from workers.loading import inference_dtype, load_policy
+    from workers.ml.generation import SamplingConfig, sample
+    from workers.ml.loading import inference_dtype, load_policy
 
     dtype = inference_dtype(dtype_name)
     with common.Timer() as load:

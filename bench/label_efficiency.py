@@ -3,7 +3,7 @@
 Simulated annotators replay HH-RLHF harmless-base (../shared/data, one pair per prompt) in the order each
 strategy asks for. The reward head is a Bayesian logistic regression (Laplace approximation) on frozen
 features: the embedded SmolLM2-135M's last hidden state at each answer's EOS, read through the same reward-token
-contract the reward model uses (workers.scoring). Features are computed once and cached; everything after
+contract the reward model uses (workers.ml.scoring). Features are computed once and cached; everything after
 that runs in seconds per seed.
 
 Strategies (each picks the next batch from the unlabelled pool):
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from common import MODEL_CACHE, ROOT, embedded_policy, header, hh_pairs, verdict
-from workers.head import CRITERIA
+from workers.ml.head import CRITERIA
 
 CHECKPOINTS = (50, 100, 200, 400, 800)
 STRATEGIES = ("random", *CRITERIA)
@@ -34,12 +34,12 @@ FIT_SECONDS: dict[int, list[float]] = {}  # labels -> seconds each refit of the 
 
 
 def features(pairs: list[dict[str, str]], max_length: int):
-    """[pairs, 2, hidden]: the product's frozen features (workers.features) of (prompt, chosen) and (prompt,
+    """[pairs, 2, hidden]: the product's frozen features (workers.ml.features) of (prompt, chosen) and (prompt,
     rejected) under the embedded SmolLM2; cached on disk by the pairs' content and max_length."""
     import torch
 
-    from workers.features import eos_features
-    from workers.loading import inference_dtype, load_policy
+    from workers.ml.features import eos_features
+    from workers.ml.loading import inference_dtype, load_policy
 
     digest = hashlib.sha256(repr((max_length, [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs])).encode())
     cache = FEATURES.with_name(f"{FEATURES.stem}-{digest.hexdigest()[:12]}.pt")
@@ -67,7 +67,7 @@ def run(diffs, held, strategy: str, seed: int, budget: int, batch: int, warm_sta
     """Labels in the order the strategy asks for; held-out accuracy after every batch."""
     import torch
 
-    from workers.head import BayesianHead, HeadConfig
+    from workers.ml.head import BayesianHead, HeadConfig
 
     generator = torch.Generator().manual_seed(seed)
     signs = torch.where(torch.rand(len(diffs), generator=generator) < 0.5, -1.0, 1.0).double()

@@ -168,7 +168,7 @@ def prefer(a: str, b: str, rule: Any, rng: random.Random, noise: float) -> str:
 
 def on_policy_tasks(client: Any, project: int, version: int, labelled: set[int]) -> list[dict[str, Any]]:
     """Unlabelled tasks showing candidates of the served policy `version`."""
-    from backend.core import labelstudio
+    from backend.http import labelstudio
 
     return [t for t in labelstudio.list_tasks(client, project)
             if t["id"] not in labelled and str(t["data"].get("generation", "")).startswith(f"p{version}-")
@@ -213,8 +213,8 @@ def wait(predicate: Any, timeout: float, what: str, stack: Stack, check_every: f
 
 def run_rounds(args: argparse.Namespace, stack: Stack, prompts: list[str], started: float) -> tuple[int, dict[int, int]]:
     """Connect, import, then label and retrain round after round; returns (project, labels behind each policy)."""
-    from backend.core import labelstudio
-    from backend.core.registry import Registries
+    from backend.http import labelstudio
+    from backend.store.registry import Registries
 
     out = stack.cli("connect", "--url", stack.ls_url, "--api-key", stack.ls_token, "--backend-url", stack.url,
                     "--title", f"RLHF demo: {args.rule}, {args.recipe}")
@@ -270,11 +270,11 @@ def evaluate(args: argparse.Namespace, stack: Stack, project: int, held_out: lis
     each reward model against the rule."""
     import torch
 
-    from backend.core.registry import Registries
+    from backend.store.registry import Registries
     from backend.core.settings import Settings
-    from workers.evaluate import reward_correct
-    from workers.generation import SamplingConfig, sample
-    from workers.loading import inference_dtype, load_policy
+    from workers.ml.evaluate import reward_correct
+    from workers.ml.generation import SamplingConfig, sample
+    from workers.ml.loading import inference_dtype, load_policy
 
     registry = Registries(Path(stack.env["MODEL_DIR"])).lineage(f"project-{project}")
     rule, m = RULES[args.rule], args.eval_samples
@@ -307,7 +307,7 @@ def evaluate(args: argparse.Namespace, stack: Stack, project: int, held_out: lis
                      "cut": sum(not a.finished for a in drawn) / len(drawn),
                      "repeats": sum(map(repeats_a_phrase, (a.text for a in drawn))) / len(drawn),
                      "echo": sum(echoes(p, a.text) for p, a in zip(prompts, drawn)) / len(drawn),
-                     # KL(version || v0) per answer token with the k3 estimator, as workers.evaluate._kl computes
+                     # KL(version || v0) per answer token with the k3 estimator, as workers.ml.evaluate._kl computes
                      # the gates' KL (there on temperature-1 samples; here on the held-out answers themselves)
                      "kl_v0": float(sum((torch.expm1(x) - x).sum() for x in d) / tokens) if tokens else 0.0,
                      "fluency": float(sum(t.sum() for t in on_v0) / tokens) if tokens else 0.0,
@@ -332,12 +332,12 @@ def evaluate(args: argparse.Namespace, stack: Stack, project: int, held_out: lis
 def answer_logprobs(model_dir: Path, prompts: list[str], answers: list[Any], batch_size: int = 16) -> list[Any]:
     """Per answer, the log-probability of each of its tokens (its EOS too when it ended) under the policy at
     model_dir, in fp32. The answer's text goes back through the chat template as every stage reads it
-    (workers.scoring.conversation_text: a cut answer ends where it was cut)."""
+    (workers.ml.scoring.conversation_text: a cut answer ends where it was cut)."""
     import torch
 
-    from workers.chat import prompt_texts
-    from workers.loading import load_policy
-    from workers.scoring import conversation_text
+    from workers.ml.chat import prompt_texts
+    from workers.ml.loading import load_policy
+    from workers.ml.scoring import conversation_text
 
     model, tokenizer = load_policy(model_dir, torch.float32)
 

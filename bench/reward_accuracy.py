@@ -3,7 +3,7 @@
 Pairs are split by prompt with the reward job's own rule (workers.jobs.train.split: 10% of prompts held out,
 by hash, seeded), so no prompt is in both halves. Pairs with a side longer than --max-length are dropped before
 training (trl would drop them silently), and the sizes used are printed. Accuracy is the share of held-out
-pairs whose chosen answer scores higher, computed with workers.loading.score (the scoring path /predict
+pairs whose chosen answer scores higher, computed with workers.ml.loading.score (the scoring path /predict
 serves), and compared with two baselines on the same pairs: chance, and "the longer answer wins".
 Goal (ours, none was set): the 95% Wilson interval of the accuracy lies above chance.
 """
@@ -29,7 +29,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=1e-5, help="learning rate (the recipe's default)")
     parser.add_argument("--batch-size", type=int, default=4, help="per-device train batch (pairs)")
     parser.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
-                        help="auto: workers.loading.use_bf16() (bf16 GPUs); on also works on AMX/AVX512-BF16 CPUs")
+                        help="auto: workers.ml.loading.use_bf16() (bf16 GPUs); on also works on AMX/AVX512-BF16 CPUs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of training (SEED)")
     return parser
 
@@ -65,8 +65,8 @@ def accuracy(model_dir: Path, pairs: list[dict[str, str]], bf16: bool) -> float:
     """Share of pairs whose chosen answer gets the higher reward, scored as /predict's scores are."""
     import torch
 
-    from workers.loading import load_reward
-    from workers.scoring import score
+    from workers.ml.loading import load_reward
+    from workers.ml.scoring import score
 
     model, tokenizer = load_reward(model_dir, torch.bfloat16 if bf16 else torch.float32)
     prompts = [p["prompt"] for p in pairs]
@@ -86,7 +86,7 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> bool:
     args = make_parser().parse_args(argv)
     common.header("reward-model accuracy on held-out HH-RLHF pairs")
-    from workers.loading import load_tokenizer, use_bf16
+    from workers.ml.loading import load_tokenizer, use_bf16
     from workers.recipes import RECIPES
     from workers.recipes.base import RecipeInputs
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> bool:
           f"{metrics.get('train_samples_per_second', float('nan')):.2f} pairs/s); trl eval_accuracy "
           f"{metrics.get('eval_accuracy', float('nan')):.3f} (mean of batch means)")
     print(f"baseline 'longer answer wins': {longer:.3f} on the same {n} held-out pairs (chance: 0.500)")
-    print(f"ours (reward recipe, scored by workers.loading.score): {ours:.3f} on {n} held-out pairs, "
+    print(f"ours (reward recipe, scored by workers.ml.loading.score): {ours:.3f} on {n} held-out pairs, "
           f"95% CI [{low:.3f}, {high:.3f}], trained on {len(train)} pairs")
     print(f"ratio ours / longer-answer baseline: {ours / longer:.2f}x; ours / chance: {ours / 0.5:.2f}x")
     return common.verdict(f"held-out accuracy {ours:.3f} (n={n}, CI low {low:.3f})", "95% CI above chance (0.5)",

@@ -61,7 +61,7 @@ class Run:
 
 def training_pairs(model_path: str, n: int, max_length: int) -> tuple[list[dict[str, str]], str]:
     """n pairs that fit max_length for this tokenizer (so neither trainer drops any), and where they came from."""
-    from workers.loading import load_tokenizer
+    from workers.ml.loading import load_tokenizer
 
     tokenizer = load_tokenizer(model_path)
     if common.HH_DATA.is_file():
@@ -223,10 +223,10 @@ def part_b(args: argparse.Namespace, model_path: str) -> bool:
     """Webhooks -> trigger -> reward job -> policy job -> promotion -> notification -> served, timed."""
     from conftest import TINY_TRAIN  # the training sizes the end-to-end tests use
 
-    from backend.app import create_app
-    from backend.core.registry import Registries
+    from backend.http.app import create_app
+    from backend.store.registry import Registries
     from backend.core.settings import Settings
-    from workers.bootstrap import ensure_base_policy
+    from workers.runtime.bootstrap import ensure_base_policy
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     common.flush_bench_redis()

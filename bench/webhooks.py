@@ -170,7 +170,7 @@ def reset_database(url: str) -> None:
     because two workers creating them at once race (one dies with "table projects already exists")."""
     from sqlalchemy import text
 
-    from backend.core.store import Base, Store, make_engine
+    from backend.store import Base, Store, make_engine
 
     engine = make_engine(url)
     Base.metadata.drop_all(engine)
@@ -181,11 +181,11 @@ def reset_database(url: str) -> None:
 
 
 def start_backend(tmp: Path, port: int, env: dict[str, str], gunicorn_args: list[str]) -> subprocess.Popen:
-    """gunicorn over backend.wsgi:app with these settings in the environment; waits until /health answers."""
+    """gunicorn over backend.http.wsgi:app with these settings in the environment; waits until /health answers."""
     env = dict(os.environ, QUEUE_PREFIX="bench", DATA_DIR=str(tmp / "data"), MODEL_DIR=str(tmp / "models"),
                PYTHONPATH=str(common.ROOT), **env)
     log = open(tmp / "gunicorn.log", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", *gunicorn_args, "backend.wsgi:app",
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", *gunicorn_args, "backend.http.wsgi:app",
                              "-b", f"127.0.0.1:{port}"], cwd=common.ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> bool:
 
 def report(args: argparse.Namespace, url: str, health: Burst, hooks: Burst) -> bool:
     """Check persistence in the store, then print the ratio and the goals."""
-    from backend.core.store import Store
+    from backend.store import Store
 
     store = Store(url)
     counts = store.counts().get(PROJECT, {})

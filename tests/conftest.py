@@ -50,7 +50,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _background_threads_end_with_the_test():
     """An app's background threads would otherwise queue jobs into the next test's Redis (and pile up)."""
     yield
-    from backend.background import stop_all
+    from backend.background.threads import stop_all
 
     stop_all()
 
@@ -83,7 +83,7 @@ def settings(tmp_path: Path, tiny_model: Path, redis: Redis) -> Settings:
 
 @pytest.fixture
 def app(settings: Settings):
-    from backend.app import create_app
+    from backend.http.app import create_app
 
     return create_app(settings)
 

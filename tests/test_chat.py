@@ -6,9 +6,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from backend.core.settings import get_settings
-from workers.chat import prompt_texts
+from workers.ml.chat import prompt_texts
 from workers.recipes.base import preference_dataset, prompt_dataset
-from workers.scoring import reward_ids
+from workers.ml.scoring import reward_ids
 
 
 @pytest.fixture

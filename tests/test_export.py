@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from backend.core.preferences import Pair
-from backend.core.registry import Registries, Registry
-from backend.core.store import Store
+from backend.labels.preferences import Pair
+from backend.store.registry import Registries, Registry
+from backend.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT, EMPTY_PROJECT, LINEAGE = 3, 4, "team-a"

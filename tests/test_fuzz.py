@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, make_settings, payload, setup_project
 
-from backend.app import create_app
+from backend.http.app import create_app
 
 HOSTILE: list[Any] = [None, True, False, 0, -1, 2**63, -(2**63) - 1, 10**40, 1.5, "", "x", "\ud800", "a\x00b", [], {},
                       [[[]]], {"id": "1"}, "1.1", "-5", "9" * 30, ["\udfff"], {"\ud800": 1}, {"id": 2**64}]

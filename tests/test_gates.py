@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backend.core.gates import enforced, policy_verdict, reward_verdict
-from backend.core.quality import agreement, human_win_rates
+from backend.labels.quality import agreement, human_win_rates
 from backend.core.settings import Settings
 from backend.core.stats import difference, rate, sign_test
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from conftest import ROOT, payload, run_worker, setup_project, tasks_created
 
-from backend.core.store import Store
+from backend.store import Store
 
 
 def test_tasks_created_webhook_generates_pairwise_candidates(client, settings) -> None:

@@ -1,4 +1,4 @@
-"""backend.core.labelstudio against a real Label Studio, with a stub ML backend recording what it is sent."""
+"""backend.http.labelstudio against a real Label Studio, with a stub ML backend recording what it is sent."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 from conftest import listed_versions, ml_backend_id
 
-from backend.core import labelstudio as ls
+from backend.http import labelstudio as ls
 from labelstudio_server import LabelStudioServer, label_studio  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.labelstudio

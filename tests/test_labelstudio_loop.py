@@ -18,12 +18,12 @@ from conftest import (
 from redis import Redis
 from rq import Queue
 
-from backend.core import labelstudio as ls
-from backend.core.registry import Registries
-from backend.core.selection import informative_score
-from backend.app import create_app
-from backend.core.store import Store
-from backend.reconciler import Reconciler
+from backend.http import labelstudio as ls
+from backend.store.registry import Registries
+from backend.labels.selection import informative_score
+from backend.http.app import create_app
+from backend.store import Store
+from backend.background.reconciler import Reconciler
 from labelstudio_server import LabelStudioServer, free_port, label_studio  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.labelstudio

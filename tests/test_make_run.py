@@ -12,7 +12,7 @@ import requests
 from conftest import ROOT, TEST_REDIS_URL, make_settings
 from rq import Worker
 
-from backend.core.queue import JobQueue
+from backend.queue import JobQueue
 from labelstudio_server import free_port
 
 

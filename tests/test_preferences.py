@@ -6,7 +6,7 @@ import json
 import pytest
 from conftest import PAYLOADS, ROOT, SHARED_DATA, payload
 
-from backend.core.preferences import (
+from backend.labels.preferences import (
     InvalidAnnotation, InvalidConfig, Pair, demonstrations, pairs_from_result, parse_layout,
 )
 

@@ -8,8 +8,8 @@ import time
 import pytest
 from conftest import ROOT, make_settings, payload, queued_training, setup_project
 
-from backend.app import create_app
-from backend.core.store import Store
+from backend.http.app import create_app
+from backend.store import Store
 
 
 def test_health_and_setup(client) -> None:
@@ -204,8 +204,8 @@ def test_versions_are_listed_per_project(client, settings) -> None:
 def test_a_promotion_a_worker_announces_is_served_before_the_next_poll(tmp_path, tiny_model, redis) -> None:
     """Workers announce each promotion on Redis: the watcher thread forgets that lineage's cached versions
     at once, so Label Studio sees the new version without waiting for a poll period; stopped, it unsubscribes."""
-    from backend.background import stop_all
-    from backend.core.services import build
+    from backend.background.threads import stop_all
+    from backend.services import build
 
     settings = make_settings(tmp_path, tiny_model, model_poll_seconds=600)
     client = create_app(settings).test_client()

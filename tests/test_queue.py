@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from backend.core import queue
+from backend import queue
 
 
 def test_every_dotted_job_name_imports() -> None:

@@ -16,11 +16,11 @@ from tiny import build_tiny_model  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from workers import progress  # noqa: E402
-from workers.evaluate import policy_metrics  # noqa: E402
-from workers.loading import load_policy, load_reward, load_tokenizer  # noqa: E402
-from workers.scoring import reward_ids, score  # noqa: E402
-from workers.progress import JobProgress  # noqa: E402
+from workers.runtime import progress  # noqa: E402
+from workers.ml.evaluate import policy_metrics  # noqa: E402
+from workers.ml.loading import load_policy, load_reward, load_tokenizer  # noqa: E402
+from workers.ml.scoring import reward_ids, score  # noqa: E402
+from workers.runtime.progress import JobProgress  # noqa: E402
 from workers.recipes import RECIPES, hyperparameters  # noqa: E402
 from workers.recipes.base import RecipeInputs, build_config, reward_dataset  # noqa: E402
 from workers.recipes.grpo import GRPORecipeConfig  # noqa: E402
@@ -234,8 +234,8 @@ def test_policy_metrics_are_finite_and_in_range(models: SimpleNamespace) -> None
 
 
 def test_launched_training_saves_once_and_reports_back(models: SimpleNamespace, tmp_path: Path) -> None:
-    """TRAIN_PROCESSES > 1 goes through `accelerate launch -m workers.launch` (one CPU process here, DDP on GPUs)."""
-    from workers.launch import run_recipe
+    """TRAIN_PROCESSES > 1 goes through `accelerate launch -m workers.runtime.launch` (one CPU process here, DDP on GPUs)."""
+    from workers.runtime.launch import run_recipe
 
     inputs = make_inputs(models, tmp_path / "out", overrides=OVERRIDES["sft"])
     metrics = run_recipe("sft", inputs, processes=2)
@@ -318,9 +318,9 @@ def test_one_reading_of_a_cut_and_a_finished_answer_in_every_stage(models: Simpl
     from trl.experimental.utils import first_true_indices, get_reward
     from trl.experimental.ppo.ppo_trainer import truncate_response
 
-    from workers.chat import prompt_texts
-    from workers.evaluate import reward_correct
-    from workers.features import eos_features
+    from workers.ml.chat import prompt_texts
+    from workers.ml.evaluate import reward_correct
+    from workers.ml.features import eos_features
     from workers.recipes.group_rl import reward_function
 
     penalty = 1.5

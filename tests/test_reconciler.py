@@ -11,9 +11,9 @@ from conftest import (
 )
 from redis import Redis
 
-from backend.app import create_app
-from backend.core.store import Store
-from backend.reconciler import Reconciler
+from backend.http.app import create_app
+from backend.store import Store
+from backend.background.reconciler import Reconciler
 from labelstudio_server import free_port
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.core.registry import LEGACY_LINEAGE, Registries, Registry, RegistryError
+from backend.store.registry import LEGACY_LINEAGE, Registries, Registry, RegistryError
 
 
 def test_promotion_takes_the_next_free_version(tmp_path: Path) -> None:

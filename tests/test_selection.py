@@ -9,12 +9,12 @@ import pytest
 import torch
 from conftest import make_settings, payload, run_worker, setup_project, tasks_created
 
-from backend.app import create_app
-from backend.core.registry import Registries
-from backend.core.store import Store
-from workers.features import feature_key
-from workers.loading import inference_dtype
-from workers.head import BayesianHead, HeadConfig
+from backend.http.app import create_app
+from backend.store.registry import Registries
+from backend.store import Store
+from workers.ml.features import feature_key
+from workers.ml.loading import inference_dtype
+from workers.ml.head import BayesianHead, HeadConfig
 
 
 def synthetic(n: int, dim: int, seed: int) -> torch.Tensor:
@@ -123,8 +123,8 @@ def test_selection_random_picks_pairs_at_random_and_is_recorded(tmp_path, tiny_m
 def test_features_are_cached_per_dtype(tmp_path, tiny_model, redis) -> None:
     """bf16 and fp32 features of one answer differ: a head fitted on one must never read the other from the
     cache (GENERATION_DTYPE changed, or a worker on other hardware)."""
-    from backend.core.services import build
-    from workers.context import JobContext
+    from backend.services import build
+    from workers.runtime.context import JobContext
     from workers.jobs.select import Weigher
 
     vectors = {}

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 from conftest import ROOT, payload, setup_project
 
-from backend.core.preferences import parse_layout
-from backend.core.store import Store
+from backend.labels.preferences import parse_layout
+from backend.store import Store
 
 T0 = datetime(2026, 11, 29, 10, 0, 0)
 PAIRWISE = parse_layout((ROOT / "label_config.xml").read_text())

@@ -9,11 +9,11 @@ from sqlalchemy import (
     JSON, Boolean, Column, DateTime, ForeignKey, Integer, MetaData, String, Table, Text, create_engine, text,
 )
 
-from backend.core import migrate
+from backend.store import migrate
 
-from backend.core.preferences import Pair
+from backend.labels.preferences import Pair
 from backend.core.settings import Settings
-from backend.core.store import Store
+from backend.store import Store
 
 
 def postgres_url() -> str:
@@ -115,7 +115,7 @@ def test_webhooks_persist_on_postgresql(tmp_path, tiny_model, redis) -> None:
     """The HTTP layer over DATABASE_URL=postgresql://...: what is acknowledged is in PostgreSQL."""
     from conftest import make_settings, payload
 
-    from backend.app import create_app
+    from backend.http.app import create_app
 
     postgres_url()
     settings = make_settings(tmp_path, tiny_model, database_url=TEST_POSTGRES_URL)

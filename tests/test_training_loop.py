@@ -16,13 +16,13 @@ from conftest import (
     tasks_created,
 )
 
-from backend.app import create_app
-from backend.core.registry import Registries
-from backend.core.store import Store
-from backend.reconciler import Reconciler
+from backend.http.app import create_app
+from backend.store.registry import Registries
+from backend.store import Store
+from backend.background.reconciler import Reconciler
 from workers.jobs.train import held_out
-from workers.loading import inference_dtype, load_reward
-from workers.scoring import score
+from workers.ml.loading import inference_dtype, load_reward
+from workers.ml.scoring import score
 
 PROMPTS = [f"Tell me fact number {i} about the sea." for i in range(10)]
 

@@ -9,11 +9,11 @@ import time
 from conftest import make_settings, run_worker, setup_project, tasks_created
 from rq.job import Job
 
-from backend.app import create_app
-from backend.core.queue import JobQueue
-from backend.core.registry import Registries
-from backend.core.store import Store
-from workers.worker import process_tree_cpu, thread_budget
+from backend.http.app import create_app
+from backend.queue import JobQueue
+from backend.store.registry import Registries
+from backend.store import Store
+from workers.runtime.worker import process_tree_cpu, thread_budget
 
 
 def test_first_generation_on_a_fresh_model_dir_with_the_embedded_model(tmp_path, tiny_model, redis) -> None:

@@ -14,7 +14,7 @@ from conftest import ROOT, settings_env
 from rq import Worker
 from rq.utils import utcformat
 
-from backend.core.queue import JobQueue
+from backend.queue import JobQueue
 from backend.core.settings import Settings
 from workers.health import problem
 

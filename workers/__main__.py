@@ -25,12 +25,12 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     from backend.core.logs import configure_logging
     from backend.core.settings import get_settings
-    from workers.worker import RLHFWorker, apply_thread_budget, thread_budget
+    from workers.runtime.worker import RLHFWorker, apply_thread_budget, thread_budget
 
     settings = get_settings()
     threads = thread_budget(settings.worker_threads, settings.local_workers)
     apply_thread_budget(threads)  # before torch is imported, here or in a child
-    from workers.context import context
+    from workers.runtime.context import context
 
     configure_logging()
     ctx = context()

@@ -15,7 +15,7 @@ from rq import Worker
 from rq.defaults import DEFAULT_WORKER_TTL
 
 from backend.core.logs import configure_logging
-from backend.core.queue import JobQueue
+from backend.queue import JobQueue
 from backend.core.settings import get_settings
 
 log = logging.getLogger(__name__)

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
                     "the embedded SmolLM2 ends most answers within MAX_NEW_TOKENS (bench/answer_length.py). "
                     "Reward models read it too: retrain after changing it.")
     missing_eos_penalty: float = Field(1.0, description="Subtracted from the reward of an answer cut off at "
-                                                        "MAX_NEW_TOKENS, wherever a reward is read (workers/scoring.py).")
+                                                        "MAX_NEW_TOKENS, wherever a reward is read (workers/ml/scoring.py).")
     generation_batch_size: int = Field(128, description="Sequences per generate() call.")
     generation_dtype: str = Field("auto", description="auto (bf16 where the GPU/CPU runs it natively), float32 or bfloat16.")
     preselect_choice: bool = Field(False, description="Predictions pre-select the reward model's pick (else they only score).")

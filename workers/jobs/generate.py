@@ -6,16 +6,16 @@ import logging
 import secrets
 from typing import Any
 
-from backend.core import labelstudio
-from backend.core.preferences import Layout, parse_layout
-from backend.core.registry import Registry
-from backend.core.selection import draw
-from backend.core.store import Project, Task
-from workers.context import JobContext, context
-from workers.generation import Answer, SamplingConfig, candidates
+from backend.http import labelstudio
+from backend.labels.preferences import Layout, parse_layout
+from backend.store.registry import Registry
+from backend.labels.selection import draw
+from backend.store import Project, Task
+from workers.runtime.context import JobContext, context
+from workers.ml.generation import Answer, SamplingConfig, candidates
 from workers.jobs.select import Weigher, choose, publish, reweigh
-from workers.loading import inference_dtype, load_policy, load_reward
-from workers.scoring import score
+from workers.ml.loading import inference_dtype, load_policy, load_reward
+from workers.ml.scoring import score
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,14 @@ from typing import Any, Callable
 
 from backend.core.algorithms import RECIPE_KINDS, REWARD_OPTIMISERS
 from backend.core.gates import Verdict, enforced, policy_verdict, reward_verdict
-from backend.core.preferences import parse_layout
-from backend.core.registry import Kind, Registry, rejected
+from backend.labels.preferences import parse_layout
+from backend.store.registry import Kind, Registry, rejected
 from backend.core.stats import rate
-from workers.context import JobContext, context
-from workers.evaluate import policy_metrics, reward_correct
-from workers.loading import load_policy, load_reward, train_in_bf16
-from workers.progress import JobProgress
-from workers.launch import run_recipe
+from workers.runtime.context import JobContext, context
+from workers.ml.evaluate import policy_metrics, reward_correct
+from workers.ml.loading import load_policy, load_reward, train_in_bf16
+from workers.runtime.progress import JobProgress
+from workers.runtime.launch import run_recipe
 from workers.recipes import hyperparameters
 from workers.recipes.base import RecipeInputs
 

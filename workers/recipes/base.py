@@ -17,8 +17,8 @@ from peft import LoraConfig
 from transformers import GenerationConfig
 
 from backend.core.settings import Settings
-from workers.chat import user_message
-from workers.scoring import reward_ids
+from workers.ml.chat import user_message
+from workers.ml.scoring import reward_ids
 
 logger = logging.getLogger(__name__)
 C = TypeVar("C")
@@ -40,7 +40,7 @@ class RecipeInputs:
     sft_rows: list[dict[str, str]] = field(default_factory=list)  # {prompt, response} for SFT
     bf16: bool = False  # TRAIN_PRECISION: bf16 autocast over fp32 master weights; the saved model stays fp32
     max_new_tokens: int = _DEFAULTS["max_new_tokens"].default  # MAX_NEW_TOKENS: candidates, rollouts, evaluation
-    missing_eos_penalty: float = _DEFAULTS["missing_eos_penalty"].default  # MISSING_EOS_PENALTY (workers.scoring)
+    missing_eos_penalty: float = _DEFAULTS["missing_eos_penalty"].default  # MISSING_EOS_PENALTY (workers.ml.scoring)
     use_lora: bool = False  # train LoRA adapters and merge them before saving
     seed: int = 0
     callbacks: list[Any] = field(default_factory=list)  # transformers TrainerCallbacks (job progress)
@@ -125,7 +125,7 @@ def preference_dataset(pairs: list[dict[str, str]]) -> Dataset:
 
 def reward_dataset(pairs: list[dict[str, Any]], tokenizer: Any) -> Dataset:
     """Pre-tokenized {chosen_ids, rejected_ids}: exactly the tokens every stage's reward reads
-    (workers.scoring), a cut answer ending where it was cut, with no EOS appended."""
+    (workers.ml.scoring), a cut answer ending where it was cut, with no EOS appended."""
     return Dataset.from_list([
         {f"{side}_ids": reward_ids(tokenizer, p["prompt"], p[side], p.get(f"{side}_finished"))
          for side in ("chosen", "rejected")}

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig, DPOTrainer
 
-from workers.loading import load_policy, load_tokenizer
+from workers.ml.loading import load_policy, load_tokenizer
 from workers.recipes.base import (
     RecipeInputs, TrainConfig, build_config, lora_config, preference_dataset, require, scratch_dir, train_and_save,
     trl_args,

@@ -9,11 +9,11 @@ import torch
 from transformers import AutoModelForCausalLM
 from trl.trainer.utils import disable_dropout_in_model
 
-from workers.loading import load_reward, load_tokenizer
+from workers.ml.loading import load_reward, load_tokenizer
 from workers.recipes.base import (
     RecipeInputs, TrainConfig, lora_config, prompt_dataset, require, scratch_dir, train_and_save, trl_args,
 )
-from workers.scoring import score
+from workers.ml.scoring import score
 
 
 @dataclass

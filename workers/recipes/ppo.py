@@ -13,9 +13,9 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedTokenizerBase
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-from workers.chat import prompt_texts
-from workers.loading import load_policy, load_reward, load_tokenizer
-from workers.progress import PhaseProgress
+from workers.ml.chat import prompt_texts
+from workers.ml.loading import load_policy, load_reward, load_tokenizer
+from workers.runtime.progress import PhaseProgress
 from workers.recipes.base import (
     RecipeInputs, TrainConfig, build_config, lora_config, require, scratch_dir, train_and_save, trl_args,
 )
@@ -47,7 +47,7 @@ class PPORecipeConfig(TrainConfig):
     )
     missing_eos_penalty: float | None = field(
         default=None, metadata={"help": "Subtracted from the score of responses cut before their EOS; filled from "
-                                        "MISSING_EOS_PENALTY, the one penalty every stage applies (workers.scoring)."}
+                                        "MISSING_EOS_PENALTY, the one penalty every stage applies (workers.ml.scoring)."}
     )
     local_rollout_forward_batch_size: int = field(default=16, metadata={"help": "Rollouts per no-grad forward."})
     num_sample_generations: int = field(default=0, metadata={"help": "Debug sample tables printed during training."})

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import RewardConfig, RewardTrainer
 
-from workers.loading import load_tokenizer
+from workers.ml.loading import load_tokenizer
 from workers.recipes.base import (
     RecipeInputs, TrainConfig, build_config, lora_config, require, reward_dataset, scratch_dir, train_and_save,
     trl_args,

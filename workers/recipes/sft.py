@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig, SFTTrainer
 
-from workers.loading import load_tokenizer
+from workers.ml.loading import load_tokenizer
 from workers.recipes.base import (
     RecipeInputs, TrainConfig, build_config, completion_dataset, lora_config, require, scratch_dir, train_and_save,
     trl_args,

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.core.quality import agreement, human_win_rates
-from backend.core.queue import JobQueue
-from backend.core.registry import Registries
+from backend.labels.quality import agreement, human_win_rates
+from backend.queue import JobQueue
+from backend.store.registry import Registries
 from backend.core.settings import Settings
-from backend.core.store import Store
-from backend.report import gate_of, headline, label_lines
+from backend.store import Store
+from backend.admin.report import gate_of, headline, label_lines
 
 
 def status_report(store: Store, queue: JobQueue, registries: Registries, settings: Settings,

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from backend.background import ProcessThread
-from backend.core.store import Store
+from backend.background.threads import ProcessThread
+from backend.store import Store
 
 log = logging.getLogger(__name__)
 

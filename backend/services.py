@@ -8,10 +8,10 @@ from typing import TypeVar
 
 from redis import Redis
 
-from backend.core.queue import JobQueue
-from backend.core.registry import Kind, Registries
+from backend.queue import JobQueue
+from backend.store.registry import Kind, Registries
 from backend.core.settings import Settings
-from backend.core.store import Store
+from backend.store import Store
 
 log = logging.getLogger(__name__)
 

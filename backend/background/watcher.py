@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.exceptions import RedisError
 
-from backend.background import ProcessThread
-from backend.core.registry import Registries
+from backend.background.threads import ProcessThread
+from backend.store.registry import Registries
 
 log = logging.getLogger(__name__)
 

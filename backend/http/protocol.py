@@ -12,9 +12,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from backend.ml_backend import InvalidRequest, RLHFBackend, project_id_of
-from backend.payloads import WEBHOOKS, PayloadError, PredictBody, SetupBody, WebhookBody, parse_json, validate
-from backend.status import status_report
+from backend.http.adapter import InvalidRequest, RLHFBackend, project_id_of
+from backend.http.payloads import WEBHOOKS, PayloadError, PredictBody, SetupBody, WebhookBody, parse_json, validate
+from backend.admin.status import status_report
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ml_backend", __name__)

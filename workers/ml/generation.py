@@ -10,7 +10,7 @@ from tqdm import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from backend.core.settings import Settings
-from workers.chat import prompt_texts
+from workers.ml.chat import prompt_texts
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class TopKSampler(LogitsProcessor):
 @dataclass(frozen=True)
 class Answer:
     """A sampled answer, and whether it ended (its EOS within max_new_tokens) or was cut off at the limit: how
-    every stage reads its reward (workers.scoring)."""
+    every stage reads its reward (workers.ml.scoring)."""
 
     text: str
     finished: bool

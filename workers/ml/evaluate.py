@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from workers.chat import encode_prompts
-from workers.loading import load_policy, load_reward
+from workers.ml.chat import encode_prompts
+from workers.ml.loading import load_policy, load_reward
 from backend.core.stats import rate
-from workers.generation import ended, is_eos
-from workers.scoring import score
+from workers.ml.generation import ended, is_eos
+from workers.ml.scoring import score
 
 logger = logging.getLogger(__name__)
 

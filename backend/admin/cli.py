@@ -13,18 +13,18 @@ from label_studio_sdk.core.api_error import ApiError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from backend.core import labelstudio
+from backend.http import labelstudio
 from backend.core.algorithms import POLICY_ALGORITHMS
-from backend.core.preferences import demonstrations, parse_layout
-from backend.core.services import Services, build
+from backend.labels.preferences import demonstrations, parse_layout
+from backend.services import Services, build
 from backend.core.settings import Settings, get_settings
-from backend.core.store import Store
-from backend.ml_backend import InvalidRequest, RLHFBackend
-from backend.prompts_file import parse_prompts, read_prompts
-from backend.status import format_status, status_report
-from backend.watcher import ModelWatcher
+from backend.store import Store
+from backend.http.adapter import InvalidRequest, RLHFBackend
+from backend.admin.prompts_file import parse_prompts, read_prompts
+from backend.admin.status import format_status, status_report
+from backend.background.watcher import ModelWatcher
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _services(settings: Settings) -> Services:
@@ -68,7 +68,7 @@ def _project_config(model: RLHFBackend, client: Any, project_id: int) -> str:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:backend.gunicorn_conf", "backend.wsgi:app",
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:backend.http.gunicorn_conf", "backend.http.wsgi:app",
             "--bind", f"{args.host or settings.bind_host}:{settings.port}",
             *(["--workers", str(args.workers)] if args.workers else []),
             *(["--threads", str(args.threads)] if args.threads else [])]
@@ -213,7 +213,7 @@ def cmd_serve_version(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
-    from backend.report import write_report
+    from backend.admin.report import write_report
 
     services = _services(settings)
     lineage = _lineage(services, args)
@@ -224,7 +224,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
-    from backend.export import export_project
+    from backend.admin.export import export_project
 
     services = _services(settings)
     out = Path(args.out or f"export/project-{args.project}")
@@ -238,7 +238,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     s = sub.add_parser("serve", help="serve the ML backend with gunicorn (the default)")
     s.add_argument("--host", help="address to bind (default HOST, else 0.0.0.0 with basic auth, 127.0.0.1 without)")
-    s.add_argument("--workers", type=int, help="gunicorn workers (default: backend/gunicorn_conf.py, 2)")
+    s.add_argument("--workers", type=int, help="gunicorn workers (default: backend/http/gunicorn_conf.py, 2)")
     s.add_argument("--threads", type=int, help="threads per worker (default 1: no SQLite lock waits between threads)")
     s.set_defaults(func=cmd_serve)
     c = sub.add_parser("connect", help="create/find a Label Studio project and connect this backend to it")

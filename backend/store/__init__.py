@@ -17,8 +17,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from backend.core.locks import file_lock
-from backend.core.migrate import upgrade
-from backend.core.preferences import Pair
+from backend.store.migrate import upgrade
+from backend.labels.preferences import Pair
 
 
 def _now() -> datetime:
@@ -95,11 +95,11 @@ class PairRow(Base):
 
 
 class Feature(Base):
-    """Frozen features of one (prompt, answer) under the reference policy v0 (workers.features), computed
+    """Frozen features of one (prompt, answer) under the reference policy v0 (workers.ml.features), computed
     once: the Bayesian head refits on them after every label."""
 
     __tablename__ = "features"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # workers.features.feature_key
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # workers.ml.features.feature_key
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian
 
 
@@ -312,7 +312,7 @@ class Store:
                     s.execute(update(Task), [{"id": i, "worth": worth[i]} for i in known])
 
     def features(self, keys: Iterable[str]) -> dict[str, bytes]:
-        """Cached feature vectors by key (workers.features.feature_key); missing keys are left out."""
+        """Cached feature vectors by key (workers.ml.features.feature_key); missing keys are left out."""
         with self.session() as s:
             return {k: v for chunk in _chunks(list(keys))
                     for k, v in s.execute(select(Feature.key, Feature.vector).where(Feature.key.in_(chunk)))}

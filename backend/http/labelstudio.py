@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from backend.core.preferences import parse_layout
+from backend.labels.preferences import parse_layout
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from backend.core.registry import Registry
+from backend.store.registry import Registry
 
 def gate_of(row: dict[str, Any]) -> str:
     gate = row.get("gate") or {}

@@ -1,5 +1,5 @@
 """gunicorn's settings for the backend: one place for `python -m backend serve` and the Docker image
-(`gunicorn -c python:backend.gunicorn_conf backend.wsgi:app`); command-line flags override them."""
+(`gunicorn -c python:backend.http.gunicorn_conf backend.http.wsgi:app`); command-line flags override them."""
 from backend.core.settings import get_settings
 
 bind = f"{get_settings().bind_host}:{get_settings().port}"

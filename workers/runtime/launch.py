@@ -1,7 +1,7 @@
 """Run a recipe in the job's process, or spread over several GPUs of the host with `accelerate launch`.
 
 With TRAIN_PROCESSES=N > 1 the job writes its RecipeInputs to a JSON spec and starts
-`accelerate launch --num_processes N -m workers.launch SPEC`; every process trains its shard (DDP), the
+`accelerate launch --num_processes N -m workers.runtime.launch SPEC`; every process trains its shard (DDP), the
 main one saves the model and the metrics, and the job carries on (verify, assess, promote) as usual.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ def run_recipe(recipe: str, inputs: RecipeInputs, processes: int = 1, job_id: st
     fields = {f.name: getattr(inputs, f.name) for f in dataclasses.fields(inputs) if f.name != "callbacks"}
     spec.write_text(json.dumps({"recipe": recipe, "job_id": job_id, "inputs": fields}, default=str))
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
-               "--num_machines", "1", *_launch_mode(), "-m", "workers.launch", str(spec)]
+               "--num_machines", "1", *_launch_mode(), "-m", "workers.runtime.launch", str(spec)]
     log.info("launching %s on %d processes: %s", recipe, processes, " ".join(command))
     try:
         subprocess.run(command, check=True)
@@ -43,7 +43,7 @@ def run_recipe(recipe: str, inputs: RecipeInputs, processes: int = 1, job_id: st
 
 def _launch_mode() -> list[str]:
     """DDP over the visible GPUs; without GPUs accelerate runs one process (multi-CPU would need MPI)."""
-    from workers.loading import device
+    from workers.ml.loading import device
 
     if device() == "cuda":
         return ["--multi_gpu"]
@@ -65,8 +65,8 @@ def main(spec_path: str) -> None:
     from accelerate import PartialState
     from rq.job import Job
 
-    from workers.context import context
-    from workers.progress import JobProgress
+    from workers.runtime.context import context
+    from workers.runtime.progress import JobProgress
     from workers.recipes import RECIPES
 
     spec = json.loads(Path(spec_path).read_text())

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from workers.chat import user_message
+from workers.ml.chat import user_message
 
 
 def conversation_text(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str, finished: bool | None) -> str:

@@ -7,13 +7,13 @@ import rq_dashboard
 from flask import Flask
 from redis import Redis
 
-from backend.deferred import Checkpoints, Deferred
-from backend.ml_backend import RLHFBackend
-from backend.protocol import bp, register_errors
-from backend.reconciler import Reconciler
-from backend.core.services import build
+from backend.background.deferred import Checkpoints, Deferred
+from backend.http.adapter import RLHFBackend
+from backend.http.protocol import bp, register_errors
+from backend.background.reconciler import Reconciler
+from backend.services import build
 from backend.core.settings import Settings, get_settings
-from backend.watcher import ModelWatcher
+from backend.background.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
 

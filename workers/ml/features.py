@@ -1,5 +1,5 @@
 """Frozen features of (prompt, answer): the reference policy's last hidden state at the answer's EOS, read
-through the reward-token contract (workers.scoring), so the Bayesian head sees what a reward model would."""
+through the reward-token contract (workers.ml.scoring), so the Bayesian head sees what a reward model would."""
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +8,7 @@ import logging
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from workers.scoring import reward_ids
+from workers.ml.scoring import reward_ids
 
 log = logging.getLogger(__name__)
 

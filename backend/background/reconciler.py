@@ -12,9 +12,9 @@ from typing import Any
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from backend.background import ProcessThread
-from backend.core import labelstudio
-from backend.ml_backend import InvalidRequest, RLHFBackend
+from backend.background.threads import ProcessThread
+from backend.http import labelstudio
+from backend.http.adapter import InvalidRequest, RLHFBackend
 
 log = logging.getLogger(__name__)
 RESYNC_OVERLAP = timedelta(minutes=2)  # re-read a little before the last sync: clocks and in-flight saves
