@@ -8,13 +8,14 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
+from backend.labels.inputs import utc
 from backend.labels.preferences import parse_layout
 
 logger = logging.getLogger(__name__)
@@ -230,18 +231,6 @@ def update_task_data(c: LabelStudio, task_id: int, data: dict) -> datetime | Non
             raise TaskGone(f"task {task_id} no longer exists in Label Studio") from e
         raise
     return utc(getattr(task, "updated_at", None))
-
-
-def utc(value: Any) -> datetime | None:
-    """A Label Studio timestamp (ISO text or datetime) as naive UTC, the way the store keeps times."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
 
 
 def tasks_with_drafts(c: LabelStudio, project_id: int) -> set[int]:

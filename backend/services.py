@@ -8,10 +8,10 @@ from typing import TypeVar
 
 from redis import Redis
 
-from backend.queue import JobQueue
-from backend.store.registry import Kind, Registries
 from backend.core.settings import Settings
+from backend.queue import JobQueue
 from backend.store import Store
+from backend.store.registry import Kind, Registries
 
 log = logging.getLogger(__name__)
 

@@ -14,15 +14,15 @@ from redis import Redis
 from rq import Worker
 from rq.defaults import DEFAULT_WORKER_TTL
 
+from backend.core.defaults import HEALTHCHECK_REDIS_TIMEOUT
 from backend.core.logs import configure_logging
-from backend.queue import JobQueue
 from backend.core.settings import get_settings
+from backend.queue import JobQueue
 
 log = logging.getLogger(__name__)
 # An idle RQ worker blocks on the queues for worker_ttl - 15 s between heartbeats, and RQ drops a worker whose
 # last heartbeat is older than worker_ttl + 60 s: the same limit here.
 MAX_HEARTBEAT_AGE = DEFAULT_WORKER_TTL + 60
-REDIS_TIMEOUT = 3.0  # seconds: well under a healthcheck's timeout
 BIRTH_SLACK = 2.0  # seconds: /proc/stat's boot time is whole seconds
 
 
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         settings = get_settings()
-        redis = Redis.from_url(settings.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+        redis = Redis.from_url(settings.redis_url, socket_timeout=HEALTHCHECK_REDIS_TIMEOUT,
+                                socket_connect_timeout=HEALTHCHECK_REDIS_TIMEOUT)
         reason = problem(JobQueue(settings, redis), args.queues, socket.gethostname(), args.max_age)
     except Exception as exc:  # noqa: BLE001 - any failure to find out is a reason to report, not a traceback
         reason = f"{type(exc).__name__}: {exc}"

@@ -13,16 +13,17 @@ from label_studio_sdk.core.api_error import ApiError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from backend.http import labelstudio
-from backend.core.algorithms import POLICY_ALGORITHMS
-from backend.labels.preferences import demonstrations, parse_layout
-from backend.services import Services, build
-from backend.core.settings import Settings, get_settings
-from backend.store import Store
-from backend.http.adapter import InvalidRequest, RLHFBackend
+from backend import labelstudio
 from backend.admin.prompts_file import parse_prompts, read_prompts
 from backend.admin.status import format_status, status_report
 from backend.background.watcher import ModelWatcher
+from backend.core.algorithms import POLICY_ALGORITHMS
+from backend.core.settings import Settings, get_settings
+from backend.http.adapter import RLHFBackend
+from backend.labels.inputs import InvalidRequest
+from backend.labels.preferences import demonstrations, parse_layout
+from backend.services import Services, build
+from backend.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -171,7 +172,7 @@ def _record_export(model: RLHFBackend, project_id: int, config: str, exported: l
     for task in exported:
         for annotation in task.get("annotations") or []:
             try:
-                counts["pairs"] += model.save_annotation(project_id, config, annotation, task)[0]
+                counts["pairs"] += model.annotations.save(project_id, config, annotation, task)[0]
                 counts["annotations"] += 1
             except InvalidRequest as exc:
                 print(f"resync: {exc}", file=sys.stderr)

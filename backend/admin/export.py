@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from backend.store.registry import Kind, Registries, Registry, RegistryError
 from backend.store import Store
+from backend.store.registry import Kind, Registries, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from backend.store.registry import Registry
 
+
 def gate_of(row: dict[str, Any]) -> str:
     gate = row.get("gate") or {}
     status = gate.get("status", "")

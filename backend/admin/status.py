@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from backend.admin.report import gate_of, headline, label_lines
+from backend.core.settings import Settings
 from backend.labels.quality import agreement, human_win_rates
 from backend.queue import JobQueue
-from backend.store.registry import Registries
-from backend.core.settings import Settings
 from backend.store import Store
-from backend.admin.report import gate_of, headline, label_lines
+from backend.store.registry import Registries
 
 
 def status_report(store: Store, queue: JobQueue, registries: Registries, settings: Settings,

@@ -6,27 +6,28 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from backend import labelstudio
 from backend.background.threads import ProcessThread
-from backend.http import labelstudio
-from backend.http.adapter import InvalidRequest, RLHFBackend
+from backend.core.defaults import RESYNC_OVERLAP, RETRY_BACKOFF_CAP
+from backend.labels.annotations import Annotations
+from backend.labels.inputs import InvalidRequest, utc
 
 log = logging.getLogger(__name__)
-RESYNC_OVERLAP = timedelta(minutes=2)  # re-read a little before the last sync: clocks and in-flight saves
 
 
 class Reconciler(ProcessThread):
     """One pass every RECONCILE_SECONDS, by one backend process at a time (a Redis lock)."""
 
-    def __init__(self, backend: RLHFBackend) -> None:
+    def __init__(self, annotations: Annotations) -> None:
         super().__init__("reconciler")
-        self.backend = backend
-        self.settings, self.store, self.queue = backend.settings, backend.store, backend.queue
+        self.annotations, self.trigger = annotations, annotations.trigger
+        self.settings, self.store, self.queue = annotations.settings, annotations.store, annotations.trigger.queue
         self._last_resync = 0.0
 
     @property
@@ -60,7 +61,7 @@ class Reconciler(ProcessThread):
         """(whether the last attempt for `key` failed too recently to retry, attempts so far): the wait
         starts at RECONCILE_BACKOFF_SECONDS and doubles per attempt, up to an hour."""
         attempts, last = self.queue.attempts(key)
-        wait = min(self.settings.reconcile_backoff_seconds * 2 ** max(attempts - 1, 0), 3600) if attempts else 0
+        wait = min(self.settings.reconcile_backoff_seconds * 2 ** max(attempts - 1, 0), RETRY_BACKOFF_CAP) if attempts else 0
         return now - last < wait, attempts
 
     def _train_due(self, now: float) -> list[str]:
@@ -70,7 +71,7 @@ class Reconciler(ProcessThread):
             if self.queue.chain_alive(lineage) or waiting:
                 continue
             first = self.store.lineage_projects(lineage)[0]
-            self.backend.queue_training(first, lineage, self.store.untrained_pairs(first)[1],
+            self.trigger.queue_training(first, lineage, self.store.untrained_pairs(first)[1],
                                         f"reconciler: {why} (attempt {attempts + 1})")
             self.queue.note_attempt(lineage, now)
             log.info("lineage %s was due (%s): queued a chain, attempt %d", lineage, why, attempts + 1)
@@ -121,13 +122,13 @@ class Reconciler(ProcessThread):
         stored = self.store.annotation_results(ids)
         for task in exported:
             for annotation in task.get("annotations") or []:
-                changed = labelstudio.utc(annotation.get("updated_at") or annotation.get("created_at"))
+                changed = utc(annotation.get("updated_at") or annotation.get("created_at"))
                 if since is not None and changed is not None and changed < since:
                     continue
                 if stored.get(annotation.get("id"), object()) == (annotation.get("result") or []):
                     continue  # already stored as it is
                 try:
-                    self.backend.save_annotation(project_id, config, annotation, task)
+                    self.annotations.save(project_id, config, annotation, task)
                     count += 1
                 except InvalidRequest as exc:
                     log.warning("resync of project %s: %s", project_id, exc)

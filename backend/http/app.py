@@ -8,12 +8,12 @@ from flask import Flask
 from redis import Redis
 
 from backend.background.deferred import Checkpoints, Deferred
+from backend.background.reconciler import Reconciler
+from backend.background.watcher import ModelWatcher
+from backend.core.settings import Settings, get_settings
 from backend.http.adapter import RLHFBackend
 from backend.http.protocol import bp, register_errors
-from backend.background.reconciler import Reconciler
 from backend.services import build
-from backend.core.settings import Settings, get_settings
-from backend.background.watcher import ModelWatcher
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     listener = Redis.from_url(settings.redis_url, health_check_interval=30)  # pub/sub blocks: no short timeout
     watcher = ModelWatcher(services.registries, listener, services.queue.models_channel, settings.model_poll_seconds)
     backend = RLHFBackend(settings, services.store, services.queue, watcher)
-    reconciler = Reconciler(backend)
+    reconciler = Reconciler(backend.annotations)
     refits = Deferred("refit-requests", services.queue.request_refit, interval=0.5)  # a burst asks once
-    trains = Deferred("training-requests", backend.train, interval=0.5)
+    trains = Deferred("training-requests", backend.trigger.train, interval=0.5)
     checkpoints = Checkpoints(services.store)
     for background in (watcher.start, reconciler.start, refits.start, trains.start, checkpoints.start):
         # now, and in each process gunicorn forks

@@ -1,11 +1,12 @@
 """gunicorn's settings for the backend: one place for `python -m backend serve` and the Docker image
 (`gunicorn -c python:backend.http.gunicorn_conf backend.http.wsgi:app`); command-line flags override them."""
+from backend.core.defaults import REQUEST_TIMEOUT
 from backend.core.settings import get_settings
 
 bind = f"{get_settings().bind_host}:{get_settings().port}"
 workers = 2
 threads = 1  # one thread per worker avoids SQLite lock waits between threads (see bench/README.md)
-timeout = 120  # seconds a request may take before its worker is replaced (Label Studio's /predict waits 100 s)
+timeout = REQUEST_TIMEOUT
 preload_app = True  # the master imports the app once: a worker that dies is replaced by a fork in milliseconds
 
 

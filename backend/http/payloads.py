@@ -8,10 +8,19 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+from backend.core.defaults import MAX_INT
 
 MAX_DEPTH = 64  # Label Studio's payloads nest a few levels; 10,000 levels would exhaust the parser's stack
-MAX_INT = 2**63 - 1  # what a BIGINT column holds
 
 Id = Annotated[StrictInt, Field(ge=1, le=MAX_INT)]
 

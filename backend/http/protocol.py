@@ -12,9 +12,18 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from backend.http.adapter import InvalidRequest, RLHFBackend, project_id_of
-from backend.http.payloads import WEBHOOKS, PayloadError, PredictBody, SetupBody, WebhookBody, parse_json, validate
 from backend.admin.status import status_report
+from backend.http.adapter import RLHFBackend
+from backend.http.payloads import (
+    WEBHOOKS,
+    PayloadError,
+    PredictBody,
+    SetupBody,
+    WebhookBody,
+    parse_json,
+    validate,
+)
+from backend.labels.inputs import InvalidRequest, project_id_of
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ml_backend", __name__)

@@ -6,16 +6,16 @@ import logging
 import secrets
 from typing import Any
 
-from backend.http import labelstudio
+from backend import labelstudio
 from backend.labels.preferences import Layout, parse_layout
-from backend.store.registry import Registry
 from backend.labels.selection import draw
 from backend.store import Project, Task
-from workers.runtime.context import JobContext, context
-from workers.ml.generation import Answer, SamplingConfig, candidates
+from backend.store.registry import Registry
 from workers.jobs.select import Weigher, choose, publish, reweigh
+from workers.ml.generation import Answer, SamplingConfig, candidates
 from workers.ml.loading import inference_dtype, load_policy, load_reward
 from workers.ml.scoring import score
+from workers.runtime.context import JobContext, context
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend.http import labelstudio
+from backend import labelstudio
 from backend.labels.preferences import Layout, parse_layout
 from backend.labels.selection import draw, informative_score
 from backend.store import Project, Task
-from workers.runtime.context import JobContext, context
 from workers.ml.features import eos_features, feature_key
 from workers.ml.head import BayesianHead, HeadConfig
 from workers.ml.loading import inference_dtype, load_policy
+from workers.runtime.context import JobContext, context
 
 log = logging.getLogger(__name__)
 

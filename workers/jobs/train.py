@@ -10,16 +10,16 @@ from typing import Any, Callable
 
 from backend.core.algorithms import RECIPE_KINDS, REWARD_OPTIMISERS
 from backend.core.gates import Verdict, enforced, policy_verdict, reward_verdict
+from backend.core.stats import rate
 from backend.labels.preferences import parse_layout
 from backend.store.registry import Kind, Registry, rejected
-from backend.core.stats import rate
-from workers.runtime.context import JobContext, context
 from workers.ml.evaluate import policy_metrics, reward_correct
 from workers.ml.loading import load_policy, load_reward, train_in_bf16
-from workers.runtime.progress import JobProgress
-from workers.runtime.launch import run_recipe
 from workers.recipes import hyperparameters
 from workers.recipes.base import RecipeInputs
+from workers.runtime.context import JobContext, context
+from workers.runtime.launch import run_recipe
+from workers.runtime.progress import JobProgress
 
 log = logging.getLogger(__name__)
 HELD_OUT = 0.1  # fraction of prompts kept out of training for evaluation

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from workers.ml.chat import encode_prompts
-from workers.ml.loading import load_policy, load_reward
 from backend.core.stats import rate
+from workers.ml.chat import encode_prompts
 from workers.ml.generation import ended, is_eos
+from workers.ml.loading import load_policy, load_reward
 from workers.ml.scoring import score
 
 logger = logging.getLogger(__name__)

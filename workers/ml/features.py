@@ -8,6 +8,7 @@ import logging
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from backend.core.defaults import MAX_LENGTH
 from workers.ml.scoring import reward_ids
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def feature_key(model: str, dtype: torch.dtype, prompt: str, answer: str, finish
 
 @torch.no_grad()
 def eos_features(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], answers: list[str],
-                 finished: list[bool | None], batch_size: int = 8, max_length: int = 512,
+                 finished: list[bool | None], batch_size: int = 8, max_length: int = MAX_LENGTH,
                  progress=None) -> torch.Tensor:
     """[n, hidden] float32: the last layer's hidden state at the token where each (prompt, answer, finished)'s
     reward is read. Rows are batched by length (little padding) and cut from the left at max_length, keeping

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from backend.core.defaults import TOP_K
 from backend.core.settings import Settings
 from workers.ml.chat import prompt_texts
 
@@ -25,7 +26,7 @@ class SamplingConfig:
     max_new_tokens: int
     batch_size: int
     retries: int = 3  # rounds of regeneration for exact duplicates
-    top_k: int = 50  # transformers' default top-k, applied before top-p as generate() does
+    top_k: int = TOP_K
 
     @classmethod
     def from_settings(cls, settings: Settings, k: int) -> SamplingConfig:

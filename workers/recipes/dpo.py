@@ -5,12 +5,19 @@ from dataclasses import dataclass, field
 
 from trl import DPOConfig, DPOTrainer
 
+from backend.core.defaults import MAX_LENGTH
 from workers.ml.loading import load_policy, load_tokenizer
 from workers.recipes.base import (
-    RecipeInputs, TrainConfig, build_config, lora_config, preference_dataset, require, scratch_dir, train_and_save,
+    RecipeInputs,
+    TrainConfig,
+    build_config,
+    lora_config,
+    preference_dataset,
+    require,
+    scratch_dir,
+    train_and_save,
     trl_args,
 )
-
 
 KIND = "policy"
 
@@ -22,7 +29,7 @@ class DPORecipeConfig(TrainConfig):
     learning_rate: float = field(default=1e-6, metadata={"help": "Peak learning rate of AdamW."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the preference pairs."})
     beta: float = field(default=0.1, metadata={"help": "Strength of the implicit KL to the reference policy."})
-    max_length: int = field(default=512, metadata={"help": "Prompt + answer tokens beyond this are truncated."})
+    max_length: int = field(default=MAX_LENGTH, metadata={"help": "Prompt + answer tokens beyond this are truncated."})
 
 
 CONFIG = DPORecipeConfig

@@ -9,11 +9,19 @@ import torch
 from transformers import AutoModelForCausalLM
 from trl.trainer.utils import disable_dropout_in_model
 
+from backend.core.defaults import MAX_NEW_TOKENS
 from workers.ml.loading import load_reward, load_tokenizer
-from workers.recipes.base import (
-    RecipeInputs, TrainConfig, lora_config, prompt_dataset, require, scratch_dir, train_and_save, trl_args,
-)
 from workers.ml.scoring import score
+from workers.recipes.base import (
+    RecipeInputs,
+    TrainConfig,
+    lora_config,
+    prompt_dataset,
+    require,
+    scratch_dir,
+    train_and_save,
+    trl_args,
+)
 
 
 @dataclass
@@ -26,7 +34,7 @@ class GroupRLConfig(TrainConfig):
     )
     num_generations: int = field(default=4, metadata={"help": "Completions sampled per prompt to form a group."})
     max_completion_length: int = field(
-        default=128, metadata={"help": "Token budget of each sampled completion; default: MAX_NEW_TOKENS."}
+        default=MAX_NEW_TOKENS, metadata={"help": "Token budget of each sampled completion; default: MAX_NEW_TOKENS."}
     )
     mask_truncated_completions: bool = field(
         default=True, metadata={"help": "Leave completions cut at max_completion_length out of the loss (their "

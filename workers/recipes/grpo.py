@@ -8,7 +8,6 @@ from trl import GRPOConfig, GRPOTrainer
 from workers.recipes.base import RecipeInputs, build_config
 from workers.recipes.group_rl import GroupRLConfig, train_group_rl
 
-
 KIND = "policy"
 
 

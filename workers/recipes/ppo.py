@@ -10,15 +10,27 @@ from typing import Literal
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PreTrainedTokenizerBase,
+)
 from trl.experimental.ppo import PPOConfig, PPOTrainer
 
+from backend.core.defaults import MAX_NEW_TOKENS, MAX_PROMPT_LENGTH
 from workers.ml.chat import prompt_texts
 from workers.ml.loading import load_policy, load_reward, load_tokenizer
-from workers.runtime.progress import PhaseProgress
 from workers.recipes.base import (
-    RecipeInputs, TrainConfig, build_config, lora_config, require, scratch_dir, train_and_save, trl_args,
+    RecipeInputs,
+    TrainConfig,
+    build_config,
+    lora_config,
+    require,
+    scratch_dir,
+    train_and_save,
+    trl_args,
 )
+from workers.runtime.progress import PhaseProgress
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +48,7 @@ class PPORecipeConfig(TrainConfig):
         default=None, metadata={"help": "Prompts to roll out in all; None = num_train_epochs × prompts (or max_steps)."}
     )
     response_length: int = field(
-        default=128, metadata={"help": "Tokens sampled per response; default: MAX_NEW_TOKENS (shorter is faster)."}
+        default=MAX_NEW_TOKENS, metadata={"help": "Tokens sampled per response; default: MAX_NEW_TOKENS (shorter is faster)."}
     )
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the rollouts."})
     kl_coef: float = field(default=0.05, metadata={"help": "Per-token KL penalty to the reference policy."})
@@ -51,7 +63,7 @@ class PPORecipeConfig(TrainConfig):
     )
     local_rollout_forward_batch_size: int = field(default=16, metadata={"help": "Rollouts per no-grad forward."})
     num_sample_generations: int = field(default=0, metadata={"help": "Debug sample tables printed during training."})
-    max_prompt_length: int = field(default=256, metadata={"help": "Prompts with more tokens are left out."})
+    max_prompt_length: int = field(default=MAX_PROMPT_LENGTH, metadata={"help": "Prompts with more tokens are left out."})
 
 
 CONFIG = PPORecipeConfig

@@ -6,9 +6,17 @@ from dataclasses import dataclass, field
 
 from trl import RewardConfig, RewardTrainer
 
+from backend.core.defaults import MAX_LENGTH
 from workers.ml.loading import load_tokenizer
 from workers.recipes.base import (
-    RecipeInputs, TrainConfig, build_config, lora_config, require, reward_dataset, scratch_dir, train_and_save,
+    RecipeInputs,
+    TrainConfig,
+    build_config,
+    lora_config,
+    require,
+    reward_dataset,
+    scratch_dir,
+    train_and_save,
     trl_args,
 )
 
@@ -24,7 +32,7 @@ class RewardRecipeConfig(TrainConfig):
 
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate of AdamW."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the preference pairs."})
-    max_length: int = field(default=512, metadata={"help": "Pairs with a longer chosen or rejected side are dropped."})
+    max_length: int = field(default=MAX_LENGTH, metadata={"help": "Pairs with a longer chosen or rejected side are dropped."})
     center_rewards_coefficient: float | None = field(
         default=0.01, metadata={"help": "Pulls mean reward towards 0 so scores stay comparable across versions."}
     )

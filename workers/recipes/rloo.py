@@ -8,7 +8,6 @@ from trl import RLOOConfig, RLOOTrainer
 from workers.recipes.base import RecipeInputs, build_config
 from workers.recipes.group_rl import GroupRLConfig, train_group_rl
 
-
 KIND = "policy"
 
 

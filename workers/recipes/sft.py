@@ -5,12 +5,19 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig, SFTTrainer
 
+from backend.core.defaults import MAX_LENGTH
 from workers.ml.loading import load_tokenizer
 from workers.recipes.base import (
-    RecipeInputs, TrainConfig, build_config, completion_dataset, lora_config, require, scratch_dir, train_and_save,
+    RecipeInputs,
+    TrainConfig,
+    build_config,
+    completion_dataset,
+    lora_config,
+    require,
+    scratch_dir,
+    train_and_save,
     trl_args,
 )
-
 
 KIND = "sft"
 
@@ -21,7 +28,7 @@ class SFTRecipeConfig(TrainConfig):
 
     learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate of AdamW."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the rows."})
-    max_length: int = field(default=512, metadata={"help": "Prompt + answer tokens beyond this are truncated."})
+    max_length: int = field(default=MAX_LENGTH, metadata={"help": "Prompt + answer tokens beyond this are truncated."})
 
 
 CONFIG = SFTRecipeConfig

@@ -6,10 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from backend.store.registry import Registry
-from backend.store import Project
-from backend.services import Services, build
 from backend.core.settings import get_settings
+from backend.services import Services, build
+from backend.store import Project
+from backend.store.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class JobContext(Services):
 
     def label_studio(self, project: Project) -> Any:
         """A client for the project's Label Studio, from one source (see labelstudio.access), or None."""
-        from backend.http import labelstudio
+        from backend import labelstudio
 
         s = self.settings
         found = labelstudio.access(project.ls_url, project.ls_token, s.label_studio_url, s.label_studio_api_key,

@@ -65,9 +65,9 @@ def main(spec_path: str) -> None:
     from accelerate import PartialState
     from rq.job import Job
 
+    from workers.recipes import RECIPES
     from workers.runtime.context import context
     from workers.runtime.progress import JobProgress
-    from workers.recipes import RECIPES
 
     spec = json.loads(Path(spec_path).read_text())
     inputs = _inputs_from_spec(spec)

@@ -7,7 +7,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from rq import get_current_job
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import (
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 logger = logging.getLogger(__name__)
 
