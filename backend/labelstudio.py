@@ -18,7 +18,7 @@ from label_studio_sdk.core.api_error import ApiError
 from backend.labels.inputs import utc
 from backend.labels.preferences import parse_layout
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 IMPORT_BATCH = 1000
 INSTRUCTIONS = (  # shown to annotators before each task (the project's "show instructions" setting is on)
@@ -192,7 +192,7 @@ def _ensure_view(c: LabelStudio, project_id: int, hidden: list[str], actions: li
     try:
         c.views.create(project=project_id, data={"title": VIEW_TITLE, "hiddenColumns": columns})
     except ApiError as e:  # a nicety: the project works without it
-        logger.warning("could not create the Data Manager tab: %s", _reason(e))
+        log.warning("could not create the Data Manager tab: %s", _reason(e))
         return
     actions.append(f"created the Data Manager tab {VIEW_TITLE!r} (internal fields hidden)")
 
@@ -250,7 +250,7 @@ def access(project_url: str | None, project_token: str | None, env_url: str, env
         return None
     host = urlsplit(project_url).hostname or ""
     if allowed_hosts and host not in allowed_hosts:
-        logger.warning("not calling %s: its host is not in LABEL_STUDIO_HOSTS", project_url)
+        log.warning("not calling %s: its host is not in LABEL_STUDIO_HOSTS", project_url)
         return None
     return project_url, project_token
 

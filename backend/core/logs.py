@@ -1,4 +1,6 @@
-"""Logging configured once, by the entry points."""
+"""Logging configured once, by the entry points. The one naming rule: every module logs through
+`log = logging.getLogger(__name__)`, so a record's name is the module's dotted path (filter by package:
+`backend.http`, `workers.jobs`, ...)."""
 import logging
 import os
 

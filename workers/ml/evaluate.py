@@ -17,7 +17,7 @@ from workers.ml.generation import ended, is_eos
 from workers.ml.loading import load_policy, load_reward
 from workers.ml.scoring import score
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,7 +68,7 @@ def policy_metrics(
         own = _rewards(own_dir, prompts, (before, after), missing_eos_penalty) if own_dir != judge_dir \
             else (rewards_before, rewards_after)
         metrics["own_reward_before"], metrics["own_reward_after"] = (sum(r) / len(prompts) for r in own)
-    logger.info("policy %s on %d prompts: %s", policy_dir, len(prompts), metrics)
+    log.info("policy %s on %d prompts: %s", policy_dir, len(prompts), metrics)
     return metrics
 
 

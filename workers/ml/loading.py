@@ -13,7 +13,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def device() -> str:
@@ -76,7 +76,7 @@ def load_policy(path: str | Path, dtype: torch.dtype | None = None) -> tuple[Pre
     tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or _dtype()).to(device()).eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    logger.info("loaded policy %s (%s, %s)", path, model.dtype, model.device)
+    log.info("loaded policy %s (%s, %s)", path, model.dtype, model.device)
     return model, tokenizer
 
 
@@ -86,5 +86,5 @@ def load_reward(path: str | Path, dtype: torch.dtype | None = None) -> tuple[Pre
     model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=dtype or _dtype())
     model.config.pad_token_id = tokenizer.pad_token_id
     model = model.to(device()).eval()
-    logger.info("loaded reward model %s (%s, %s)", path, model.dtype, model.device)
+    log.info("loaded reward model %s (%s, %s)", path, model.dtype, model.device)
     return model, tokenizer

@@ -20,7 +20,7 @@ from backend.core.settings import Settings
 from workers.ml.chat import user_message
 from workers.ml.scoring import reward_ids
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 C = TypeVar("C")
 _DEFAULTS = Settings.model_fields  # a recipe run outside a job reads the backend's defaults
 
@@ -74,12 +74,12 @@ def build_config(cls: type[C], inputs: RecipeInputs) -> C:
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(inputs.overrides) - names)
     if unknown:
-        logger.warning("ignoring overrides %s: not fields of %s", unknown, cls.__name__)
+        log.warning("ignoring overrides %s: not fields of %s", unknown, cls.__name__)
     shared = {"response_length": inputs.max_new_tokens, "max_completion_length": inputs.max_new_tokens,
               "missing_eos_penalty": inputs.missing_eos_penalty}  # settings first, TRAIN_ARGS may override
     values = {k: v for k, v in shared.items() if k in names} | {k: v for k, v in inputs.overrides.items() if k in names}
     config = cls(**values)
-    logger.info("%s: %s", cls.__name__, asdict(config))
+    log.info("%s: %s", cls.__name__, asdict(config))
     return config
 
 
@@ -194,7 +194,7 @@ def save_model(model: Any, tokenizer: Any, inputs: RecipeInputs) -> None:
     inputs.out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(inputs.out_dir)
     tokenizer.save_pretrained(inputs.out_dir)
-    logger.info("saved %s to %s", type(model).__name__, inputs.out_dir)
+    log.info("saved %s to %s", type(model).__name__, inputs.out_dir)
 
 
 def _restore_generation_config(model: Any, source: Path) -> None:
@@ -202,4 +202,4 @@ def _restore_generation_config(model: Any, source: Path) -> None:
     try:
         model.generation_config = GenerationConfig.from_pretrained(str(source))
     except OSError:
-        logger.info("no generation_config.json in %s; keeping the trainer's", source)
+        log.info("no generation_config.json in %s; keeping the trainer's", source)

@@ -32,7 +32,7 @@ from workers.recipes.base import (
 )
 from workers.runtime.progress import PhaseProgress
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 KIND = "policy"
@@ -96,7 +96,7 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_lengt
     ids = tokenizer(prompt_texts(tokenizer, prompts), add_special_tokens=False)["input_ids"]
     kept = [row for row in ids if len(row) <= max_length]
     if len(kept) < len(ids):
-        logger.warning("left out %d prompts longer than %d tokens", len(ids) - len(kept), max_length)
+        log.warning("left out %d prompts longer than %d tokens", len(ids) - len(kept), max_length)
     return Dataset.from_dict({"input_ids": kept})
 
 

@@ -20,7 +20,7 @@ from workers.recipes.base import (
     trl_args,
 )
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 KIND = "reward"
@@ -48,7 +48,7 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
     tokenizer = load_tokenizer(inputs.policy_dir)
     eval_dataset = reward_dataset(inputs.eval_pairs, tokenizer) if inputs.eval_pairs else None
     if eval_dataset is None:
-        logger.warning("no eval pairs: the reward model is trained without eval_accuracy/eval_loss")
+        log.warning("no eval pairs: the reward model is trained without eval_accuracy/eval_loss")
     with scratch_dir() as tmp:
         trainer = RewardTrainer(
             model=str(inputs.policy_dir), args=trl_args(RewardConfig, config, inputs, tmp),

@@ -14,7 +14,7 @@ from transformers import (
     TrainingArguments,
 )
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 class JobProgress(TrainerCallback):
@@ -35,7 +35,7 @@ class JobProgress(TrainerCallback):
         loss = _loss_of(logs or {})
         if loss is not None:
             self.loss = loss
-        logger.info("%s step %s/%s loss %s", self.stage, state.global_step, state.max_steps, self.loss)
+        log.info("%s step %s/%s loss %s", self.stage, state.global_step, state.max_steps, self.loss)
         self._report(state)
 
     def on_train_begin(
@@ -92,7 +92,7 @@ def record(job: Any = None, **fields: Any) -> None:
     try:
         job.save_meta()
     except RedisError as exc:
-        logger.warning("could not save progress of job %s: %s", job.id, exc)
+        log.warning("could not save progress of job %s: %s", job.id, exc)
 
 
 def _loss_of(logs: dict[str, Any]) -> float | None:
