@@ -52,8 +52,8 @@ def reward_verdict(new_correct: list[bool], old_correct: list[bool] | None, curr
         return Verdict("unassessed", "the lineage's first reward model: nothing to compare with")
     if n < settings.gate_min_held_out:
         return Verdict("unassessed", f"{n} held-out pairs, fewer than GATE_MIN_HELD_OUT={settings.gate_min_held_out}")
-    better = sum(a and not b for a, b in zip(new_correct, old_correct))
-    worse = sum(b and not a for a, b in zip(new_correct, old_correct))
+    better = sum(a and not b for a, b in zip(new_correct, old_correct, strict=True))
+    worse = sum(b and not a for a, b in zip(new_correct, old_correct, strict=True))
     p = sign_test(better, worse)
     new, old = rate(sum(new_correct), n), rate(sum(old_correct), n)
     compared = (f"held-out accuracy {new} vs reward v{current}'s {old.value:.3f} on the same pairs "

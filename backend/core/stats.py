@@ -75,7 +75,7 @@ def clustered_difference(before: Sequence[Sequence[float]], after: Sequence[Sequ
     same data give the same interval."""
     if len(before) != len(after):
         raise ValueError(f"clustered_difference needs the same clusters on both sides: {len(before)} != {len(after)}")
-    sums = [(sum(a), len(a), sum(b), len(b)) for a, b in zip(before, after)]
+    sums = [(sum(a), len(a), sum(b), len(b)) for a, b in zip(before, after, strict=True)]
     n_a, n_b = sum(s[1] for s in sums), sum(s[3] for s in sums)
     if not n_a or not n_b:
         return None

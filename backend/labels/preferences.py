@@ -68,7 +68,7 @@ class Layout:
         if finished is not None:
             tag[FINISHED_KEY] = list(finished)
         if self.kind == "pairwise":
-            return dict(zip(self.answer_keys, answers)) | tag
+            return dict(zip(self.answer_keys, answers, strict=True)) | tag
         prefix = f"{generation}-" if generation else "c"
         items = [{"id": f"{prefix}{i}", "title": f"Answer {i + 1}", "body": text} for i, text in enumerate(answers)]
         readable = {f"{READABLE_PREFIX}{i + 1}": text for i, text in enumerate(answers)}  # Data Manager columns

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from itertools import pairwise
 
 
 def draw(task_id: int, version: int | None, purpose: str) -> float:
@@ -28,4 +29,4 @@ def confidence(scores: list[float]) -> float:
     """The reward model's mean confidence over adjacent candidates, sigma(|r_a - r_b|), in [0.5, 1): the
     task score before the head has features for a task."""
     order = sorted(scores, reverse=True)
-    return sum(1.0 / (1.0 + math.exp(-abs(a - b))) for a, b in zip(order, order[1:])) / (len(order) - 1)
+    return sum(1.0 / (1.0 + math.exp(-abs(a - b))) for a, b in pairwise(order)) / (len(order) - 1)

@@ -74,11 +74,11 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
         features = None
         if weigher is not None:
             flat = [x for a in answers for x in a]
-            features = weigher.features([p for p, a in zip(prompts, answers) for _ in a], [x.text for x in flat],
+            features = weigher.features([p for p, a in zip(prompts, answers, strict=True) for _ in a], [x.text for x in flat],
                                         [x.finished for x in flat])
             if weigher.head is None:  # fitted once per job, in units of the first chunk's spread
                 weigher.fit(features)
-        for i, (task, pool) in enumerate(zip(part, answers)):
+        for i, (task, pool) in enumerate(zip(part, answers, strict=True)):
             generation = f"p{policy_version}-{secrets.token_hex(4)}"
             mine = features[i * cfg.k:(i + 1) * cfg.k] if features is not None else None
             picked = [pool[j] for j in choose(weigher, mine, cfg.k, shown, task.id, policy_version)]
@@ -131,7 +131,7 @@ def _judged_answers(ctx: JobContext, registry: Registry, layout: Layout, tasks: 
     model, tokenizer = load_policy(registry.path("policy", previous), inference_dtype(ctx.settings.generation_dtype))
     answers = candidates(model, tokenizer, [layout.prompt_of(t.data) for t in drawn], cfg)
     log.info("project tasks %s: human-judged, policy v%s against v%s", [t.id for t in drawn], policy_version, previous)
-    return {t.id: (previous, a[0]) for t, a in zip(drawn, answers)}
+    return {t.id: (previous, a[0]) for t, a in zip(drawn, answers, strict=True)}
 
 
 def _score(ctx: JobContext, registry: Registry, layout: Layout, project_id: int, task_ids: list[int]) -> int:

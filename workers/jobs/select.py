@@ -42,9 +42,9 @@ class Weigher:
 
     def features(self, prompts: list[str], answers: list[str], finished: list[bool | None]) -> torch.Tensor:
         """[n, hidden] float64 features of each (prompt, answer, finished), computing and caching the missing ones."""
-        keys = [feature_key(self._source, self._dtype, p, a, f) for p, a, f in zip(prompts, answers, finished)]
+        keys = [feature_key(self._source, self._dtype, p, a, f) for p, a, f in zip(prompts, answers, finished, strict=True)]
         cached = self.ctx.store.features(set(keys))
-        missing = {k: (p, a, f) for k, p, a, f in zip(keys, prompts, answers, finished) if k not in cached}
+        missing = {k: (p, a, f) for k, p, a, f in zip(keys, prompts, answers, finished, strict=True) if k not in cached}
         if missing:
             model, tokenizer = self._reference()
             todo = list(missing.items())
@@ -52,7 +52,7 @@ class Weigher:
                                    [f for _, (_, _, f) in todo],
                                    progress=lambda done, total: self.ctx.progress(stage="features", step=done,
                                                                                    total=total))
-            fresh = {k: v.numpy().astype("<f4").tobytes() for (k, _), v in zip(todo, vectors)}
+            fresh = {k: v.numpy().astype("<f4").tobytes() for (k, _), v in zip(todo, vectors, strict=True)}
             self.ctx.store.save_features(fresh)
             cached.update(fresh)
         if not keys:
@@ -125,12 +125,12 @@ def reweigh(ctx: JobContext, client: Any, weigher: Weigher, project: Project, la
     comparisons teach the head: a ranking answers all of its K), and publish the scores when there is a
     client (without one /predict serves them). One scale for every task of the project: scores compare."""
     shown = [layout.candidates_from_data(t.data) or [] for t in tasks]
-    prompts = [layout.prompt_of(t.data) for t, c in zip(tasks, shown) for _ in c]
+    prompts = [layout.prompt_of(t.data) for t, c in zip(tasks, shown, strict=True) for _ in c]
     features = weigher.features(prompts, [a for c in shown for a in c],
                                 [f for t in tasks for f in layout.finished_from_data(t.data)])
     weigher.fit(features)
     worth, start = {}, 0
-    for task, cands in zip(tasks, shown):
+    for task, cands in zip(tasks, shown, strict=True):
         mine = features[start:start + len(cands)]
         start += len(cands)
         worth[task.id] = float(weigher.worth(mine, list(combinations(range(len(cands)), 2))).sum())

@@ -51,8 +51,8 @@ def policy_metrics(
     after = sample(policy_dir, prompts, max_new_tokens, seed)
     kl = _kl(after, policy_dir, reference_dir)
     rewards_before, rewards_after = _rewards(judge_dir, prompts, (before, after), missing_eos_penalty)
-    wins = sum(a > b for a, b in zip(rewards_after, rewards_before))
-    losses = sum(a < b for a, b in zip(rewards_after, rewards_before))
+    wins = sum(a > b for a, b in zip(rewards_after, rewards_before, strict=True))
+    losses = sum(a < b for a, b in zip(rewards_after, rewards_before, strict=True))
     ties = len(prompts) - wins - losses
     win_rate = rate(wins + ties / 2, len(prompts))
     metrics = {
@@ -95,7 +95,7 @@ def reward_correct(reward_dir: str | Path, pairs: list[dict[str, Any]], missing_
                         for side in ("chosen", "rejected"))
     del model
     _release()
-    return [c > r for c, r in zip(chosen, rejected)]
+    return [c > r for c, r in zip(chosen, rejected, strict=True)]
 
 
 def sample(
@@ -126,7 +126,7 @@ def _generate(
     response = output[:, inputs["input_ids"].shape[1] :]
     eos = model.generation_config.eos_token_id
     mask = _until_eos(response, eos)
-    rollout.answers.extend(tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(response, mask))
+    rollout.answers.extend(tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(response, mask, strict=True))
     rollout.finished.extend(ended(response, eos).tolist())
     attention = torch.cat([inputs["attention_mask"].cpu(), mask.long()], dim=1)
     rollout.batches.append({"input_ids": output, "attention_mask": attention, "response_mask": mask})
@@ -145,7 +145,7 @@ def _kl(rollout: Rollout, policy_dir: str | Path, reference_dir: str | Path) -> 
     new = _logprobs(policy_dir, rollout)
     ref = _logprobs(reference_dir, rollout)
     masks = [b["response_mask"] for b in rollout.batches]
-    total = sum(((torch.expm1(r - n) - (r - n)) * m).sum() for n, r, m in zip(new, ref, masks))
+    total = sum(((torch.expm1(r - n) - (r - n)) * m).sum() for n, r, m in zip(new, ref, masks, strict=True))
     tokens = sum(m.sum() for m in masks)
     return float(total / tokens) if tokens else 0.0
 

@@ -30,7 +30,7 @@ def eos_features(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pro
     """[n, hidden] float32: the last layer's hidden state at the token where each (prompt, answer, finished)'s
     reward is read. Rows are batched by length (little padding) and cut from the left at max_length, keeping
     the answer's end."""
-    rows = [reward_ids(tokenizer, p, a, f)[-max_length:] for p, a, f in zip(prompts, answers, finished)]
+    rows = [reward_ids(tokenizer, p, a, f)[-max_length:] for p, a, f in zip(prompts, answers, finished, strict=True)]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out = torch.zeros(len(rows), model.config.hidden_size)
     for start in range(0, len(order), batch_size):

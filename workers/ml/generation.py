@@ -94,7 +94,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) 
         generated = out[:, batch["input_ids"].shape[1]:]
         new_tokens += int((generated != tokenizer.pad_token_id).sum())
         done = ended(generated, model.generation_config.eos_token_id).tolist()
-        for i, text, finished in zip(index, tokenizer.batch_decode(generated, skip_special_tokens=True), done):
+        for i, text, finished in zip(index, tokenizer.batch_decode(generated, skip_special_tokens=True), done, strict=True):
             # NUL: no database (nor Label Studio on PostgreSQL) stores it
             answers[i] = Answer(text.replace("\x00", "").strip(), finished)
     return answers, new_tokens
@@ -109,7 +109,7 @@ def candidates(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConf
             break
         flat = [i for i, n in missing for _ in range(n)]
         answers, _ = sample(model, tokenizer, [prompts[i] for i in flat], cfg)
-        for i, answer in zip(flat, answers):
+        for i, answer in zip(flat, answers, strict=True):
             if answer.text and answer.text not in {a.text for a in result[i]} and len(result[i]) < cfg.k:
                 result[i].append(answer)
     for i, found in enumerate(result):  # still short after retries: repeat the last answer, loudly

@@ -53,9 +53,9 @@ def score(
     if not len(prompts) == len(answers) == len(finished):
         raise ValueError(f"score() got {len(prompts)} prompts, {len(answers)} answers and {len(finished)} finished "
                          "flags; pass one answer and one flag per prompt.")
-    rows = [{"input_ids": reward_ids(tokenizer, p, a, f)} for p, a, f in zip(prompts, answers, finished)]
+    rows = [{"input_ids": reward_ids(tokenizer, p, a, f)} for p, a, f in zip(prompts, answers, finished, strict=True)]
     raw: list[float] = []
     for start in range(0, len(rows), batch_size):
         batch = tokenizer.pad(rows[start : start + batch_size], return_tensors="pt", padding_side="right").to(model.device)
         raw.extend(model(**batch).logits[:, 0].float().tolist())
-    return [penalised(r, f, missing_eos_penalty) for r, f in zip(raw, finished)]
+    return [penalised(r, f, missing_eos_penalty) for r, f in zip(raw, finished, strict=True)]
