@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from backend import labelstudio as ls
 from backend.core.settings import Settings
+from backend.store import Store
 from tests.support.settings import ROOT, settings_env
+from tests.support.wait import wait_for
 
 README_PATH = ROOT / "README.md"
 README = README_PATH.read_text()
@@ -195,7 +198,8 @@ def test_the_readme_commands_run_as_written(label_studio, backend, tmp_path) -> 
     """The README's Connect (with Import) and first-round commands, then every admin command of
     docs/operations.md, typed as the pages show them (Label Studio's and the backend's addresses are this
     test's; the project and placeholders get real values) into a shell in a directory of the admin's, after
-    `connect`: each exits 0, and none needs --url or --api-key."""
+    `connect`: each exits 0, and none needs --url or --api-key. Between them a worker writes the answers and
+    one task is labelled through Label Studio, so the first round's `train` really queues a chain."""
     settings, url = backend
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])
     (tmp_path / "prompts.txt").write_text("Name a river.\nName a mountain.\n")
@@ -226,10 +230,18 @@ def test_the_readme_commands_run_as_written(label_studio, backend, tmp_path) -> 
     assert len(workers) == 1 and len(rows) == 11, rows
     run(_filled(workers[0].replace("[--gpu N] ", ""), values))  # a CPU here: GPU flags are out of scope
 
-    # the first round, after the worker's burst: its `train` stays queued (the table's `cancel` needs one)
+    # the first round: an annotator labels a task the worker wrote answers into, then the README's commands
+    # (after the worker's burst, so its `train` stays queued: the table's `cancel` needs a queued job)
+    client = ls.client(label_studio.url, label_studio.token)
+    task = ls.list_tasks(client, int(project))[0]
+    assert task["data"]["answer1"] and task["data"]["answer2"], task
+    client.annotations.create(id=task["id"], result=[{"from_name": "comparison", "to_name": "answer1",
+                                                 "type": "pairwise", "value": {"selected": "left"}}])
+    store = Store(settings.sqlalchemy_url)
+    wait_for(lambda: store.counts().get(int(project), {}).get("pairs") == 1, 30, message="the annotation webhook")
     first_round = _shell_commands(_section(README, "## The first round"))
     assert [c.split()[3] for c in first_round] == ["train", "status", "report", "rollback"], first_round
-    assert '"training"' in run(ours(first_round[0]))
+    assert '"training"' in run(ours(first_round[0])), "train --project queued no chain"
     for command in first_round[1:]:
         run(ours(command))
     assert (tmp_path / "report.png").is_file()
