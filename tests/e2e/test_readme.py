@@ -249,6 +249,7 @@ def test_the_readme_commands_run_as_written(label_studio, backend, tmp_path) -> 
     for command in rows:
         if command.startswith("python -m backend cancel"):
             jobs = json.loads(run(f"python -m backend status --project {project} --json"))["jobs"]
-            values["JOB"] = next(j["id"] for j in jobs if j["status"] == "queued")
+            # the first round's chain: a queued refit may be replaced by a newer one (coalesced) meanwhile
+            values["JOB"] = next(j["id"] for j in jobs if j["status"] == "queued" and j["kind"] == "reward")
         if command not in workers:
             run(_filled(command.replace("train …", "train --project N"), values))
