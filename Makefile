@@ -52,7 +52,7 @@ run: install redis
 	wait
 
 ls-venv: install
-	$(PY) tests/labelstudio_server.py --install
+	$(PY) -m tests.support.labelstudio_server --install
 
 # The browser tests drive Debian's chromium with Playwright (Playwright's own browser download is not used).
 browser:
@@ -65,16 +65,16 @@ test: install redis ls-venv browser
 	$(PY) -m pytest -q
 
 bench: install redis
-	$(PY) bench/generation.py
-	$(PY) bench/webhooks.py
-	$(PY) bench/training.py
-	$(PY) bench/reward_accuracy.py  # needs ../shared/data/hh-rlhf-harmless-base-test.jsonl.gz or --data
+	$(PY) -m bench.generation
+	$(PY) -m bench.webhooks
+	$(PY) -m bench.training
+	$(PY) -m bench.reward_accuracy  # needs ../shared/data/hh-rlhf-harmless-base-test.jsonl.gz or --data
 
 # The loop learns a known preference through a real Label Studio (bench/loop.py): DEMO_ARGS=--quick for 12-15 min,
 # DEMO_ARGS="--recipe ppo --rounds 1" for PPO capped on a CPU.
 DEMO_ARGS ?=
 demo: install redis ls-venv
-	$(PY) bench/loop.py $(DEMO_ARGS)
+	$(PY) -m bench.loop $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache data models .pytest_cache

@@ -7,18 +7,17 @@ within L at the long budget is exactly the answer a budget of L would have given
 the 95 % Wilson intervals treat prompts as independent draws. Prompts: the demo's everyday instructions and
 the HH-RLHF test prompts (real users' first turns), half each.
 
-    .venv/bin/python bench/answer_length.py            # 96 prompts at 512 tokens: 5 min on 2 idle cores
+    .venv/bin/python -m bench.answer_length            # 96 prompts at 512 tokens: 5 min on 2 idle cores
 """
 from __future__ import annotations
 
 import argparse
 import time
 
-from common import embedded_policy, header, hh_pairs, verdict
-from everyday import everyday_prompts
-
 from backend.core.settings import Settings
 from backend.core.stats import rate
+from bench.common import embedded_policy, header, hh_pairs, verdict
+from bench.everyday import everyday_prompts
 
 GOAL = 0.8  # the default MAX_NEW_TOKENS must let at least this share of v0's candidates finish
 

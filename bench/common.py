@@ -1,4 +1,8 @@
-"""What every bench shares: import paths, cached models, HH-RLHF pairs, percentiles and the verdict lines."""
+"""What every bench shares: cached models, HH-RLHF pairs, processes, percentiles and the verdict lines.
+
+The benches run as modules from the repository root (`.venv/bin/python -m bench.loop --quick`), so `backend`,
+`workers` and `tests.support` (tiny models, captured payloads, free ports) import without path edits.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -9,21 +13,17 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "tests"):  # run as `python bench/x.py` from anywhere: backend, workers, tests/tiny.py
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # benches never download
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keep bench output to the figures
-os.environ.setdefault("TQDM_DISABLE", "1")
+from tests.support.labelstudio_server import free_port  # noqa: F401  (one copy of each helper, shared with the tests)
+from tests.support.payloads import payload  # noqa: F401
+from tests.support.settings import settings_env  # noqa: F401  (the environment a gunicorn or worker needs)
+
+ROOT = Path(__file__).resolve().parent.parent  # the benches' environment defaults are set in bench/__init__.py
 
 BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 MODEL_CACHE = ROOT / ".cache" / "bench-models"  # gitignored; converted models are reused between runs
@@ -45,8 +45,8 @@ def embedded_policy() -> Path:
 
 
 def tiny_policy() -> Path:
-    """A 2-layer GPT-2 with a locally trained tokenizer (tests/tiny.py), built once into the bench cache."""
-    from tiny import build_tiny_model
+    """A 2-layer GPT-2 with a locally trained tokenizer (tests/support/tiny.py), built once into the bench cache."""
+    from tests.support.tiny import build_tiny_model
 
     out = MODEL_CACHE / "tiny"
     if not (out / "config.json").is_file():
@@ -116,20 +116,11 @@ def fits(tokenizer: Any, pair: dict[str, str], max_length: int) -> bool:
 
 # --- processes and services --------------------------------------------------------------------------------------
 
-from conftest import payload  # noqa: E402,F401  (tests/ is on sys.path above: one copy of each helper)
-from labelstudio_server import free_port  # noqa: E402,F401
-
-
 def flush_bench_redis() -> None:
     """Empty the bench's own Redis database (never another one)."""
     from redis import Redis
 
     Redis.from_url(BENCH_REDIS_URL).flushdb()
-
-
-def settings_env(settings: Any, **extra: str) -> dict[str, str]:
-    """The environment a subprocess (gunicorn, worker) needs to read the same Settings."""
-    return {**os.environ, **settings.as_env(), "PYTHONPATH": str(ROOT), **extra}
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10) -> None:

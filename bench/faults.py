@@ -5,6 +5,10 @@ Label Studio waits 1 s for a webhook and never resends it, so under any single f
 still be acknowledged within a second, and every acknowledged one must be in the store. The backend runs as it
 ships (gunicorn with backend/http/gunicorn_conf.py) on SQLite (or --database-url), against a Redis of its own that
 the bench stops (down) and freezes with SIGSTOP (hung).
+
+Run from the repository root (bench/README.md has more):
+
+    .venv/bin/python -m bench.faults -n 400 --fuzz 3000   # Redis hung, down, a worker killed; 3,000 hostile requests
 """
 from __future__ import annotations
 
@@ -16,33 +20,23 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import common
-import webhooks
+from bench import common, webhooks
+from tests.support import services
+from tests.support.fuzz import mutate, raw_bodies, seeds
 
 GOAL_P99_MS = 1000.0
 
 
 def start_redis(port: int) -> subprocess.Popen:
-    binary = shutil.which("redis-server")
-    if binary is None:
+    """The bench's own Redis, which it stops and freezes (tests.support.services.start_redis, 5 s to answer)."""
+    if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is needed on the PATH for the fault bench")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            import redis
-
-            redis.Redis(port=port).ping()
-            return proc
-        except Exception:  # noqa: BLE001
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
+    return services.start_redis(port, timeout=5)
 
 
 def workers_of(master: int) -> list[int]:
@@ -80,9 +74,6 @@ def scenario(name: str, port: int, first_id: int, n: int, concurrency: int, url:
 
 def fuzz(port: int, master: int, rounds: int) -> None:
     """Hostile requests over HTTP (the tests' fuzz, at size), counting 5xx, with the workers' RSS before and after."""
-    sys.path.insert(0, str(common.ROOT / "tests"))
-    from test_fuzz import mutate, raw_bodies, seeds
-
     rng, bodies, errors = random.Random(7), seeds(), 0
     before = rss_mb(workers_of(master))
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)

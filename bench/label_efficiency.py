@@ -12,8 +12,8 @@ Strategies (each picks the next batch from the unlabelled pool):
   fisher     Fisher information of the comparison under the head, p(1-p) x' S x
   ucb-gap    DeltaUCB-style optimism, |mean difference| + sd: favours large predicted differences
 
-    .venv/bin/python bench/label_efficiency.py                 # 5 seeds, checkpoints 50..800 labels
-    .venv/bin/python bench/label_efficiency.py --seeds 10 --held-out 800
+    .venv/bin/python -m bench.label_efficiency                 # 5 seeds, checkpoints 50..800 labels
+    .venv/bin/python -m bench.label_efficiency --seeds 10 --held-out 800
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import MODEL_CACHE, ROOT, embedded_policy, header, hh_pairs, verdict
+from bench.common import MODEL_CACHE, ROOT, embedded_policy, header, hh_pairs, verdict
 from workers.ml.head import CRITERIA
 
 CHECKPOINTS = (50, 100, 200, 400, 800)

@@ -18,10 +18,10 @@ policy that collapses or writes worse answers that happen to pass fails: the ser
 share of at least half v0's and a fluency proxy within FLUENCY_MARGIN of v0's (its comment says how the
 margin was measured).
 
-    .venv/bin/python bench/loop.py --quick          # ~15 min on 2 cores; PASS: clustered CI above 0 + both guards
-    .venv/bin/python bench/loop.py                  # DPO, 64 labels: goal +20 points within 45 min, same guards
-    .venv/bin/python bench/loop.py --recipe ppo --rounds 1 --labels-per-round 48 --prompts 100   # PPO, capped
-    .venv/bin/python bench/loop.py --quick --selection informative --candidates 4   # queue order, two of K shown
+    .venv/bin/python -m bench.loop --quick          # ~15 min on 2 cores; PASS: clustered CI above 0 + both guards
+    .venv/bin/python -m bench.loop                  # DPO, 64 labels: goal +20 points within 45 min, same guards
+    .venv/bin/python -m bench.loop --recipe ppo --rounds 1 --labels-per-round 48 --prompts 100   # PPO, capped
+    .venv/bin/python -m bench.loop --quick --selection informative --candidates 4   # queue order, two of K shown
 
 PPO's rollouts, the candidates and the judged answers share one budget, --max-new-tokens (MAX_NEW_TOKENS, 192
 here); `--max-new-tokens 96` shortens them all on a slow CPU.
@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import (
+from backend.core.stats import Rate, clustered_difference, difference, rate
+from bench.common import (
     BENCH_REDIS_URL,
     ROOT,
     flush_bench_redis,
@@ -50,9 +51,7 @@ from common import (
     stop,
     verdict,
 )
-from everyday import RULES, everyday_prompts
-
-from backend.core.stats import Rate, clustered_difference, difference, rate
+from bench.everyday import RULES, everyday_prompts
 
 RECIPE_ARGS = {  # what the demo trains with on a CPU: one pass over the pairs, a learning rate that moves a
     # 135M model within a few dozen labels (the backend's defaults are for real projects)
@@ -115,7 +114,7 @@ def start(args: argparse.Namespace, work: Path) -> Stack:
     if args.label_studio:
         ls_url, token = args.label_studio, args.token
     else:
-        from labelstudio_server import start_label_studio
+        from tests.support.labelstudio_server import start_label_studio
 
         label_studio = start_label_studio(work / "label-studio")
         ls_url, token = label_studio.url, label_studio.token
@@ -168,7 +167,7 @@ def prefer(a: str, b: str, rule: Any, rng: random.Random, noise: float) -> str:
 
 def on_policy_tasks(client: Any, project: int, version: int, labelled: set[int]) -> list[dict[str, Any]]:
     """Unlabelled tasks showing candidates of the served policy `version`."""
-    from backend.http import labelstudio
+    from backend import labelstudio
 
     return [t for t in labelstudio.list_tasks(client, project)
             if t["id"] not in labelled and str(t["data"].get("generation", "")).startswith(f"p{version}-")
@@ -213,7 +212,7 @@ def wait(predicate: Any, timeout: float, what: str, stack: Stack, check_every: f
 
 def run_rounds(args: argparse.Namespace, stack: Stack, prompts: list[str], started: float) -> tuple[int, dict[int, int]]:
     """Connect, import, then label and retrain round after round; returns (project, labels behind each policy)."""
-    from backend.http import labelstudio
+    from backend import labelstudio
     from backend.store.registry import Registries
 
     out = stack.cli("connect", "--url", stack.ls_url, "--api-key", stack.ls_token, "--backend-url", stack.url,
@@ -270,8 +269,8 @@ def evaluate(args: argparse.Namespace, stack: Stack, project: int, held_out: lis
     each reward model against the rule."""
     import torch
 
-    from backend.store.registry import Registries
     from backend.core.settings import Settings
+    from backend.store.registry import Registries
     from workers.ml.evaluate import reward_correct
     from workers.ml.generation import SamplingConfig, sample
     from workers.ml.loading import inference_dtype, load_policy

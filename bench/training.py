@@ -7,6 +7,11 @@ samples/s end to end (model load, tokenization, training, save) and inside train
 started beforehand as `make run` does), posts webhooks until one crosses RETRAIN_EVERY, and times until
 project 1 serves the new model_version. The trainers' own time is subtracted; the rest is overhead, broken down
 from the versions' meta.json and the worker's log timestamps.
+
+Run from the repository root (bench/README.md has more):
+
+    .venv/bin/python -m bench.training                    # (a) tiny model, 3 runs each + (b) tiny models, PPO: ~1 min
+    .venv/bin/python -m bench.training --part b --no-preload
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import common
+from bench import common
 
 GOAL_RATIO = 0.9
 GOAL_OVERHEAD_S = 2.0
@@ -221,11 +226,10 @@ def seed_project(client: Any, config: str, n_tasks: int) -> dict[int, dict[str, 
 
 def part_b(args: argparse.Namespace, model_path: str) -> bool:
     """Webhooks -> trigger -> reward job -> policy job -> promotion -> notification -> served, timed."""
-    from conftest import TINY_TRAIN  # the training sizes the end-to-end tests use
-
+    from backend.core.settings import Settings
     from backend.http.app import create_app
     from backend.store.registry import Registries
-    from backend.core.settings import Settings
+    from tests.support.tiny import TINY_TRAIN  # the training sizes the end-to-end tests use
     from workers.runtime.bootstrap import ensure_base_policy
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))

@@ -1,9 +1,10 @@
 """Candidate generation by a real RQ worker with a tiny local policy: triggers, shapes, provenance."""
 from __future__ import annotations
 
-from conftest import ROOT, payload, run_worker, setup_project, tasks_created
-
 from backend.store import Store
+from tests.support.payloads import payload, setup_project, tasks_created
+from tests.support.services import run_worker
+from tests.support.settings import ROOT
 
 
 def test_tasks_created_webhook_generates_pairwise_candidates(client, settings) -> None:

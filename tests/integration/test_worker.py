@@ -4,15 +4,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
-from conftest import make_settings, run_worker, setup_project, tasks_created
 from rq.job import Job
 
 from backend.http.app import create_app
 from backend.queue import JobQueue
-from backend.store.registry import Registries
 from backend.store import Store
+from backend.store.registry import Registries
+from tests.support.payloads import setup_project, tasks_created
+from tests.support.services import run_worker
+from tests.support.settings import make_settings
+from tests.support.wait import wait_for
 from workers.runtime.worker import process_tree_cpu, thread_budget
 
 
@@ -59,9 +61,7 @@ def test_process_tree_cpu_counts_children() -> None:
     busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\ntime.sleep(60)"
     child = subprocess.Popen([sys.executable, "-c", busy])
     try:
-        deadline = time.monotonic() + 30
-        while (process_tree_cpu(child.pid) or 0) < 0.45 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: (process_tree_cpu(child.pid) or 0) >= 0.45, 30, 0.1, "the child to spend 0.45 s of CPU")
         child_cpu = process_tree_cpu(child.pid)
         assert child_cpu is not None and child_cpu >= 0.45
         own = sum(os.times()[:2])

@@ -1,4 +1,4 @@
-"""backend.http.labelstudio against a real Label Studio, with a stub ML backend recording what it is sent."""
+"""backend.labelstudio against a real Label Studio, with a stub ML backend recording what it is sent."""
 
 from __future__ import annotations
 
@@ -8,18 +8,17 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Iterator
 
 import pytest
-from conftest import listed_versions, ml_backend_id
 
-from backend.http import labelstudio as ls
-from labelstudio_server import LabelStudioServer, label_studio  # noqa: F401  (session fixture)
+from backend import labelstudio as ls
+from tests.support.labelstudio_server import LabelStudioServer, listed_versions, ml_backend_id
+from tests.support.settings import PAYLOADS
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.labelstudio
 
-PAYLOADS = Path(__file__).parent / "payloads"
 PAIRWISE = (
     '<View><Text name="prompt" value="$prompt"/>'
     '<Pairwise name="comparison" toName="answer1,answer2"/>'
@@ -43,7 +42,7 @@ class StubBackend:
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
-        self.changed = threading.Condition()
+        self.lock = threading.Lock()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,10 +55,9 @@ class StubBackend:
                 self.wfile.write(data)
 
             def _record(self, body: object) -> None:
-                with stub.changed:  # path: the endpoint, without the /projects/<id> prefix `connect` registers
+                with stub.lock:  # path: the endpoint, without the /projects/<id> prefix `connect` registers
                     stub.requests.append({"method": self.command, "path": re.sub(r"^/projects/\d+", "", self.path),
                                           "raw_path": self.path, "headers": dict(self.headers), "body": body})
-                    stub.changed.notify_all()
 
             def do_GET(self) -> None:  # noqa: N802
                 self._record(None)
@@ -78,20 +76,18 @@ class StubBackend:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def wait_for(self, pred, timeout: float = 10.0) -> dict:
+    def received(self, pred, timeout: float = 10.0) -> dict:
         """The first recorded request matching pred, waiting for it to arrive."""
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while True:
-                found = next((r for r in self.requests if pred(r)), None)
-                if found or time.monotonic() > deadline:
-                    assert found, f"no such request; got {[(r['method'], r['path']) for r in self.requests]}"
-                    return found
-                self.changed.wait(0.1)
+        def first() -> dict | None:
+            with self.lock:
+                return next((r for r in self.requests if pred(r)), None)
+
+        return wait_for(first, timeout, 0.1,
+                        lambda: f"such a request; got {[(r['method'], r['path']) for r in self.requests]}")
 
     def webhook(self, action: str, timeout: float = 10.0) -> dict:
         """The first /webhook request carrying that action."""
-        return self.wait_for(lambda r: r["path"] == "/webhook" and (r["body"] or {}).get("action") == action,
+        return self.received(lambda r: r["path"] == "/webhook" and (r["body"] or {}).get("action") == action,
                              timeout)
 
 
@@ -104,7 +100,7 @@ def stub() -> Iterator[StubBackend]:
 
 
 @pytest.fixture
-def c(label_studio: LabelStudioServer):  # noqa: F811
+def c(label_studio: LabelStudioServer):
     return ls.client(label_studio.url, label_studio.token)
 
 
@@ -120,14 +116,14 @@ def _connect(server: LabelStudioServer, stub: StubBackend, config: str, **kw) ->
                       label_config=config, **kw)
 
 
-def test_connect_twice_changes_nothing_the_second_time(label_studio, stub, c):  # noqa: F811
+def test_connect_twice_changes_nothing_the_second_time(label_studio, stub, c):
     title = _title("RLHF pairwise")
     first = _connect(label_studio, stub, PAIRWISE, title=title, auth_user="ls", auth_pass="s3cret")
     joined = "\n".join(first.actions)
     assert f"created project {first.project_id} {title!r}" in joined
     assert "registered ML backend" in joined and "added the Authorization header" in joined
 
-    setup = stub.wait_for(lambda r: r["path"] == "/setup")  # Label Studio calls /setup on registration
+    setup = stub.received(lambda r: r["path"] == "/setup")  # Label Studio calls /setup on registration
     expected_auth = "Basic " + base64.b64encode(b"ls:s3cret").decode()
     assert setup["headers"]["Authorization"] == expected_auth
     assert setup["body"]["project"].startswith(f"{first.project_id}.")
@@ -156,7 +152,7 @@ def test_connect_twice_changes_nothing_the_second_time(label_studio, stub, c):  
     assert ml_backend_id(c, first.project_id, "http://127.0.0.1:9") is None
 
 
-def test_connect_recreates_a_deleted_webhook_and_needs_a_project(label_studio, stub, c):  # noqa: F811
+def test_connect_recreates_a_deleted_webhook_and_needs_a_project(label_studio, stub, c):
     first = _connect(label_studio, stub, PAIRWISE)
     c.webhooks.delete(first.webhook_id)
     again = ls.connect(label_studio.url, label_studio.token, stub.url, project_id=first.project_id)
@@ -167,7 +163,7 @@ def test_connect_recreates_a_deleted_webhook_and_needs_a_project(label_studio, s
         ls.connect(label_studio.url, label_studio.token, stub.url, project_id=999_999)
 
 
-def test_connect_adds_basic_auth_to_a_backend_registered_without(label_studio, stub, c):  # noqa: F811
+def test_connect_adds_basic_auth_to_a_backend_registered_without(label_studio, stub, c):
     first = _connect(label_studio, stub, PAIRWISE)
     again = ls.connect(label_studio.url, label_studio.token, stub.url, project_id=first.project_id,
                        auth_user="ls", auth_pass="pw")
@@ -177,16 +173,16 @@ def test_connect_adds_basic_auth_to_a_backend_registered_without(label_studio, s
     (backend,) = c.ml.list(project=first.project_id)
     assert (backend.auth_method, backend.basic_auth_user, backend.basic_auth_pass_is_set) == ("BASIC_AUTH", "ls", True)
     expected_auth = "Basic " + base64.b64encode(b"ls:pw").decode()
-    assert stub.wait_for(lambda r: r["path"] == "/setup" and r["headers"].get("Authorization") == expected_auth)
+    assert stub.received(lambda r: r["path"] == "/setup" and r["headers"].get("Authorization") == expected_auth)
 
 
-def test_connect_reports_an_unreachable_backend(label_studio):  # noqa: F811
+def test_connect_reports_an_unreachable_backend(label_studio):
     with pytest.raises(ls.LabelStudioError, match="health check failed"):
         ls.connect(label_studio.url, label_studio.token, "http://127.0.0.1:9", title=_title("RLHF"),
                    label_config=PAIRWISE)
 
 
-def test_import_prompts_then_list_tasks_across_pages(label_studio, stub, c):  # noqa: F811
+def test_import_prompts_then_list_tasks_across_pages(label_studio, stub, c):
     pid = _connect(label_studio, stub, PAIRWISE).project_id
     prompts = [f"Question {i}?" for i in range(5)]
     assert ls.import_prompts(c, pid, prompts, {"answer1": "", "answer2": ""}) == 5
@@ -198,7 +194,7 @@ def test_import_prompts_then_list_tasks_across_pages(label_studio, stub, c):  # 
         ls.import_prompts(c, pid, ["no answers"], {})
 
 
-def test_ranker_accepts_an_empty_items_list_but_not_null(label_studio, stub, c):  # noqa: F811
+def test_ranker_accepts_an_empty_items_list_but_not_null(label_studio, stub, c):
     pid = _connect(label_studio, stub, RANKER).project_id
     assert ls.import_prompts(c, pid, ["Rank these"], {"items": []}) == 1
     assert ls.list_tasks(c, pid)[0]["data"] == {"prompt": "Rank these", "items": []}
@@ -206,7 +202,7 @@ def test_ranker_accepts_an_empty_items_list_but_not_null(label_studio, stub, c):
         ls.import_prompts(c, pid, ["Rank these"], {"items": None})
 
 
-def test_update_task_data_is_visible_through_the_api(label_studio, stub, c):  # noqa: F811
+def test_update_task_data_is_visible_through_the_api(label_studio, stub, c):
     pid = _connect(label_studio, stub, PAIRWISE).project_id
     ls.import_prompts(c, pid, ["Q?"], {"answer1": "", "answer2": ""})
     task_id = ls.list_tasks(c, pid)[0]["id"]
@@ -216,7 +212,7 @@ def test_update_task_data_is_visible_through_the_api(label_studio, stub, c):  # 
     assert ls.list_tasks(c, pid)[0]["data"] == data
 
 
-def test_export_annotations_returns_the_created_annotation(label_studio, stub, c):  # noqa: F811
+def test_export_annotations_returns_the_created_annotation(label_studio, stub, c):
     pid = _connect(label_studio, stub, PAIRWISE, auth_user="ls", auth_pass="pw").project_id
     ls.import_prompts(c, pid, ["Q1?", "Q2?", "Q3?"], {"answer1": "yes", "answer2": "no"})
     t1, t2, _t3 = (t["id"] for t in ls.list_tasks(c, pid))
@@ -246,7 +242,7 @@ def _shape(payload: dict) -> dict:
     return {"top": sorted(payload), "annotation": sorted(first), "list": isinstance(ann, list)}
 
 
-def test_ranker_webhooks_match_the_saved_captures(label_studio, stub, c):  # noqa: F811
+def test_ranker_webhooks_match_the_saved_captures(label_studio, stub, c):
     pid = _connect(label_studio, stub, RANKER).project_id
     ls.import_prompts(c, pid, ["Q1?", "Q2?", "Q3?"], {"items": ITEMS})
     t1, t2, t3 = (t["id"] for t in ls.list_tasks(c, pid))
@@ -268,11 +264,11 @@ def test_ranker_webhooks_match_the_saved_captures(label_studio, stub, c):  # noq
     assert _shape(many) == _shape(saved)
 
 
-def test_model_versions_are_relayed_from_the_backend(label_studio, stub, c):  # noqa: F811
+def test_model_versions_are_relayed_from_the_backend(label_studio, stub, c):
     result = _connect(label_studio, stub, PAIRWISE)
     assert listed_versions(c, result.ml_backend_id) == ["v1", "v2"]
     # Label Studio's GET /versions names no project; joined onto the registered URL, the path does
-    assert stub.wait_for(lambda r: r["raw_path"] == f"/projects/{result.project_id}/versions")
+    assert stub.received(lambda r: r["raw_path"] == f"/projects/{result.project_id}/versions")
 
 
 def test_address_and_token_come_from_one_source() -> None:

@@ -7,8 +7,8 @@ from transformers import AutoTokenizer
 
 from backend.core.settings import get_settings
 from workers.ml.chat import prompt_texts
-from workers.recipes.base import preference_dataset, prompt_dataset
 from workers.ml.scoring import reward_ids
+from workers.recipes.base import preference_dataset, prompt_dataset
 
 
 @pytest.fixture

@@ -8,25 +8,27 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
-from conftest import (
-    AUTH, ROOT, TEST_REDIS_URL, listed_versions, ml_backend_id, run_worker, settings_env,
-)
 from redis import Redis
 from rq import Queue
 
-from backend.http import labelstudio as ls
-from backend.store.registry import Registries
-from backend.labels.selection import informative_score
-from backend.http.app import create_app
-from backend.store import Store
+from backend import labelstudio as ls
 from backend.background.reconciler import Reconciler
-from labelstudio_server import LabelStudioServer, free_port, label_studio  # noqa: F401  (session fixture)
+from backend.http.app import create_app
+from backend.labels.selection import informative_score
+from backend.store import Store
+from backend.store.registry import Registries
+from tests.support.labelstudio_server import LabelStudioServer, listed_versions, ml_backend_id
+from tests.support.services import run_worker
+from tests.support.settings import AUTH, ROOT, TEST_REDIS_URL, settings_env
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.labelstudio
+WEBHOOK_S = 15.0  # how long Label Studio's webhooks (and what the backend does on them) may take to arrive
+
+
 def cli(settings, *args: str) -> str:
     """Run `python -m backend ARGS` from another directory, as an admin might: same store, same settings."""
     out = subprocess.run([sys.executable, "-m", "backend", *args], env=settings_env(settings), cwd="/",
@@ -36,14 +38,6 @@ def cli(settings, *args: str) -> str:
     printed = out.stdout.strip().splitlines()
     assert len(printed) == len(set(printed)) and not any(line in out.stderr for line in printed), out  # once each
     return out.stdout
-
-
-def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 def training_queued(url: str, project: int) -> int:
@@ -59,7 +53,7 @@ def submit(c, task: dict, selected: str) -> None:
                                                  "type": "pairwise", "value": {"selected": selected}}])
 
 
-def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServer, backend, tmp_path) -> None:  # noqa: F811
+def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServer, backend, tmp_path) -> None:
     settings, url = backend
     store = Store(settings.sqlalchemy_url)
     connect = ["connect", "--url", label_studio.url, "--api-key", label_studio.token, "--title", "RLHF e2e",
@@ -77,7 +71,7 @@ def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServe
     prompts.write_text("\n".join(f"Tell me fact number {i} about the sea." for i in range(8)) + "\n")
     assert "imported 8 prompts" in cli(settings, "import", "--project", str(project),
                                        str(prompts), "--url", label_studio.url, "--api-key", label_studio.token)
-    wait_until(lambda: len(store.project_tasks(project)) == 8, what="TASKS_CREATED webhook")
+    wait_for(lambda: len(store.project_tasks(project)) == 8, WEBHOOK_S, message="TASKS_CREATED webhook")
     run_worker(settings)
 
     c = ls.client(label_studio.url, label_studio.token)
@@ -89,16 +83,17 @@ def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServe
 
     for i, task in enumerate(tasks[:4]):
         submit(c, task, "left" if i % 2 else "right")
-    wait_until(lambda: store.counts().get(project, {}).get("pairs") == 4, what="annotation webhooks")
+    wait_for(lambda: store.counts().get(project, {}).get("pairs") == 4, WEBHOOK_S, message="annotation webhooks")
     status = requests.get(f"{url}/status", auth=AUTH, timeout=5).json()
     assert status["projects"][str(project)]["annotations"] == 4
-    wait_until(lambda: training_queued(url, project) == 1, what="a chain queued: the 4th pair crossed RETRAIN_EVERY")
+    wait_for(lambda: training_queued(url, project) == 1, WEBHOOK_S,
+             message="a chain queued: the 4th pair crossed RETRAIN_EVERY")
 
     run_worker(settings)
     assert registry.current("policy") == 1 and registry.current("reward") == 0
     backend_id = ml_backend_id(c, project, ls.project_url(url, project))
-    versions = wait_until(lambda: "policy-v1.reward-v0" in listed_versions(c, backend_id)
-                          and listed_versions(c, backend_id), what="new version listed by Label Studio")
+    versions = wait_for(lambda: "policy-v1.reward-v0" in listed_versions(c, backend_id)
+                          and listed_versions(c, backend_id), WEBHOOK_S, message="new version listed by Label Studio")
     assert "policy-v0" in versions
     labeled = {t["id"] for t in tasks[:4]}
     for task in ls.list_tasks(c, project):  # unlabeled tasks now show the new policy's answers
@@ -116,7 +111,7 @@ def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServe
     # deleting an annotation in Label Studio removes its pair; resync rebuilds the store from the export
     annotation_id = c.tasks.get(tasks[0]["id"]).annotations[0]["id"]
     c.annotations.delete(annotation_id)
-    wait_until(lambda: store.counts()[project]["pairs"] == 3, what="ANNOTATIONS_DELETED webhook")
+    wait_for(lambda: store.counts()[project]["pairs"] == 3, WEBHOOK_S, message="ANNOTATIONS_DELETED webhook")
     store.clear_project(project)  # as if webhooks had been lost
     out = cli(settings, "resync", "--project", str(project), "--url", label_studio.url, "--api-key", label_studio.token)
     assert "3 annotations, 3 pairs" in out and store.counts()[project]["pairs"] == 3
@@ -131,7 +126,7 @@ def test_health_needs_no_auth_but_predict_does(backend) -> None:
     assert r.status_code == 400 and "tasks" in r.json()["error"]
 
 
-def test_prompts_under_the_configs_key_and_deleted_tasks(label_studio: LabelStudioServer, backend, tmp_path) -> None:  # noqa: F811
+def test_prompts_under_the_configs_key_and_deleted_tasks(label_studio: LabelStudioServer, backend, tmp_path) -> None:
     """`import` writes prompts where the label config reads them; a task deleted in Label Studio leaves the store
     (TASKS_DELETED), and one deleted behind the backend's back (webhook off) does not abort generation."""
     settings, url = backend
@@ -148,7 +143,7 @@ def test_prompts_under_the_configs_key_and_deleted_tasks(label_studio: LabelStud
     c = ls.client(label_studio.url, label_studio.token)
     tasks = ls.list_tasks(c, project)
     assert [t["data"]["question"] for t in tasks] == [f"Name a colour, please ({i})." for i in range(4)]
-    wait_until(lambda: len(store.project_tasks(project)) == 4, what="TASKS_CREATED webhook")
+    wait_for(lambda: len(store.project_tasks(project)) == 4, WEBHOOK_S, message="TASKS_CREATED webhook")
 
     [hook] = [w for w in c.webhooks.list(project=str(project)) if w.url == ls.project_url(url, project) + "webhook"]
     c.webhooks.update(hook.id, is_active=False)
@@ -162,10 +157,10 @@ def test_prompts_under_the_configs_key_and_deleted_tasks(label_studio: LabelStud
     assert sorted(t.id for t in store.project_tasks(project)) == sorted(t["id"] for t in remaining)
 
     c.tasks.delete(str(remaining[0]["id"]))  # through the webhook this time
-    wait_until(lambda: len(store.project_tasks(project)) == 2, what="TASKS_DELETED webhook")
+    wait_for(lambda: len(store.project_tasks(project)) == 2, WEBHOOK_S, message="TASKS_DELETED webhook")
 
 
-def connect_project(settings, label_studio: LabelStudioServer, url: str, title: str, prompts: list[str],  # noqa: F811
+def connect_project(settings, label_studio: LabelStudioServer, url: str, title: str, prompts: list[str],
                     tmp_path, config: str = "label_config.xml") -> int:
     out = cli(settings, "connect", "--url", label_studio.url, "--api-key", label_studio.token, "--title", title,
               "--backend-url", url, "--label-config", str(ROOT / config))
@@ -177,7 +172,7 @@ def connect_project(settings, label_studio: LabelStudioServer, url: str, title: 
     return project
 
 
-def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, backend, tmp_path) -> None:  # noqa: F811
+def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, backend, tmp_path) -> None:
     """Two projects in one Label Studio, labels interleaved, one training worker: each chain trains on its own
     pairs against its own reward model, and a project's model_version moves only when its own lineage trains."""
     settings, url = backend
@@ -186,7 +181,8 @@ def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, ba
                         tmp_path)
     b = connect_project(settings, label_studio, url, "Lineage B", [f"Name bird number {i}." for i in range(5)],
                         tmp_path)
-    wait_until(lambda: len(store.project_tasks(a)) == 8 and len(store.project_tasks(b)) == 5, what="TASKS_CREATED")
+    wait_for(lambda: len(store.project_tasks(a)) == 8 and len(store.project_tasks(b)) == 5, WEBHOOK_S,
+             message="TASKS_CREATED")
     run_worker(settings, "--queues", "generate")
     c = ls.client(label_studio.url, label_studio.token)
     tasks = {p: ls.list_tasks(c, p) for p in (a, b)}
@@ -198,8 +194,8 @@ def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, ba
         submit(c, task_a, "left")
         if task_b is not None:
             submit(c, task_b, "right")
-    wait_until(lambda: store.counts()[a]["pairs"] == 4 and store.counts()[b]["pairs"] == 3, what="webhooks")
-    wait_until(lambda: training_queued(url, a) == 1, what="A's chain queued")
+    wait_for(lambda: store.counts()[a]["pairs"] == 4 and store.counts()[b]["pairs"] == 3, WEBHOOK_S, message="webhooks")
+    wait_for(lambda: training_queued(url, a) == 1, WEBHOOK_S, message="A's chain queued")
     drafted = tasks[a][7]["id"]  # an annotator is half-way through this one: it must not be regenerated
     r = requests.post(f"{label_studio.url}/api/tasks/{drafted}/drafts", json={"result": [], "lead_time": 5},
                       headers={"Authorization": f"Token {label_studio.token}"}, timeout=10)
@@ -214,8 +210,9 @@ def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, ba
     submit(c, tasks[b][3], "left")  # B crosses the threshold, and A gets a second round, interleaved
     for task in tasks[a][4:8]:
         submit(c, task, "right")
-    wait_until(lambda: store.counts()[a]["pairs"] == 8 and store.counts()[b]["pairs"] == 4, what="webhooks")
-    wait_until(lambda: training_queued(url, a) == training_queued(url, b) == 1, what="A's and B's chains queued")
+    wait_for(lambda: store.counts()[a]["pairs"] == 8 and store.counts()[b]["pairs"] == 4, WEBHOOK_S, message="webhooks")
+    wait_for(lambda: training_queued(url, a) == training_queued(url, b) == 1, WEBHOOK_S,
+             message="A's and B's chains queued")
     run_worker(settings)
     la, lb = registries.lineage(f"project-{a}"), registries.lineage(f"project-{b}")
     assert current(a) == "policy-v2.reward-v1" and current(b) == "policy-v1.reward-v0"
@@ -233,8 +230,8 @@ class Trap:
     """Another host: records every request that reaches it (and the token it carried)."""
 
     def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.requests: list[tuple[str, str, str | None]] = []
         trap = self
@@ -255,14 +252,14 @@ class Trap:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def test_label_studio_address_and_token_come_from_one_source(label_studio: LabelStudioServer, backend,  # noqa: F811
+def test_label_studio_address_and_token_come_from_one_source(label_studio: LabelStudioServer, backend,
                                                              tmp_path) -> None:
     """With LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY set, a /setup naming another host changes nothing: the
     operator's token never leaves for it, and the candidates still reach the real Label Studio."""
     settings, url = backend
     store, trap = Store(settings.sqlalchemy_url), Trap()
     project = connect_project(settings, label_studio, url, "One source", ["What is rain?"], tmp_path)
-    wait_until(lambda: len(store.project_tasks(project)) == 1, what="TASKS_CREATED webhook")
+    wait_for(lambda: len(store.project_tasks(project)) == 1, WEBHOOK_S, message="TASKS_CREATED webhook")
     hostile = {"project": f"{project}.1", "schema": store.project(project).label_config, "hostname": trap.url,
                "access_token": "not-the-operators"}
     assert requests.post(f"{url}/setup", json=hostile, auth=AUTH, timeout=5).status_code == 200
@@ -274,14 +271,14 @@ def test_label_studio_address_and_token_come_from_one_source(label_studio: Label
     assert all(t["data"]["answer1"] for t in ls.list_tasks(c, project))
 
 
-def test_annotations_whose_webhook_never_arrived_are_resynced(label_studio: LabelStudioServer, backend,  # noqa: F811
+def test_annotations_whose_webhook_never_arrived_are_resynced(label_studio: LabelStudioServer, backend,
                                                               tmp_path) -> None:
     """Label Studio sends each webhook once; while the backend is unreachable it is lost. The periodic resync
     brings the annotation in, once (it is idempotent), and /status says when it last ran."""
     settings, url = backend
     store = Store(settings.sqlalchemy_url)
     project = connect_project(settings, label_studio, url, "Resync", ["What is snow?", "What is hail?"], tmp_path)
-    wait_until(lambda: len(store.project_tasks(project)) == 2, what="TASKS_CREATED webhook")
+    wait_for(lambda: len(store.project_tasks(project)) == 2, WEBHOOK_S, message="TASKS_CREATED webhook")
     run_worker(settings, "--queues", "generate")
     c = ls.client(label_studio.url, label_studio.token)
     [hook] = [w for w in c.webhooks.list(project=str(project)) if w.url == ls.project_url(url, project) + "webhook"]
@@ -291,7 +288,7 @@ def test_annotations_whose_webhook_never_arrived_are_resynced(label_studio: Labe
     c.webhooks.update(hook.id, is_active=True)
     assert store.counts()[project]["pairs"] == 0
     app = create_app(settings)
-    reconciler = Reconciler(app.extensions["rlhf"])
+    reconciler = Reconciler(app.extensions["rlhf"].annotations)
     assert reconciler.resync()[project] == 2
     assert store.counts()[project]["pairs"] == 2
     assert reconciler.resync()[project] == 0  # incremental: nothing changed since
@@ -303,7 +300,7 @@ SCREENSHOTS = ROOT / ".cache" / "screenshots"  # test artifacts; two of them are
 
 
 @pytest.fixture
-def browser_page(label_studio: LabelStudioServer):  # noqa: F811
+def browser_page(label_studio: LabelStudioServer):
     """Headless Debian Chromium driven by Playwright, logged in to Label Studio as its admin."""
     chromium = shutil.which("chromium")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is installed by make test")
@@ -327,7 +324,7 @@ def visible_piece(text: str) -> str:
     return max(re.split(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+", text), key=len).strip() or text
 
 
-def open_task(page, label_studio: LabelStudioServer, project: int, task_id: int, text: str) -> None:  # noqa: F811
+def open_task(page, label_studio: LabelStudioServer, project: int, task_id: int, text: str) -> None:
     page.goto(f"{label_studio.url}/projects/{project}/data?task={task_id}")
     wait_shown(page, text)
 
@@ -364,14 +361,14 @@ def submit_button(page):  # noqa: ANN001, ANN201 - Playwright's Page and Locator
     return page.locator("button:has-text('Submit')").first
 
 
-def test_an_annotator_compares_in_the_labeling_view(label_studio: LabelStudioServer, backend, browser_page,  # noqa: F811
+def test_an_annotator_compares_in_the_labeling_view(label_studio: LabelStudioServer, backend, browser_page,
                                                     tmp_path) -> None:
     """Log in, open a task, see the prompt and both answers side by side with nothing pre-selected, pick one,
     submit: the backend stores the pair the annotator chose."""
     settings, url = backend
     store, page = Store(settings.sqlalchemy_url), browser_page
     project = connect_project(settings, label_studio, url, "Browser pairwise", ["Name a fruit, please."], tmp_path)
-    wait_until(lambda: len(store.project_tasks(project)) == 1, what="TASKS_CREATED webhook")
+    wait_for(lambda: len(store.project_tasks(project)) == 1, WEBHOOK_S, message="TASKS_CREATED webhook")
     run_worker(settings, "--queues", "generate")
     [task] = store.project_tasks(project)
     left, right = task.candidates
@@ -390,11 +387,11 @@ def test_an_annotator_compares_in_the_labeling_view(label_studio: LabelStudioSer
     assert page.get_by_text("Name a fruit, please.").first.is_visible()
     answers[1].click()
     submit_button(page).click()
-    pairs = wait_until(lambda: store.pairs(f"project-{project}", judged=True), what="the annotation's webhook", timeout=30)
+    pairs = wait_for(lambda: store.pairs(f"project-{project}", judged=True), 30, message="the annotation's webhook")
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [(right, left)]
 
 
-def test_an_annotator_ranks_in_the_labeling_view(label_studio: LabelStudioServer, backend, browser_page,  # noqa: F811
+def test_an_annotator_ranks_in_the_labeling_view(label_studio: LabelStudioServer, backend, browser_page,
                                                  tmp_path) -> None:
     """The Ranker: cards without internal ids; moving the first answer to the bottom (keyboard drag) and
     submitting gives K(K-1)/2 pairs with it ranked last."""
@@ -402,7 +399,7 @@ def test_an_annotator_ranks_in_the_labeling_view(label_studio: LabelStudioServer
     store, page = Store(settings.sqlalchemy_url), browser_page
     project = connect_project(settings, label_studio, url, "Browser ranker", ["Name a colour, please."], tmp_path,
                               config="label_config_ranker.xml")
-    wait_until(lambda: len(store.project_tasks(project)) == 1, what="TASKS_CREATED webhook")
+    wait_for(lambda: len(store.project_tasks(project)) == 1, WEBHOOK_S, message="TASKS_CREATED webhook")
     run_worker(settings, "--queues", "generate")
     [task] = store.project_tasks(project)
     first = task.candidates[0]
@@ -423,7 +420,7 @@ def test_an_annotator_ranks_in_the_labeling_view(label_studio: LabelStudioServer
     rank_first_last(page, task.generation, len(task.candidates))
     submit_button(page).click()
     k = len(task.candidates)
-    pairs = wait_until(lambda: store.pairs(f"project-{project}", judged=True), what="the annotation's webhook", timeout=30)
+    pairs = wait_for(lambda: store.pairs(f"project-{project}", judged=True), 30, message="the annotation's webhook")
     assert len(pairs) == k * (k - 1) // 2
     assert all(p["rejected"] == first for p in pairs if first in (p["chosen"], p["rejected"]))
 
@@ -434,7 +431,7 @@ SAVE = re.compile(r"/api/tasks/\d+/annotations")  # ... and how it saves a submi
 
 
 @pytest.mark.parametrize("config", ["label_config.xml", "label_config_ranker.xml"])
-def test_label_all_tasks_saves_every_submit_while_refits_land(label_studio: LabelStudioServer, backend,  # noqa: F811
+def test_label_all_tasks_saves_every_submit_while_refits_land(label_studio: LabelStudioServer, backend,
                                                              browser_page, tmp_path, config: str) -> None:
     """The annotator's stream: "Label All Tasks", pick, Submit, and Label Studio opens the next task at once.
     The refit that the label queued then republishes every task's score, the open task's included, before the
@@ -444,7 +441,7 @@ def test_label_all_tasks_saves_every_submit_while_refits_land(label_studio: Labe
     store, page = Store(settings.sqlalchemy_url), browser_page
     prompts = [f"Name animal number {i}, please." for i in range(STREAM)]
     project = connect_project(settings, label_studio, url, f"Stream {config}", prompts, tmp_path, config=config)
-    wait_until(lambda: len(store.project_tasks(project)) == STREAM, what="TASKS_CREATED webhook")
+    wait_for(lambda: len(store.project_tasks(project)) == STREAM, WEBHOOK_S, message="TASKS_CREATED webhook")
     run_worker(settings, "--queues", "generate")
     c = ls.client(label_studio.url, label_studio.token)
     version = Registries(settings.model_dir).lineage(f"project-{project}").model_version()
@@ -464,7 +461,8 @@ def test_label_all_tasks_saves_every_submit_while_refits_land(label_studio: Labe
         wait_shown(page, task.candidates[0])
         close_instructions(page)
         if i:  # the previous label's refit lands now, while this task is open
-            wait_until(lambda: any(j.meta.get("kind") == "refit" for j in refits.jobs), what="the label's refit")
+            wait_for(lambda: any(j.meta.get("kind") == "refit" for j in refits.jobs), WEBHOOK_S,
+                     message="the label's refit")
             before = prediction(task.id)
             run_worker(settings, "--queues", "generate")
             moves.append((before, prediction(task.id)))
@@ -478,12 +476,13 @@ def test_label_all_tasks_saves_every_submit_while_refits_land(label_studio: Labe
             assert saved.value.status == 201, f"submit {i + 1} of {STREAM} not saved: {saved.value.text()[:300]}"
     page.screenshot(path=str(SCREENSHOTS / f"stream-{config.removesuffix('.xml')}.png"))
     assert page.get_by_text("not saved").count() == 0
-    wait_until(lambda: store.counts().get(project, {}).get("annotations") == STREAM, what="every label's webhook")
+    wait_for(lambda: store.counts().get(project, {}).get("annotations") == STREAM, WEBHOOK_S,
+             message="every label's webhook")
     assert all(after[0] == before[0] for before, after in moves), moves  # one prediction per task, kept
     assert sum(after[1] != before[1] for before, after in moves) >= STREAM // 2, moves  # the refits moved them
 
 
-def test_every_score_move_is_published_once(label_studio: LabelStudioServer) -> None:  # noqa: F811
+def test_every_score_move_is_published_once(label_studio: LabelStudioServer) -> None:
     """publish_scores keeps Label Studio's queue on the stored scores: a move at the published precision
     replaces the task's prediction (one per task and version), an unchanged score costs nothing."""
     c = ls.client(label_studio.url, label_studio.token)
@@ -503,7 +502,7 @@ def test_every_score_move_is_published_once(label_studio: LabelStudioServer) -> 
     assert [s for _, _, s in published("w")] == [0.1, 0.2] and published()[0] == (a, ids[0], 0.50005)
 
 
-def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStudioServer, backend,  # noqa: F811
+def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStudioServer, backend,
                                                           tmp_path) -> None:
     """SELECTION=informative through a real Label Studio: the worker sets the project to uncertainty sampling
     under the served model version and publishes each task's score; labels queue a refit of the head, which
@@ -517,7 +516,7 @@ def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStu
     prompts.write_text("\n".join(f"Describe colour number {i} in one line." for i in range(6)) + "\n")
     cli(settings, "import", "--project", str(project), str(prompts), "--url", label_studio.url,
         "--api-key", label_studio.token)
-    wait_until(lambda: len(store.project_tasks(project)) == 6, what="TASKS_CREATED webhook")
+    wait_for(lambda: len(store.project_tasks(project)) == 6, WEBHOOK_S, message="TASKS_CREATED webhook")
     run_worker(settings)
 
     c = ls.client(label_studio.url, label_studio.token)
@@ -538,9 +537,10 @@ def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStu
     tasks = ls.list_tasks(c, project)
     for task in tasks[:2]:
         submit(c, task, "left")
-    wait_until(lambda: store.counts().get(project, {}).get("pairs") == 2, what="annotation webhooks")
+    wait_for(lambda: store.counts().get(project, {}).get("pairs") == 2, WEBHOOK_S, message="annotation webhooks")
     queue = Queue(f"{settings.queue_prefix}-generate", connection=Redis.from_url(TEST_REDIS_URL))
-    wait_until(lambda: any(j.meta.get("kind") == "refit" for j in queue.jobs), what="a refit queued after the labels")
+    wait_for(lambda: any(j.meta.get("kind") == "refit" for j in queue.jobs), WEBHOOK_S,
+             message="a refit queued after the labels")
     run_worker(settings)
     after = stored()
     assert published() == pytest.approx(after, abs=10 ** -ls.SCORE_DIGITS)  # every move, however small

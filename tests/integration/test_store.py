@@ -4,38 +4,26 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from conftest import TEST_POSTGRES_URL
 from sqlalchemy import (
-    JSON, Boolean, Column, DateTime, ForeignKey, Integer, MetaData, String, Table, Text, create_engine, text,
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    text,
 )
 
-from backend.store import migrate
-
-from backend.labels.preferences import Pair
 from backend.core.settings import Settings
-from backend.store import Store
-
-
-def postgres_url() -> str:
-    """An empty PostgreSQL database for one test (skipped with a message where none answers)."""
-    url = Settings(database_url=TEST_POSTGRES_URL).sqlalchemy_url
-    try:
-        with create_engine(url).connect() as conn:
-            conn.execute(text("select 1"))
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL is not reachable at {TEST_POSTGRES_URL} ({type(exc).__name__}): "
-                    "set TEST_POSTGRES_URL to run the store tests on PostgreSQL")
-    empty_postgres(url)
-    return url
-
-
-def empty_postgres(url: str) -> None:
-    """Drop every table, Alembic's version table included."""
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
+from backend.labels.preferences import Pair
+from backend.store import Store, migrate
+from tests.support.services import empty_postgres, postgres_url
+from tests.support.settings import TEST_POSTGRES_URL
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -113,9 +101,9 @@ def test_tasks_keep_candidates_and_scores(store: Store) -> None:
 
 def test_webhooks_persist_on_postgresql(tmp_path, tiny_model, redis) -> None:
     """The HTTP layer over DATABASE_URL=postgresql://...: what is acknowledged is in PostgreSQL."""
-    from conftest import make_settings, payload
-
     from backend.http.app import create_app
+    from tests.support.payloads import payload
+    from tests.support.settings import make_settings
 
     postgres_url()
     settings = make_settings(tmp_path, tiny_model, database_url=TEST_POSTGRES_URL)

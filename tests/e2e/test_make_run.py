@@ -9,11 +9,12 @@ import subprocess
 import time
 
 import requests
-from conftest import ROOT, TEST_REDIS_URL, make_settings
 from rq import Worker
 
 from backend.queue import JobQueue
-from labelstudio_server import free_port
+from tests.support.labelstudio_server import free_port
+from tests.support.settings import ROOT, TEST_REDIS_URL, make_settings
+from tests.support.wait import wait_for
 
 
 def environ(pid: int) -> dict[str, str]:
@@ -31,11 +32,13 @@ def test_make_run_starts_the_loop_and_one_ctrl_c_stops_it(tmp_path, tiny_model, 
     proc = subprocess.Popen(["make", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True, text=True)
     try:
-        deadline = time.monotonic() + 120
         queue = JobQueue(settings)
-        while len(Worker.all(connection=queue.redis)) < 2 or not _up(settings.port):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:] if proc.poll() else "slow"
-            time.sleep(0.5)
+
+        def up() -> bool:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            return len(Worker.all(connection=queue.redis)) >= 2 and _up(settings.port)
+
+        wait_for(up, 120, 0.5, "`make run`'s two workers and its backend")
         for worker in Worker.all(connection=queue.redis):
             seen = environ(worker.pid)
             assert seen["HF_HUB_OFFLINE"] == "1" and seen["LOCAL_WORKERS"] == "2"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 from datetime import datetime, timedelta
 
-from conftest import ROOT, payload, setup_project
-
 from backend.labels.preferences import parse_layout
 from backend.store import Store
+from tests.support.payloads import payload, setup_project
+from tests.support.settings import ROOT
 
 T0 = datetime(2026, 11, 29, 10, 0, 0)
 PAIRWISE = parse_layout((ROOT / "label_config.xml").read_text())

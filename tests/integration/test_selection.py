@@ -7,14 +7,16 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import make_settings, payload, run_worker, setup_project, tasks_created
 
 from backend.http.app import create_app
-from backend.store.registry import Registries
 from backend.store import Store
+from backend.store.registry import Registries
+from tests.support.payloads import payload, setup_project, tasks_created
+from tests.support.services import run_worker
+from tests.support.settings import make_settings
 from workers.ml.features import feature_key
-from workers.ml.loading import inference_dtype
 from workers.ml.head import BayesianHead, HeadConfig
+from workers.ml.loading import inference_dtype
 
 
 def synthetic(n: int, dim: int, seed: int) -> torch.Tensor:
@@ -124,8 +126,8 @@ def test_features_are_cached_per_dtype(tmp_path, tiny_model, redis) -> None:
     """bf16 and fp32 features of one answer differ: a head fitted on one must never read the other from the
     cache (GENERATION_DTYPE changed, or a worker on other hardware)."""
     from backend.services import build
-    from workers.runtime.context import JobContext
     from workers.jobs.select import Weigher
+    from workers.runtime.context import JobContext
 
     vectors = {}
     for dtype in ("float32", "bfloat16"):

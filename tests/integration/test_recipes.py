@@ -12,18 +12,22 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-from tiny import build_tiny_model  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    TrainerCallback,
+)
 
-from workers.runtime import progress  # noqa: E402
+from tests.support.tiny import build_tiny_model  # noqa: E402
 from workers.ml.evaluate import policy_metrics  # noqa: E402
 from workers.ml.loading import load_policy, load_reward, load_tokenizer  # noqa: E402
 from workers.ml.scoring import reward_ids, score  # noqa: E402
-from workers.runtime.progress import JobProgress  # noqa: E402
 from workers.recipes import RECIPES, hyperparameters  # noqa: E402
 from workers.recipes.base import RecipeInputs, build_config, reward_dataset  # noqa: E402
 from workers.recipes.grpo import GRPORecipeConfig  # noqa: E402
+from workers.runtime import progress  # noqa: E402
+from workers.runtime.progress import JobProgress  # noqa: E402
 
 PROMPTS = [
     "What is the capital of France?", "Write a short poem about the sea.", "What is the boiling point of water?",
@@ -315,8 +319,8 @@ def test_one_reading_of_a_cut_and_a_finished_answer_in_every_stage(models: Simpl
     """The same (prompt, answer), once finished and once cut at the limit, gets the same reward in reward
     training's tokens, candidate scoring, GRPO/RLOO's reward function, trl's PPO reading, evaluation and the
     reward gate; the selection features are read at the same token."""
-    from trl.experimental.utils import first_true_indices, get_reward
     from trl.experimental.ppo.ppo_trainer import truncate_response
+    from trl.experimental.utils import first_true_indices, get_reward
 
     from workers.ml.chat import prompt_texts
     from workers.ml.evaluate import reward_correct

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from backend.labels.preferences import Pair
-from backend.store.registry import Registries, Registry
 from backend.store import Store
+from backend.store.registry import Registries, Registry
+from tests.support.settings import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PROJECT, EMPTY_PROJECT, LINEAGE = 3, 4, "team-a"
 
 

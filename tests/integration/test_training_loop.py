@@ -7,19 +7,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
-from conftest import (
-    ROOT, TINY_TRAIN, annotation_created, make_settings, payload, queued_training, run_worker, settings_env,
-    tasks_created,
-)
 
-from backend.http.app import create_app
-from backend.store.registry import Registries
-from backend.store import Store
 from backend.background.reconciler import Reconciler
+from backend.http.app import create_app
+from backend.store import Store
+from backend.store.registry import Registries
+from tests.support.payloads import annotation_created, payload, queued_training, tasks_created
+from tests.support.services import run_worker
+from tests.support.settings import ROOT, make_settings, settings_env
+from tests.support.tiny import TINY_TRAIN
+from tests.support.wait import wait_for
 from workers.jobs.train import held_out
 from workers.ml.loading import inference_dtype, load_reward
 from workers.ml.scoring import score
@@ -56,15 +57,21 @@ def project_with_candidates(settings, client, store: Store, extra_params: str | 
     assert all(t.candidates for t in store.project_tasks(1))
 
 
+def job_pending(client, kind: str) -> bool:
+    """Whether /status lists a job of that kind that has not finished."""
+    return any(j["kind"] == kind and j["status"] != "finished" for j in client.get("/status").json["jobs"])
+
+
 def served_version(client, expected: str, timeout: float = 5.0) -> str:
     """The model_version /setup reports, waiting briefly for the Redis notification or the poll."""
-    deadline = time.monotonic() + timeout
-    while True:
-        version = client.post("/setup", json=payload("setup.pairwise.json") | {"hostname": "", "access_token": "",
-                                                                               "project": "1.1"}).json["model_version"]
-        if version == expected or time.monotonic() > deadline:
-            return version
-        time.sleep(0.1)
+    seen: list[str] = []
+
+    def version() -> str | None:
+        seen.append(client.post("/setup", json=payload("setup.pairwise.json") | {
+            "hostname": "", "access_token": "", "project": "1.1"}).json["model_version"])
+        return seen[-1] if seen[-1] == expected else None
+
+    return wait_for(version, timeout, 0.1, lambda: f"{expected} to be served (last served: {seen[-1]})")
 
 
 def test_ppo_loop_end_to_end(loop) -> None:
@@ -200,10 +207,8 @@ def test_human_judged_tasks_pair_new_and_previous_policy_blind(tmp_path, tiny_mo
     for algorithm in ("dpo", "ppo", "grpo", "rloo"):
         store.save_project(1, algorithm=algorithm)
         assert client.post("/webhook", json=payload("webhook-start-training.pairwise.json")).status_code == 200
-        deadline = time.monotonic() + 15  # a busy Redis defers the chain to the backend's thread: wait for it
-        while not any(j["kind"] == algorithm and j["status"] != "finished" for j in client.get("/status").json["jobs"]):
-            assert time.monotonic() < deadline, f"no {algorithm} job was queued"
-            time.sleep(0.1)
+        # a busy Redis defers the chain to the backend's thread: wait for it
+        wait_for(partial(job_pending, client, algorithm), 15, 0.1, f"a {algorithm} job to be queued")
         worker = run_worker(settings)
         reward, policy = (registry.meta(kind, max(registry.versions(kind))) for kind in ("reward", "policy"))
         assert policy["recipe"] == algorithm, worker.stderr[-4000:]
@@ -251,18 +256,17 @@ def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> No
     worker = subprocess.Popen([sys.executable, "-m", "workers", "--queues", "train"], env=settings_env(settings),
                               cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while not any(j.get("progress") for j in client.get("/status").json["jobs"] if j["kind"] == "reward"):
-            assert time.monotonic() < deadline, "the reward job never reported progress"
-            time.sleep(0.5)
+        def reward_jobs() -> list[dict]:
+            return [j for j in client.get("/status").json["jobs"] if j["kind"] == "reward"]
+
+        wait_for(lambda: any(j.get("progress") for j in reward_jobs()), 120, 0.5, "the reward job to report progress")
         horses = children(worker.pid)  # RQ runs the job in a forked work-horse, in a session of its own
         assert horses, "the worker has no work-horse running the job"
         assert list(settings.model_dir.rglob(".tmp-*")), "the job trains into a staging directory"
         for pid in horses:
             os.kill(pid, signal.SIGKILL)  # the job dies mid-training
-        while not any(j["status"] == "failed" for j in client.get("/status").json["jobs"] if j["kind"] == "reward"):
-            assert time.monotonic() < deadline, "the worker never noticed its work-horse died"
-            time.sleep(0.2)
+        wait_for(lambda: any(j["status"] == "failed" for j in reward_jobs()), 120, 0.2,
+                 "the worker to notice its work-horse died")
     finally:
         for pid in children(worker.pid):
             os.kill(pid, signal.SIGKILL)
@@ -270,7 +274,7 @@ def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> No
         worker.wait(10)
     assert registry.versions("reward") == [] and registry.current("reward") is None
     assert served_version(client, "policy-v0") == "policy-v0"
-    done = Reconciler(client.application.extensions["rlhf"]).run_once()  # notices the failure at once:
+    done = Reconciler(client.application.extensions["rlhf"].annotations).run_once()  # notices the failure at once:
     assert not list(settings.model_dir.rglob(".tmp-*"))  # staging removed,
     jobs = client.get("/status").json["jobs"]
     # the chain's policy step, which would have waited forever, cancelled; the trigger still due: a new chain

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from backend.core.gates import enforced, policy_verdict, reward_verdict
-from backend.labels.quality import agreement, human_win_rates
 from backend.core.settings import Settings
 from backend.core.stats import difference, rate, sign_test
+from backend.labels.quality import agreement, human_win_rates
 
 SETTINGS = Settings(gate_min_held_out=10, gate_alpha=0.05, kl_budget=0.5)
 

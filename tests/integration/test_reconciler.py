@@ -2,41 +2,30 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 
 import pytest
-from conftest import (
-    TINY_TRAIN, annotation_created, make_settings, queued_training, run_worker, setup_project, tasks_created,
-)
-from redis import Redis
 
+from backend.background.reconciler import Reconciler
 from backend.http.app import create_app
 from backend.store import Store
-from backend.background.reconciler import Reconciler
-from labelstudio_server import free_port
+from tests.support.labelstudio_server import free_port
+from tests.support.payloads import annotation_created, queued_training, setup_project, tasks_created
+from tests.support.services import run_worker, start_redis
+from tests.support.settings import make_settings
+from tests.support.tiny import TINY_TRAIN
 
 
 @pytest.fixture
 def own_redis():
     """A Redis of this test's own, on its own port, that the test can stop and start again."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not on the PATH")
     port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     procs = []
 
     def start() -> None:
-        procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                Redis(port=port).ping()
-                return
-            except Exception:  # noqa: BLE001
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
+        procs.append(start_redis(port, timeout=10))
 
     def stop() -> None:
         procs[-1].terminate()
@@ -73,11 +62,11 @@ def test_webhooks_are_acknowledged_with_redis_down_and_their_triggers_queued_lat
     assert created.status_code == 200 and created.json["job"] == "deferred"
     assert Store(settings.sqlalchemy_url).counts()[1]["pairs"] == 2
     start()
-    done = Reconciler(app.extensions["rlhf"]).run_once()
+    done = Reconciler(app.extensions["rlhf"].annotations).run_once()
     assert done["trained"] == ["project-1"] and done["generated"] == [1]
     backend = app.extensions["rlhf"]
     assert backend.queue.chain_alive("project-1")
-    reconciler, now = Reconciler(backend), time.time()
+    reconciler, now = Reconciler(backend.annotations), time.time()
     assert reconciler.run_once(now)["trained"] == []  # queued once: the chain is alive now
     for job in backend.queue.generate.get_jobs():
         job.cancel()  # as if the generation had failed: task 9 still has no candidates
@@ -98,7 +87,7 @@ def test_a_failed_chain_keeps_its_trigger_and_is_retried_with_backoff(tmp_path, 
     queued_training(client, store)
     run_worker(settings, "--queues", "train")
     assert store.due_lineages(2) == {"project-1": "4 pairs since the last successful training"}  # not eaten
-    reconciler = Reconciler(backend)
+    reconciler = Reconciler(backend.annotations)
     now = time.time()
     assert reconciler.run_once(now)["trained"] == ["project-1"]
     status = client.get("/status").json["lineages"]["project-1"]

@@ -4,11 +4,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import PAYLOADS, ROOT, SHARED_DATA, payload
 
 from backend.labels.preferences import (
-    InvalidAnnotation, InvalidConfig, Pair, demonstrations, pairs_from_result, parse_layout,
+    InvalidAnnotation,
+    InvalidConfig,
+    Pair,
+    demonstrations,
+    pairs_from_result,
+    parse_layout,
 )
+from tests.support.payloads import payload
+from tests.support.settings import PAYLOADS, ROOT, SHARED_DATA
 
 RANKER = (PAYLOADS / "ranker-annotation-stored.json")
 LLM_RANKER = """<View><Text name="prompt" value="$prompt"/><List name="answers" value="$items" title="All"/>

@@ -6,10 +6,12 @@ import copy
 import time
 
 import pytest
-from conftest import ROOT, make_settings, payload, queued_training, setup_project
 
 from backend.http.app import create_app
 from backend.store import Store
+from tests.support.payloads import payload, queued_training, setup_project
+from tests.support.settings import ROOT, make_settings
+from tests.support.wait import wait_for
 
 
 def test_health_and_setup(client) -> None:
@@ -221,18 +223,12 @@ def test_a_promotion_a_worker_announces_is_served_before_the_next_poll(tmp_path,
     assert served() == "policy-v0"
     (settings.model_dir / "lineages" / "project-1" / "reward" / "v0").mkdir(parents=True)
     assert served() == "policy-v0"  # cached: the next poll is ten minutes away
-    deadline = time.monotonic() + 10
-    while redis.pubsub_numsub(channel)[0][1] < 1:  # the thread subscribes soon after the app is built
-        assert time.monotonic() < deadline, "the model watcher never subscribed"
-        time.sleep(0.05)
+    # the thread subscribes soon after the app is built
+    wait_for(lambda: redis.pubsub_numsub(channel)[0][1] >= 1, 10, 0.05, "the model watcher to subscribe")
     workers.announce("project-1", "reward", 0)
-    while served() != "policy-v0.reward-v0":
-        assert time.monotonic() < deadline, "the announced promotion was not served"
-        time.sleep(0.05)
-    stop_all()
-    while redis.pubsub_numsub(channel)[0][1]:  # the thread ends within its one-second read
-        assert time.monotonic() < deadline + 5, "the stopped watcher still listens"
-        time.sleep(0.05)
+    wait_for(lambda: served() == "policy-v0.reward-v0", 10, 0.05, "the announced promotion to be served")
+    stop_all()  # the thread ends within its one-second read
+    wait_for(lambda: not redis.pubsub_numsub(channel)[0][1], 15, 0.05, "the stopped watcher to unsubscribe")
 
 
 def test_ranker_prediction_orders_items_by_reward(client, settings) -> None:
@@ -261,7 +257,7 @@ def test_cancel_a_queued_training_from_the_cli(client, settings) -> None:
     import subprocess
     import sys
 
-    from conftest import settings_env
+    from tests.support.settings import settings_env
 
     setup_project(client)
     client.post("/webhook", json=payload("webhook-annotation-created.pairwise.json"))
@@ -310,8 +306,8 @@ def test_the_cli_says_in_one_line_what_is_unreachable(tmp_path, tiny_model, redi
     import subprocess
     import sys
 
-    from conftest import settings_env
-    from labelstudio_server import free_port
+    from tests.support.labelstudio_server import free_port
+    from tests.support.settings import settings_env
 
     settings = make_settings(tmp_path, tiny_model, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     out = subprocess.run([sys.executable, "-m", "backend", "status"], env=settings_env(settings), cwd=ROOT,

@@ -48,3 +48,15 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+# The training sizes for tiny models: a step or two of each recipe (the end-to-end tests and bench/training.py)
+SMALL = {"max_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-3}
+TINY_TRAIN = {
+    "reward": {**SMALL, "max_steps": 2, "max_length": 96},
+    "ppo": {**SMALL, "response_length": 8, "num_ppo_epochs": 1, "max_prompt_length": 64},
+    "dpo": {**SMALL, "max_length": 96},
+    "grpo": {**SMALL, "max_completion_length": 8, "num_generations": 2, "mask_truncated_completions": False},
+    "rloo": {**SMALL, "max_completion_length": 8, "num_generations": 2, "mask_truncated_completions": False},
+    "sft": {**SMALL, "max_length": 96},
+}

@@ -5,8 +5,12 @@ Label Studio lives in its own venv (it pins an old redis/rq), found at $LS_VENV 
 legacy token is initialised once into <repo>/.cache/ls-data-template (about 30 s of
 migrations) and copied for every server start (about 3 s).
 
-    python tests/labelstudio_server.py --install   # venv + data template, ahead of time
-    python tests/labelstudio_server.py --serve     # run one, print url and token
+    python -m tests.support.labelstudio_server --install   # venv + data template, ahead of time (make ls-venv)
+    python -m tests.support.labelstudio_server --serve     # run one, print url and token
+
+Run from the repository root. The tests get one server per session from the `label_studio` fixture
+(tests/e2e/conftest.py); bench/loop.py starts its own. Standard library only: --install runs before the test
+extras are needed.
 """
 
 from __future__ import annotations
@@ -32,17 +36,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-try:
-    import pytest
-except ImportError:  # the --install entry point must work without the test extras
-    pytest = None
+from tests.support.wait import TimedOut, wait_for
 
 logger = logging.getLogger(__name__)
 
 LS_VERSION = "1.23.2"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache"
 TEMPLATE_DIR = CACHE / "ls-data-template"
 CREDENTIALS_FILE = "rlhf-test-credentials.json"
@@ -224,19 +225,21 @@ def _get(url: str, token: str | None = None, timeout: float = 2.0) -> int:
         return 0
 
 
-def _wait_ready(proc: subprocess.Popen, log_path: Path, port: int, deadline: float) -> int:
+def _wait_ready(proc: subprocess.Popen, log_path: Path, port: int, timeout: float) -> int:
     """Wait until the log names the bound port and /health answers there; return that port."""
-    bound = None
-    while time.monotonic() < deadline:
+    bound: list[int] = []
+
+    def ready() -> int | None:
         if proc.poll() is not None:
             raise LabelStudioUnavailable(f"Label Studio exited with {proc.returncode}:\n{_tail(log_path, 3000)}")
-        if bound is None:
-            m = _BOUND_RE.search(_tail(log_path, 200_000))
-            bound = int(m.group(1)) if m else None
-        if bound is not None and _get(f"http://127.0.0.1:{bound}/health") == 200:
-            return bound
-        time.sleep(0.2)
-    raise LabelStudioUnavailable(f"Label Studio not ready on port {port} in time:\n{_tail(log_path, 3000)}")
+        if not bound and (m := _BOUND_RE.search(_tail(log_path, 200_000))):
+            bound.append(int(m.group(1)))
+        return bound[0] if bound and _get(f"http://127.0.0.1:{bound[0]}/health") == 200 else None
+
+    try:
+        return wait_for(ready, timeout, 0.2, f"Label Studio on port {port}")
+    except TimedOut as e:
+        raise LabelStudioUnavailable(f"{e}:\n{_tail(log_path, 3000)}") from None
 
 
 def _die_with_parent() -> None:
@@ -272,7 +275,7 @@ def start_label_studio(tmp_dir: Path, *, timeout: float = START_TIMEOUT_S) -> La
                                    data_dir, log_path, proc)
         atexit.register(server.stop)  # a no-op once stopped
         try:
-            bound = _wait_ready(proc, log_path, port, time.monotonic() + timeout)
+            bound = _wait_ready(proc, log_path, port, timeout)
         except BaseException:
             server.stop()
             raise
@@ -307,39 +310,16 @@ def running_label_studio(tmp_dir: Path) -> Iterator[LabelStudioServer]:
         server.stop()
 
 
-# One server per test process, even when both conftest.py and a test module import the fixture.
-_shared: dict[str, object] = {"server": None, "users": 0}
+# --- what a running server says (through the SDK client) -------------------------------------------------------
+
+def ml_backend_id(client: Any, project_id: int, url: str) -> int | None:
+    """The id of the project's ML backend registered at url (through the SDK), or None."""
+    return next((ml.id for ml in client.ml.list(project=project_id) if ml.url.rstrip("/") == url.rstrip("/")), None)
 
 
-def acquire_shared(tmp_dir: Path) -> LabelStudioServer:
-    """Start the process-wide test server, or return the running one."""
-    if _shared["server"] is None:
-        _shared["server"] = start_label_studio(tmp_dir)
-    _shared["users"] = int(_shared["users"]) + 1
-    return _shared["server"]  # type: ignore[return-value]
-
-
-def release_shared() -> None:
-    """Stop the process-wide test server when its last user is done."""
-    _shared["users"] = int(_shared["users"]) - 1
-    if _shared["users"] <= 0 and _shared["server"] is not None:
-        _shared["server"].stop()  # type: ignore[attr-defined]
-        _shared["server"] = None
-
-
-if pytest is not None:
-
-    @pytest.fixture(scope="session")
-    def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
-        """A real Label Studio for the session; skips when it cannot be installed or started."""
-        try:
-            server = acquire_shared(tmp_path_factory.mktemp("label-studio"))
-        except LabelStudioUnavailable as e:
-            pytest.skip(f"Label Studio unavailable (set LS_VENV to an installed venv): {e}")
-        try:
-            yield server
-        finally:
-            release_shared()
+def listed_versions(client: Any, ml_backend: int) -> list[str]:
+    """What Label Studio's Model page lists: the backend's GET /versions, relayed by Label Studio."""
+    return list(client.ml.list_model_versions(ml_backend).versions or [])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,12 +10,13 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from conftest import ROOT, settings_env
 from rq import Worker
 from rq.utils import utcformat
 
-from backend.queue import JobQueue
 from backend.core.settings import Settings
+from backend.queue import JobQueue
+from tests.support.settings import ROOT, settings_env
+from tests.support.wait import wait_for
 from workers.health import problem
 
 HEALTHCHECK_TIMEOUT = 10.0  # docker-compose.yml's timeout for the workers' healthcheck
@@ -40,11 +41,12 @@ def test_healthy_only_while_a_live_worker_of_this_host_serves_the_queue(settings
                               env=settings_env(settings), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         queue = JobQueue(settings)
-        deadline = time.monotonic() + 300  # it converts policy v0 first
-        while problem(queue, "generate", socket.gethostname()) is not None:
+        def serving() -> bool:
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
-            time.sleep(0.5)
+            return problem(queue, "generate", socket.gethostname()) is None
+
+        wait_for(serving, 300, 0.5,  # it converts policy v0 first
+                 lambda: "the worker to serve the queue:\n" + (tmp_path / "worker.log").read_text()[-3000:])
 
         code, err = health(settings, "generate")
         assert code == 0, err

@@ -1,0 +1,56 @@
+"""Fixtures of the end-to-end tests: a real Label Studio for the session, the backend under gunicorn."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Iterator
+
+import pytest
+import requests
+from redis import Redis
+
+from tests.support.labelstudio_server import LabelStudioServer, LabelStudioUnavailable, free_port, start_label_studio
+from tests.support.settings import AUTH, ROOT, TEST_REDIS_URL, make_settings, settings_env
+from tests.support.tiny import TINY_TRAIN
+from tests.support.wait import wait_for
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    """A real Label Studio for the session; skips when it cannot be installed or started."""
+    try:
+        server = start_label_studio(tmp_path_factory.mktemp("label-studio"))
+    except LabelStudioUnavailable as e:
+        pytest.skip(f"Label Studio unavailable (set LS_VENV to an installed venv): {e}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory, tiny_model):  # noqa: ANN201 - yields (Settings, url)
+    """The backend under gunicorn, as `python -m backend serve` runs it, with basic auth on."""
+    Redis.from_url(TEST_REDIS_URL).flushdb()
+    port = free_port()
+    # GATES=false: these tests follow versions through Label Studio; a tiny random model's PPO steps need not
+    # raise its own objective, and the gate would keep the round unserved (test_gates covers gating)
+    settings = make_settings(tmp_path_factory.mktemp("backend"), tiny_model, port=port, train_args=TINY_TRAIN,
+                             retrain_every=4, basic_auth_user=AUTH[0], basic_auth_pass=AUTH[1], gates=False)
+    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--workers", "1"],
+                            env=settings_env(settings), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        try:
+            return requests.get(f"{url}/health", timeout=1).ok
+        except requests.RequestException:  # gunicorn listens before the app is imported
+            return False
+
+    try:
+        wait_for(healthy, 60, 0.2, f"the backend's /health at {url}")
+        yield settings, url
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,0 +1,1 @@
+"""Pure logic: no Redis, PostgreSQL, Label Studio or worker processes."""
