@@ -59,9 +59,10 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "no chromium (install Debian's chromium package): the browser tests will be skipped"
 
-# ruff's undefined-name check first: a misspelt name in a rarely taken branch fails here, not in production
+# The linter first (rules in pyproject.toml): a misspelt name in a rarely taken branch fails here, not in production
 test: install redis ls-venv browser
-	$(PY) -m ruff check --select F821 backend workers tests bench
+	$(PY) -m ruff check backend workers tests bench
+	$(PY) -m ruff format --check backend workers tests bench
 	$(PY) -m pytest -q
 
 bench: install redis

@@ -143,7 +143,7 @@ def main() -> int:
     for n in (n for n in CHECKPOINTS if n <= budget):
         cells = []
         for s in STRATEGIES[1:]:
-            gaps = [c[n] - r[n] for c, r in zip(curves[s], curves["random"])]
+            gaps = [c[n] - r[n] for c, r in zip(curves[s], curves["random"], strict=True)]
             cells.append(f"{sum(gaps) / len(gaps):+.3f} [{min(gaps):+.3f}, {max(gaps):+.3f}]")
         print(f"{n:>8} " + " ".join(f"{c:>22}" for c in cells))
     target = mean_curve["random"][budget]

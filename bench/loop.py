@@ -295,7 +295,7 @@ def evaluate(args: argparse.Namespace, stack: Stack, project: int, held_out: lis
         on_v0 = answer_logprobs(reference, prompts, drawn)  # fp32, as the answers' own policy below
         own = on_v0 if version == versions[0] else answer_logprobs(registry.path("policy", version), prompts, drawn)
         tokens = sum(len(t) for t in on_v0)
-        d = [r - n for r, n in zip(on_v0, own)]  # log p_v0 - log p_version per answer token
+        d = [r - n for r, n in zip(on_v0, own, strict=True)]  # log p_v0 - log p_version per answer token
         meta = registry.meta("policy", version)
         rows.append({"kind": "policy", "version": version, "recipe": meta.get("recipe", "base"),
                      "gate": (meta.get("gate") or {}).get("status", "-"), "current": version == registry.current("policy"),
@@ -305,7 +305,7 @@ def evaluate(args: argparse.Namespace, stack: Stack, project: int, held_out: lis
                      "distinct": len({a.text for a in drawn}) / len(drawn),
                      "cut": sum(not a.finished for a in drawn) / len(drawn),
                      "repeats": sum(map(repeats_a_phrase, (a.text for a in drawn))) / len(drawn),
-                     "echo": sum(echoes(p, a.text) for p, a in zip(prompts, drawn)) / len(drawn),
+                     "echo": sum(echoes(p, a.text) for p, a in zip(prompts, drawn, strict=True)) / len(drawn),
                      # KL(version || v0) per answer token with the k3 estimator, as workers.ml.evaluate._kl computes
                      # the gates' KL (there on temperature-1 samples; here on the held-out answers themselves)
                      "kl_v0": float(sum((torch.expm1(x) - x).sum() for x in d) / tokens) if tokens else 0.0,
@@ -318,7 +318,7 @@ def evaluate(args: argparse.Namespace, stack: Stack, project: int, held_out: lis
                                "rejected_finished": b.finished} if rule(a.text) else
                               {"chosen": b.text, "chosen_finished": b.finished, "rejected": a.text,
                                "rejected_finished": a.finished})}
-             for p, a, b in zip(prompts, first, last) if rule(a.text) != rule(b.text)]
+             for p, a, b in zip(prompts, first, last, strict=True) if rule(a.text) != rule(b.text)]
     for version in registry.versions("reward"):
         meta = registry.meta("reward", version)
         correct = reward_correct(registry.path("reward", version), pairs, settings.missing_eos_penalty)
@@ -344,7 +344,7 @@ def answer_logprobs(model_dir: Path, prompts: list[str], answers: list[Any], bat
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     rows = []
-    for prompt, answer in zip(prompts, answers):
+    for prompt, answer in zip(prompts, answers, strict=True):
         head, ids = encode(prompt_texts(tokenizer, [prompt])[0]), encode(conversation_text(
             tokenizer, prompt, answer.text, answer.finished))
         if ids[:len(head)] != head:  # the template's prompt is a prefix of the conversation, token for token

@@ -77,7 +77,7 @@ def accuracy(model_dir: Path, pairs: list[dict[str, str]], bf16: bool) -> float:
     unknown = [None] * len(pairs)  # whether the answers ended is not recorded: read as finished, no penalty
     chosen, rejected = (score(model, tokenizer, prompts, [p[side] for p in pairs], unknown, 0.0)
                         for side in ("chosen", "rejected"))
-    return sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
+    return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(pairs)
 
 
 def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:

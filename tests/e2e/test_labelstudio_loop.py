@@ -190,7 +190,7 @@ def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, ba
     def current(project: int) -> str:
         return requests.get(f"{ls.project_url(url, project)}versions", auth=AUTH, timeout=5).json()["current"]
 
-    for task_a, task_b in zip(tasks[a][:4], tasks[b][:3] + [None]):  # A, B, A, B, A, B, A
+    for task_a, task_b in zip(tasks[a][:4], tasks[b][:3] + [None], strict=False):  # A, B, A, B, A, B, A
         submit(c, task_a, "left")
         if task_b is not None:
             submit(c, task_b, "right")

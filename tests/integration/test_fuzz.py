@@ -18,7 +18,7 @@ def fuzz(client, rng: random.Random, rounds: int) -> list[tuple[str, int, str]]:
     """Send `rounds` mutated requests; returns the ones answered with a 5xx."""
     errors = []
     bodies = seeds()
-    for i in range(rounds):
+    for _ in range(rounds):
         path, body = rng.choice(bodies)
         mutated = mutate(body, rng)
         for _ in range(rng.choice([0, 0, 1, 2])):
