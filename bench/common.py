@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.labelstudio_server import free_port  # noqa: F401  (one copy of each helper, shared with the tests)
-from tests.support.payloads import payload  # noqa: F401
+from tests.support.payloads import payload  # noqa: F401  (the benches post the tests' recorded payloads)
 from tests.support.settings import settings_env  # noqa: F401  (the environment a gunicorn or worker needs)
 
 ROOT = Path(__file__).resolve().parent.parent  # the benches' environment defaults are set in bench/__init__.py

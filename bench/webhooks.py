@@ -189,7 +189,7 @@ def start_backend(tmp: Path, port: int, env: dict[str, str], gunicorn_args: list
     """gunicorn over backend.http.wsgi:app with these settings in the environment; waits until /health answers."""
     env = dict(os.environ, QUEUE_PREFIX="bench", DATA_DIR=str(tmp / "data"), MODEL_DIR=str(tmp / "models"),
                PYTHONPATH=str(common.ROOT), **env)
-    log = open(tmp / "gunicorn.log", "w")  # noqa: SIM115 - closed with the process
+    log = open(tmp / "gunicorn.log", "w")  # closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", *gunicorn_args, "backend.http.wsgi:app",
                              "-b", f"127.0.0.1:{port}"], cwd=common.ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)

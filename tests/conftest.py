@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import pytest
+from redis import Redis
 
-import pytest  # noqa: E402
-from redis import Redis  # noqa: E402
-
-from backend.core.settings import Settings  # noqa: E402
-from tests.support.settings import TEST_REDIS_URL, make_settings  # noqa: E402
-from tests.support.tiny import build_tiny_model  # noqa: E402
+from backend.core.settings import Settings
+from tests.support.settings import TEST_REDIS_URL, make_settings
+from tests.support.tiny import build_tiny_model
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,7 +39,7 @@ def redis() -> Redis:
     conn = Redis.from_url(TEST_REDIS_URL)
     try:
         conn.ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"Redis is needed at {TEST_REDIS_URL} (make test starts one): {exc}")
     conn.flushdb()
     yield conn

@@ -54,8 +54,8 @@ def preload() -> None:
     keeps the collector off the ~500k imported objects (and their pages shared with the children)."""
     import gc
 
-    import workers.jobs.generate  # noqa: F401
-    import workers.jobs.train  # noqa: F401
+    import workers.jobs.generate  # noqa: F401 - preloaded once: every forked work-horse inherits it
+    import workers.jobs.train  # noqa: F401 - likewise (torch, trl, transformers)
 
     gc.freeze()
 

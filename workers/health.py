@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         redis = Redis.from_url(settings.redis_url, socket_timeout=HEALTHCHECK_REDIS_TIMEOUT,
                                 socket_connect_timeout=HEALTHCHECK_REDIS_TIMEOUT)
         reason = problem(JobQueue(settings, redis), args.queues, socket.gethostname(), args.max_age)
-    except Exception as exc:  # noqa: BLE001 - any failure to find out is a reason to report, not a traceback
+    except Exception as exc:  # any failure to find out is a reason to report, not a traceback
         reason = f"{type(exc).__name__}: {exc}"
     if reason is None:
         return 0

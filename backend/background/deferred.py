@@ -56,7 +56,7 @@ class Deferred(ProcessThread):
                     self.action(project_id)
                 except RedisError as exc:
                     log.warning("%s for project %s deferred, Redis unavailable: %s", self.name, project_id, exc)
-                except Exception:  # noqa: BLE001 - the thread must outlive any one failure; the store keeps it due
+                except Exception:  # the thread must outlive any one failure; the store keeps it due
                     log.exception("%s for project %s failed; the reconciler retries what is due", self.name,
                                   project_id)
 

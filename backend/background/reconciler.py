@@ -108,7 +108,7 @@ class Reconciler(ProcessThread):
             since = (project.synced_at - RESYNC_OVERLAP) if project.synced_at else None
             try:
                 exported = labelstudio.export_annotations(labelstudio.client(*found), project_id)
-            except Exception as exc:  # noqa: BLE001 - Label Studio down or refusing: try again next pass
+            except Exception as exc:  # Label Studio down or refusing: try again next pass
                 log.warning("project %s: resync from Label Studio failed: %s", project_id, exc)
                 continue
             synced[project_id] = self._store_newer(project_id, project.label_config, exported, since)

@@ -29,7 +29,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory, tiny_model):  # noqa: ANN201 - yields (Settings, url)
+def backend(tmp_path_factory, tiny_model):  # yields (Settings, url)
     """The backend under gunicorn, as `python -m backend serve` runs it, with basic auth on."""
     Redis.from_url(TEST_REDIS_URL).flushdb()
     port = free_port()

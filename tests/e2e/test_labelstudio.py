@@ -59,12 +59,12 @@ class StubBackend:
                     stub.requests.append({"method": self.command, "path": re.sub(r"^/projects/\d+", "", self.path),
                                           "raw_path": self.path, "headers": dict(self.headers), "body": body})
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._record(None)
                 self._reply({"status": "UP", "model_class": "Stub"} if self.path.startswith("/health")
                             else {"versions": ["v1", "v2"]})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 self._record(json.loads(raw or b"null"))
                 self._reply({"model_version": "test"} if self.path.startswith("/setup") else {"status": "ok"})

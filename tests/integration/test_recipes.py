@@ -2,32 +2,29 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-from transformers import (  # noqa: E402
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     TrainerCallback,
 )
 
-from tests.support.tiny import build_tiny_model  # noqa: E402
-from workers.ml.evaluate import policy_metrics  # noqa: E402
-from workers.ml.loading import load_policy, load_reward, load_tokenizer  # noqa: E402
-from workers.ml.scoring import reward_ids, score  # noqa: E402
-from workers.recipes import RECIPES, hyperparameters  # noqa: E402
-from workers.recipes.base import RecipeInputs, build_config, reward_dataset  # noqa: E402
-from workers.recipes.grpo import GRPORecipeConfig  # noqa: E402
-from workers.runtime import progress  # noqa: E402
-from workers.runtime.progress import JobProgress  # noqa: E402
+from tests.support.tiny import build_tiny_model
+from workers.ml.evaluate import policy_metrics
+from workers.ml.loading import load_policy, load_reward, load_tokenizer
+from workers.ml.scoring import reward_ids, score
+from workers.recipes import RECIPES, hyperparameters
+from workers.recipes.base import RecipeInputs, build_config, reward_dataset
+from workers.recipes.grpo import GRPORecipeConfig
+from workers.runtime import progress
+from workers.runtime.progress import JobProgress
 
 PROMPTS = [
     "What is the capital of France?", "Write a short poem about the sea.", "What is the boiling point of water?",
@@ -252,12 +249,12 @@ class MasterWeights(TrainerCallback):
     """What the optimiser updates: the trainable parameters' dtypes, and the share of their elements that one
     step changed (token and position embeddings left out: rows of tokens absent from a batch get no gradient)."""
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs) -> None:  # noqa: ANN001
+    def on_train_begin(self, args, state, control, model=None, **kwargs) -> None:
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.dtypes = {p.dtype for p in self.params.values()}
         self.start = {n: p.detach().clone() for n, p in self.params.items() if not n.endswith(("wte.weight", "wpe.weight"))}
 
-    def on_step_end(self, args, state, control, **kwargs) -> None:  # noqa: ANN001
+    def on_step_end(self, args, state, control, **kwargs) -> None:
         if state.global_step == 1:
             changed = sum(int((self.params[n].detach() != t).sum()) for n, t in self.start.items())
             self.changed = changed / sum(t.numel() for t in self.start.values())
@@ -394,7 +391,7 @@ def test_group_rl_kl_anchors_to_the_reference_not_the_starting_policy(
 class FinalWeights(TrainerCallback):
     """The weights as training left them in memory, before anything saved them."""
 
-    def on_train_end(self, args, state, control, model=None, **kwargs) -> None:  # noqa: ANN001
+    def on_train_end(self, args, state, control, model=None, **kwargs) -> None:
         self.weights = {n: p.detach().float().clone() for n, p in model.named_parameters()}
 
 

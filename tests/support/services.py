@@ -34,7 +34,7 @@ def start_redis(port: int, timeout: float = 10) -> subprocess.Popen:
     def answers() -> bool:
         try:
             return bool(Redis(port=port).ping())
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
 
     try:
@@ -54,7 +54,7 @@ def postgres_url() -> str:
     try:
         with create_engine(url).connect() as conn:
             conn.execute(text("select 1"))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.skip(f"PostgreSQL is not reachable at {TEST_POSTGRES_URL} ({type(exc).__name__}): "
                     "set TEST_POSTGRES_URL to run the store tests on PostgreSQL")
     empty_postgres(url)
