@@ -25,7 +25,8 @@ INSTRUCTIONS = (  # shown to annotators before each task (the project's "show in
     "<p>Read the prompt, then judge the answers as the person who asked would: which one helps more, is "
     "correct, and says it clearly and safely?</p><p><b>Pairwise:</b> click the better answer, then Submit. "
     "<b>Ranker:</b> drag the answers into order, best at the top, then Submit.</p><p>Nothing is pre-selected; "
-    "if both are equally bad, pick the less bad one, or Skip.</p>")
+    "if both are equally bad, pick the less bad one, or Skip.</p>"
+)
 
 
 class LabelStudioError(RuntimeError):
@@ -75,8 +76,9 @@ def _find_project(c: LabelStudio, project_id: int | None, title: str | None) -> 
     return None
 
 
-def _ensure_project(c: LabelStudio, project_id: int | None, title: str | None, label_config: str | None,
-                    actions: list[str]) -> int:
+def _ensure_project(
+    c: LabelStudio, project_id: int | None, title: str | None, label_config: str | None, actions: list[str]
+) -> int:
     """Find the project or create it with label_config; record what happened in actions."""
     if project_id is None and not title:
         raise ValueError("connect() needs project_id or title: pass the project to use or the title to create")
@@ -87,8 +89,9 @@ def _ensure_project(c: LabelStudio, project_id: int | None, title: str | None, l
         if not label_config:
             raise ValueError(f"project {title!r} does not exist; pass label_config= to create it")
         try:
-            project = c.projects.create(title=title, label_config=label_config, show_instruction=True,
-                                        expert_instruction=INSTRUCTIONS)
+            project = c.projects.create(
+                title=title, label_config=label_config, show_instruction=True, expert_instruction=INSTRUCTIONS
+            )
         except ApiError as e:
             raise LabelStudioError(f"could not create project {title!r}: {_reason(e)}") from e
         actions.append(f"created project {project.id} {title!r}")
@@ -106,15 +109,22 @@ def _find_ml(c: LabelStudio, project_id: int, backend_url: str) -> Any | None:
     return next((ml for ml in c.ml.list(project=project_id) if ml.url.rstrip("/") == want), None)
 
 
-def _ensure_ml_backend(c: LabelStudio, project_id: int, backend_url: str, auth_user: str, auth_pass: str,
-                       actions: list[str]) -> tuple[int, bool]:
+def _ensure_ml_backend(
+    c: LabelStudio, project_id: int, backend_url: str, auth_user: str, auth_pass: str, actions: list[str]
+) -> tuple[int, bool]:
     """Register backend_url with the project unless it is there; return (id, created)."""
     ml = _find_ml(c, project_id, backend_url)
     if ml is not None:
         if auth_user and (ml.auth_method != "BASIC_AUTH" or ml.basic_auth_user != auth_user):
             try:  # Label Studio 1.23 re-runs /health and /setup on PATCH and needs url and project for it
-                c.ml.update(ml.id, url=ml.url, project=project_id, auth_method="BASIC_AUTH",
-                            basic_auth_user=auth_user, basic_auth_pass=auth_pass)
+                c.ml.update(
+                    ml.id,
+                    url=ml.url,
+                    project=project_id,
+                    auth_method="BASIC_AUTH",
+                    basic_auth_user=auth_user,
+                    basic_auth_pass=auth_pass,
+                )
             except ApiError as e:
                 raise LabelStudioError(f"could not set basic auth on ML backend {ml.id}: {_reason(e)}") from e
             actions.append(f"set basic auth on ML backend {ml.id} ({backend_url})")
@@ -128,13 +138,15 @@ def _ensure_ml_backend(c: LabelStudio, project_id: int, backend_url: str, auth_u
         ml = c.ml.create(project=project_id, url=backend_url, title="RLHF", is_interactive=False, **auth)
     except ApiError as e:
         raise LabelStudioError(f"Label Studio could not register the ML backend {backend_url}: {_reason(e)}") from e
-    actions.append(f"registered ML backend {ml.id} ({backend_url}) in project {project_id}, "
-                   f"model version {ml.model_version!r}")
+    actions.append(
+        f"registered ML backend {ml.id} ({backend_url}) in project {project_id}, model version {ml.model_version!r}"
+    )
     return ml.id, True
 
 
-def _ensure_webhook(c: LabelStudio, project_id: int, backend_url: str, auth_header: str | None, ml_created: bool,
-                    actions: list[str]) -> int:
+def _ensure_webhook(
+    c: LabelStudio, project_id: int, backend_url: str, auth_header: str | None, ml_created: bool, actions: list[str]
+) -> int:
     """Make sure the project's <backend>/webhook exists and carries the auth header; return its id."""
     url = backend_url + "/webhook"
     hook = next((w for w in c.webhooks.list(project=str(project_id)) if w.url == url), None)
@@ -162,18 +174,27 @@ def project_url(backend_url: str, project_id: int) -> str:
     return f"{backend_url.rstrip('/')}/projects/{project_id}/"
 
 
-def connect(url: str, api_key: str, backend_url: str, *, project_id: int | None = None, title: str | None = None,
-            label_config: str | None = None, auth_user: str = "", auth_pass: str = "") -> ConnectResult:
+def connect(
+    url: str,
+    api_key: str,
+    backend_url: str,
+    *,
+    project_id: int | None = None,
+    title: str | None = None,
+    label_config: str | None = None,
+    auth_user: str = "",
+    auth_pass: str = "",
+) -> ConnectResult:
     """Create the project if needed, register the backend and its authenticated webhook; idempotent."""
     c = client(url, api_key)
     result = ConnectResult(project_id=0)
     result.project_id = _ensure_project(c, project_id, title, label_config, result.actions)
     ml_url = project_url(backend_url, result.project_id)
-    result.ml_backend_id, created = _ensure_ml_backend(c, result.project_id, ml_url, auth_user, auth_pass,
-                                                       result.actions)
+    result.ml_backend_id, created = _ensure_ml_backend(
+        c, result.project_id, ml_url, auth_user, auth_pass, result.actions
+    )
     auth_header = _basic_auth_header(auth_user, auth_pass) if auth_user else None
-    result.webhook_id = _ensure_webhook(c, result.project_id, ml_url.rstrip("/"), auth_header, created,
-                                        result.actions)
+    result.webhook_id = _ensure_webhook(c, result.project_id, ml_url.rstrip("/"), auth_header, created, result.actions)
     if label_config:
         _ensure_view(c, result.project_id, parse_layout(label_config).hidden_columns(), result.actions)
     result.model_version = c.ml.get(result.ml_backend_id).model_version
@@ -197,8 +218,9 @@ def _ensure_view(c: LabelStudio, project_id: int, hidden: list[str], actions: li
     actions.append(f"created the Data Manager tab {VIEW_TITLE!r} (internal fields hidden)")
 
 
-def import_prompts(c: LabelStudio, project_id: int, prompts: list[str], data_keys: dict[str, Any],
-                   prompt_key: str = "prompt") -> int:
+def import_prompts(
+    c: LabelStudio, project_id: int, prompts: list[str], data_keys: dict[str, Any], prompt_key: str = "prompt"
+) -> int:
     """Import one task per prompt, under the key the label config reads it from, with empty candidate fields
     (Label Studio requires every $key)."""
     count = 0
@@ -238,8 +260,13 @@ def tasks_with_drafts(c: LabelStudio, project_id: int) -> set[int]:
     return {t.id for t in c.tasks.list(project=project_id, page_size=100) if getattr(t, "drafts", None)}
 
 
-def access(project_url: str | None, project_token: str | None, env_url: str, env_token: str,
-           allowed_hosts: tuple[str, ...] = ()) -> tuple[str, str] | None:
+def access(
+    project_url: str | None,
+    project_token: str | None,
+    env_url: str,
+    env_token: str,
+    allowed_hosts: tuple[str, ...] = (),
+) -> tuple[str, str] | None:
     """Where to reach Label Studio, and with which token, from ONE source: LABEL_STUDIO_URL and
     LABEL_STUDIO_API_KEY when set (the operator's token then goes to that host only, whatever /setup said),
     else the hostname and token Label Studio itself sent to /setup, if its host is allowed
@@ -305,8 +332,10 @@ def publish_scores(c: LabelStudio, project_id: int, model_version: str, scores: 
         published = {p.task for p in listed}
         new = [t for t in scores if t not in published]
         if new:
-            c.projects.import_predictions(project_id, request=[
-                {"task": t, "result": [], "score": scores[t], "model_version": model_version} for t in new])
+            c.projects.import_predictions(
+                project_id,
+                request=[{"task": t, "result": [], "score": scores[t], "model_version": model_version} for t in new],
+            )
     except ApiError as e:
         raise LabelStudioError(f"could not publish task scores to project {project_id}: {_reason(e)}") from e
     return len({p.task for p in moved}) + len(new)

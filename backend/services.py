@@ -1,4 +1,5 @@
 """The one place where settings become the objects both processes use: store, queue, model registries."""
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,14 @@ class Services:
 S = TypeVar("S", bound=Services)
 
 
-def build(settings: Settings, redis: Redis | None = None, cls: type[S] = Services,
-          checkpoint_in_commits: bool = True) -> S:
+def build(
+    settings: Settings, redis: Redis | None = None, cls: type[S] = Services, checkpoint_in_commits: bool = True
+) -> S:
     """Services for this process from the settings (the backend passes a Redis with short timeouts and
     checkpoints its store off the request path; the workers ask for their subclass)."""
-    return cls(settings, Store(settings.sqlalchemy_url, checkpoint_in_commits), JobQueue(settings, redis),
-               Registries(settings.model_dir, settings.keep_versions))
+    return cls(
+        settings,
+        Store(settings.sqlalchemy_url, checkpoint_in_commits),
+        JobQueue(settings, redis),
+        Registries(settings.model_dir, settings.keep_versions),
+    )

@@ -6,6 +6,7 @@ holds what they share and imports the tests' helpers from tests.support.
 The environment defaults below are set here, when the package loads, so that they hold before any bench
 module imports backend, workers, transformers or torch, whatever the order of its imports.
 """
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # benches never download

@@ -9,6 +9,7 @@ the HH-RLHF test prompts (real users' first turns), half each.
 
     .venv/bin/python -m bench.answer_length            # 96 prompts at 512 tokens: 5 min on 2 idle cores
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,31 +38,46 @@ def main() -> int:
     settings = Settings()
     header(f"answer length: v0 candidates at {args.budget} tokens, {args.prompts} prompts")
     half = args.prompts // 2
-    hh = list(dict.fromkeys(p["prompt"] for p in hh_pairs()[0] if "Assistant:" not in p["prompt"]))[:args.prompts - half]
+    hh = list(dict.fromkeys(p["prompt"] for p in hh_pairs()[0] if "Assistant:" not in p["prompt"]))[
+        : args.prompts - half
+    ]
     prompts = everyday_prompts()[:half] + hh
     torch.manual_seed(0)
     model, tokenizer = load_policy(embedded_policy(), inference_dtype(settings.generation_dtype))
     cfg = SamplingConfig.from_settings(settings, 1)
-    cfg = SamplingConfig(k=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=args.budget,
-                         batch_size=settings.generation_batch_size)
+    cfg = SamplingConfig(
+        k=1,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=args.budget,
+        batch_size=settings.generation_batch_size,
+    )
     started = time.monotonic()
     answers, _ = sample(model, tokenizer, prompts, cfg)
     print(f"sampled in {time.monotonic() - started:.0f} s (temperature {cfg.temperature}, top_p {cfg.top_p})")
     # tokens up to and including EOS (the answer re-tokenised: within a token or two of what was sampled);
     # None: still going at the long budget
-    lengths = [len(tokenizer(a.text, add_special_tokens=False)["input_ids"]) + 1 if a.finished else None
-               for a in answers]
+    lengths = [
+        len(tokenizer(a.text, add_special_tokens=False)["input_ids"]) + 1 if a.finished else None for a in answers
+    ]
     print(f"{'budget':>7} {'finished, all':>28} {'everyday':>10} {'HH':>8}")
     shares = {}
     for budget in [int(x) for x in args.lengths.split(",")]:
         ended = [n is not None and n <= budget for n in lengths]
         shares[budget] = rate(sum(ended), len(ended))
-        print(f"{budget:>7} {str(shares[budget]):>28} {sum(ended[:half]) / half:>10.2f} "
-              f"{sum(ended[half:]) / max(len(ended) - half, 1):>8.2f}")
+        print(
+            f"{budget:>7} {str(shares[budget]):>28} {sum(ended[:half]) / half:>10.2f} "
+            f"{sum(ended[half:]) / max(len(ended) - half, 1):>8.2f}"
+        )
     current = settings.max_new_tokens
     share = shares.get(current) or rate(sum(n is not None and n <= current for n in lengths), len(lengths))
-    return 0 if verdict(f"MAX_NEW_TOKENS={current}: {share} of v0's candidates finish", f">= {GOAL:.0%}",
-                        share.value >= GOAL) else 1
+    return (
+        0
+        if verdict(
+            f"MAX_NEW_TOKENS={current}: {share} of v0's candidates finish", f">= {GOAL:.0%}", share.value >= GOAL
+        )
+        else 1
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 The benches run as modules from the repository root (`.venv/bin/python -m bench.loop --quick`), so `backend`,
 `workers` and `tests.support` (tiny models, captured payloads, free ports) import without path edits.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,6 +34,7 @@ ASSISTANT = "\n\nAssistant:"
 
 
 # --- models ------------------------------------------------------------------------------------------------------
+
 
 def embedded_policy() -> Path:
     """The embedded SmolLM2-135M-Instruct as policy v0, converted once (about 20 s) into the bench cache."""
@@ -65,12 +67,13 @@ def resolve_model(name: str) -> str:
 
 # --- data --------------------------------------------------------------------------------------------------------
 
+
 def split_transcript(text: str) -> tuple[str, str] | None:
     """(prompt, answer) of an HH-RLHF transcript: the answer is what follows the last `Assistant:` turn."""
     cut = text.rfind(ASSISTANT)
     if cut < 0:
         return None
-    return text[:cut], text[cut + len(ASSISTANT):].strip()
+    return text[:cut], text[cut + len(ASSISTANT) :].strip()
 
 
 def prompt_message(prefix: str) -> str:
@@ -81,7 +84,7 @@ def prompt_message(prefix: str) -> str:
     """
     text = prefix.strip()
     if text.count("Human:") == 1 and text.startswith("Human:") and "Assistant:" not in text:
-        return text[len("Human:"):].strip()
+        return text[len("Human:") :].strip()
     return text
 
 
@@ -92,8 +95,14 @@ def hh_pairs(path: Path = HH_DATA) -> tuple[list[dict[str, str]], int]:
         for line in lines:
             row = json.loads(line)
             chosen, rejected = split_transcript(row["chosen"]), split_transcript(row["rejected"])
-            if chosen is None or rejected is None or chosen[0] != rejected[0] or not chosen[1] or not rejected[1] \
-                    or chosen[1] == rejected[1]:
+            if (
+                chosen is None
+                or rejected is None
+                or chosen[0] != rejected[0]
+                or not chosen[1]
+                or not rejected[1]
+                or chosen[1] == rejected[1]
+            ):
                 skipped += 1
                 continue
             pairs.append({"prompt": prompt_message(chosen[0]), "chosen": chosen[1], "rejected": rejected[1]})
@@ -102,19 +111,33 @@ def hh_pairs(path: Path = HH_DATA) -> tuple[list[dict[str, str]], int]:
 
 def synthetic_pairs(n: int) -> list[dict[str, str]]:
     """Distinct short pairs when no real data is at hand."""
-    return [{"prompt": f"Question {i}: what is {i} plus {i}?", "chosen": f"The answer is {2 * i}.",
-             "rejected": f"I do not know, maybe {i}."} for i in range(n)]
+    return [
+        {
+            "prompt": f"Question {i}: what is {i} plus {i}?",
+            "chosen": f"The answer is {2 * i}.",
+            "rejected": f"I do not know, maybe {i}.",
+        }
+        for i in range(n)
+    ]
 
 
 def fits(tokenizer: Any, pair: dict[str, str], max_length: int) -> bool:
     """Whether both sides fit max_length once rendered as trl renders them (trl drops longer pairs)."""
     from workers.ml.scoring import conversation_text
 
-    return all(len(tokenizer(conversation_text(tokenizer, pair["prompt"], pair[side], None), add_special_tokens=False)
-                   ["input_ids"]) <= max_length for side in ("chosen", "rejected"))
+    return all(
+        len(
+            tokenizer(conversation_text(tokenizer, pair["prompt"], pair[side], None), add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
+        <= max_length
+        for side in ("chosen", "rejected")
+    )
 
 
 # --- processes and services --------------------------------------------------------------------------------------
+
 
 def flush_bench_redis() -> None:
     """Empty the bench's own Redis database (never another one)."""
@@ -154,6 +177,7 @@ def _children(pid: int) -> list[int]:
 
 # --- reporting ---------------------------------------------------------------------------------------------------
 
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100); exact and dependency-free."""
     ordered = sorted(values)
@@ -164,12 +188,15 @@ def percentile(values: list[float], q: float) -> float:
 
 def header(title: str) -> None:
     """Say what ran where and when: load from other processes skews every figure on a 2-core machine."""
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
-               platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.processor()
+    )
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"== {title} ==")
-    print(f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | {cpu}, {os.cpu_count()} cores | "
-          f"load average at start {load} | python {platform.python_version()}")
+    print(
+        f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | {cpu}, {os.cpu_count()} cores | "
+        f"load average at start {load} | python {platform.python_version()}"
+    )
 
 
 def load() -> str:
@@ -185,8 +212,15 @@ def _cpuinfo() -> list[str]:
         return []
 
 
-def compare(what: str, unit: str, baseline: float, ours: float, goal_ratio: float, baseline_label: str = "baseline",
-            ours_label: str = "ours") -> bool:
+def compare(
+    what: str,
+    unit: str,
+    baseline: float,
+    ours: float,
+    goal_ratio: float,
+    baseline_label: str = "baseline",
+    ours_label: str = "ours",
+) -> bool:
     """Print baseline, ours, their ratio (higher is better) and the verdict against a ratio goal."""
     ratio = ours / baseline
     print(f"{baseline_label}: {baseline:,.2f} {unit}")

@@ -10,6 +10,7 @@ Run from the repository root (bench/README.md has more):
 
     .venv/bin/python -m bench.faults -n 400 --fuzz 3000   # Redis hung, down, a worker killed; 3,000 hostile requests
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,9 @@ def rss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
-def scenario(name: str, port: int, first_id: int, n: int, concurrency: int, url: str,
-             during=None) -> tuple[str, webhooks.Burst, int, int]:
+def scenario(
+    name: str, port: int, first_id: int, n: int, concurrency: int, url: str, during=None
+) -> tuple[str, webhooks.Burst, int, int]:
     """One burst of n annotations; `during` runs in a thread while it goes (the fault)."""
     from backend.store import Store
 
@@ -85,8 +87,10 @@ def fuzz(port: int, master: int, rounds: int) -> None:
         response = conn.getresponse()
         response.read()
         errors += response.status >= 500
-    print(f"fuzz: {rounds} hostile requests in {time.perf_counter() - started:.1f} s, 5xx: {errors}, "
-          f"workers' RSS {before:.0f} MB before, {rss_mb(workers_of(master)):.0f} MB after")
+    print(
+        f"fuzz: {rounds} hostile requests in {time.perf_counter() - started:.1f} s, 5xx: {errors}, "
+        f"workers' RSS {before:.0f} MB before, {rss_mb(workers_of(master)):.0f} MB after"
+    )
 
 
 def main(argv: list[str] | None = None) -> bool:
@@ -102,9 +106,17 @@ def main(argv: list[str] | None = None) -> bool:
     webhooks.reset_database(url)
     redis_port, port = common.free_port(), common.free_port()
     redis_proc = start_redis(redis_port)
-    server = webhooks.start_backend(tmp, port, {"REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "RECONCILE_SECONDS": "0",
-                                                "DATABASE_URL": args.database_url, "RETRAIN_EVERY": "50"},
-                                    ["-c", "python:backend.http.gunicorn_conf"])  # as it ships: preloaded, 2 workers
+    server = webhooks.start_backend(
+        tmp,
+        port,
+        {
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "RECONCILE_SECONDS": "0",
+            "DATABASE_URL": args.database_url,
+            "RETRAIN_EVERY": "50",
+        },
+        ["-c", "python:backend.http.gunicorn_conf"],
+    )  # as it ships: preloaded, 2 workers
     rows = []
     try:
         setup = common.payload("setup.pairwise.json") | {"hostname": "", "access_token": ""}
@@ -129,11 +141,14 @@ def main(argv: list[str] | None = None) -> bool:
         ok = True
         for name, result, acked, stored in rows:
             lost = max(0, acked - stored)
-            print(f"{name:<28} {result.ms(50):>8.1f} {result.ms(99):>8.1f} {result.ms(100):>8.1f} {acked:>6} "
-                  f"{stored:>6} {lost:>5}")
+            print(
+                f"{name:<28} {result.ms(50):>8.1f} {result.ms(99):>8.1f} {result.ms(100):>8.1f} {acked:>6} "
+                f"{stored:>6} {lost:>5}"
+            )
             ok &= result.ms(99) <= GOAL_P99_MS and lost == 0
-        ok &= common.verdict("p99 under every single fault, nothing acknowledged lost", f"<= {GOAL_P99_MS:g} ms, 0 lost",
-                             ok)
+        ok &= common.verdict(
+            "p99 under every single fault, nothing acknowledged lost", f"<= {GOAL_P99_MS:g} ms, 0 lost", ok
+        )
         if args.fuzz:
             fuzz(port, server.pid, args.fuzz)
         return ok

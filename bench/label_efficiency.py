@@ -15,6 +15,7 @@ Strategies (each picks the next batch from the unlabelled pool):
     .venv/bin/python -m bench.label_efficiency                 # 5 seeds, checkpoints 50..800 labels
     .venv/bin/python -m bench.label_efficiency --seeds 10 --held-out 800
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,16 +55,18 @@ def features(pairs: list[dict[str, str]], max_length: int):
 
     prompts = [p["prompt"] for p in pairs for _ in (0, 1)]
     answers = [p[side] for p in pairs for side in ("chosen", "rejected")]
-    result = eos_features(model, tokenizer, prompts, answers, [None] * len(answers), max_length=max_length,
-                          progress=progress)  # HH answers: whether they ended is not recorded
+    result = eos_features(
+        model, tokenizer, prompts, answers, [None] * len(answers), max_length=max_length, progress=progress
+    )  # HH answers: whether they ended is not recorded
     result = result.view(len(pairs), 2, -1)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(result, cache)
     return result
 
 
-def run(diffs, held, strategy: str, seed: int, budget: int, batch: int, warm_start: int,
-        prior: float | None) -> dict[int, float]:
+def run(
+    diffs, held, strategy: str, seed: int, budget: int, batch: int, warm_start: int, prior: float | None
+) -> dict[int, float]:
     """Labels in the order the strategy asks for; held-out accuracy after every batch."""
     import torch
 
@@ -102,8 +105,13 @@ def main() -> int:
     p.add_argument("--held-out", type=int, default=700, help="pairs kept out of the pool, for accuracy")
     p.add_argument("--batch", type=int, default=10, help="labels chosen per refit")
     p.add_argument("--warm-start", type=int, default=10, help="random labels before any strategy chooses")
-    p.add_argument("--prior", type=float, default=None, help="prior precision of the head's weights (default: the "
-                   "product's, the mean squared norm of the pool's comparisons)")
+    p.add_argument(
+        "--prior",
+        type=float,
+        default=None,
+        help="prior precision of the head's weights (default: the "
+        "product's, the mean squared norm of the pool's comparisons)",
+    )
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--limit", type=int, default=0, help="use only the first N pairs (a smoke run); 0 = all")
     p.add_argument("--out", type=Path, default=ROOT / ".cache" / "label_efficiency.png")
@@ -115,21 +123,27 @@ def main() -> int:
         print(f"no data at {args.data}: pass --data")
         return 2
     pairs, skipped = hh_pairs(args.data)
-    pairs = pairs[:args.limit] if args.limit else pairs
+    pairs = pairs[: args.limit] if args.limit else pairs
     started = time.monotonic()
     feats = features(pairs, args.max_length).double()
-    print(f"{len(pairs)} pairs ({skipped} skipped); features {tuple(feats.shape)} in {time.monotonic() - started:.0f} s "
-          f"(cached in {FEATURES.parent})")
+    print(
+        f"{len(pairs)} pairs ({skipped} skipped); features {tuple(feats.shape)} in {time.monotonic() - started:.0f} s "
+        f"(cached in {FEATURES.parent})"
+    )
     mean, std = feats.reshape(-1, feats.shape[-1]).mean(0), feats.reshape(-1, feats.shape[-1]).std(0) + 1e-6
     diffs = ((feats[:, 0] - mean) / std) - ((feats[:, 1] - mean) / std)
     order = torch.randperm(len(diffs), generator=torch.Generator().manual_seed(12345))
-    held, pool = diffs[order[:args.held_out]], diffs[order[args.held_out:]]
+    held, pool = diffs[order[: args.held_out]], diffs[order[args.held_out :]]
     budget = max(n for n in CHECKPOINTS if n <= len(pool) - args.batch)
-    curves = {s: [run(pool, held, s, seed, budget, args.batch, args.warm_start, args.prior) for seed in range(args.seeds)]
-              for s in STRATEGIES}
-    print(f"\nheld-out: {args.held_out} pairs (one Wilson 95% interval at 65% is +/- "
-          f"{1.96 * math.sqrt(0.65 * 0.35 / args.held_out):.3f}); pool {len(pool)}; {args.seeds} seeds; "
-          f"batches of {args.batch}; mean [min, max] over seeds")
+    curves = {
+        s: [run(pool, held, s, seed, budget, args.batch, args.warm_start, args.prior) for seed in range(args.seeds)]
+        for s in STRATEGIES
+    }
+    print(
+        f"\nheld-out: {args.held_out} pairs (one Wilson 95% interval at 65% is +/- "
+        f"{1.96 * math.sqrt(0.65 * 0.35 / args.held_out):.3f}); pool {len(pool)}; {args.seeds} seeds; "
+        f"batches of {args.batch}; mean [min, max] over seeds"
+    )
     print(f"{'labels':>8} " + " ".join(f"{s:>22}" for s in STRATEGIES))
     for n in (n for n in CHECKPOINTS if n <= budget):
         cells = []
@@ -148,9 +162,11 @@ def main() -> int:
         print(f"{n:>8} " + " ".join(f"{c:>22}" for c in cells))
     target = mean_curve["random"][budget]
     random_needs = labels_to_reach(mean_curve["random"], target) or budget
-    print(f"\nlabels to reach random order's mean accuracy at {budget} labels ({target:.3f}), on the mean curve "
-          f"(every {args.batch} labels); per seed in brackets. Random order itself first gets there at "
-          f"{random_needs}: the curve flattens, so the saving is measured against that, not against {budget}.")
+    print(
+        f"\nlabels to reach random order's mean accuracy at {budget} labels ({target:.3f}), on the mean curve "
+        f"(every {args.batch} labels); per seed in brackets. Random order itself first gets there at "
+        f"{random_needs}: the curve flattens, so the saving is measured against that, not against {budget}."
+    )
     best, best_needed = None, None
     for s in STRATEGIES:
         needed = labels_to_reach(mean_curve[s], target)
@@ -159,15 +175,29 @@ def main() -> int:
         print(f"  {s:<9} {needed if needed else '-':>5}  ({saving}); seeds: {per_seed}")
         if s != "random" and needed and (best_needed is None or needed < best_needed):
             best, best_needed = s, needed
-    print("head refit time (what a refit job spends fitting, features cached): " + ", ".join(
-        f"{n} labels {1000 * sum(FIT_SECONDS[n]) / len(FIT_SECONDS[n]):.0f} ms" for n in CHECKPOINTS if n in FIT_SECONDS))
+    print(
+        "head refit time (what a refit job spends fitting, features cached): "
+        + ", ".join(
+            f"{n} labels {1000 * sum(FIT_SECONDS[n]) / len(FIT_SECONDS[n]):.0f} ms"
+            for n in CHECKPOINTS
+            if n in FIT_SECONDS
+        )
+    )
     _plot(mean_curve, curves, args.out)
     print(f"plot written to {args.out}")
-    measured = (f"best informative order: {best} needs {best_needed} labels, random {random_needs} "
-                f"({1 - best_needed / random_needs:.0%} fewer)" if best else
-                "no informative order reaches random's final accuracy within the budget")
-    return 0 if verdict(measured, ">= 25% fewer labels than random", bool(best_needed) and
-                        best_needed <= 0.75 * random_needs) else 1
+    measured = (
+        f"best informative order: {best} needs {best_needed} labels, random {random_needs} "
+        f"({1 - best_needed / random_needs:.0%} fewer)"
+        if best
+        else "no informative order reaches random's final accuracy within the budget"
+    )
+    return (
+        0
+        if verdict(
+            measured, ">= 25% fewer labels than random", bool(best_needed) and best_needed <= 0.75 * random_needs
+        )
+        else 1
+    )
 
 
 def _plot(mean_curve: dict, curves: dict, out: Path) -> None:
@@ -186,8 +216,10 @@ def _plot(mean_curve: dict, curves: dict, out: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("labels")
     ax.set_ylabel("held-out accuracy")
-    ax.set_title("HH-RLHF harmless-base: Bayesian reward head on frozen SmolLM2 features\n(mean over seeds, band = min-max)",
-                 fontsize=10)
+    ax.set_title(
+        "HH-RLHF harmless-base: Bayesian reward head on frozen SmolLM2 features\n(mean over seeds, band = min-max)",
+        fontsize=10,
+    )
     ax.legend()
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

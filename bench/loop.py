@@ -26,6 +26,7 @@ margin was measured).
 PPO's rollouts, the candidates and the judged answers share one budget, --max-new-tokens (MAX_NEW_TOKENS, 192
 here); `--max-new-tokens 96` shortens them all on a slow CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -92,8 +93,15 @@ class Stack:
     label_studio: Any = None
 
     def cli(self, *args: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "backend", *args], env=self.env, cwd=ROOT, capture_output=True,
-                             text=True, timeout=300, check=False)
+        out = subprocess.run(
+            [sys.executable, "-m", "backend", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         if out.returncode != 0:
             raise SystemExit(f"`python -m backend {' '.join(args[:1])}` failed: {out.stderr.strip()[-1500:]}")
         return out.stdout
@@ -126,22 +134,48 @@ def start(args: argparse.Namespace, work: Path) -> Stack:
     # reward model, while the policy trains) never oversubscribe the cores; with 2 threads each, DPO steps took
     # 60 s instead of 20 s while the scoring ran. --quick uses 1: its only overlap, that scoring, lasts a minute,
     # and every other step then runs on both cores
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "REDIS_URL": BENCH_REDIS_URL,
-           "QUEUE_PREFIX": "rlhf-loop", "DATA_DIR": str(work / "data"), "MODEL_DIR": str(work / "models"),
-           "POLICY_MODEL": resolve_model(args.model), "PORT": str(port), "ALGORITHM": args.recipe,
-           "RETRAIN_EVERY": str(args.labels_per_round), "MAX_NEW_TOKENS": str(args.max_new_tokens),
-           "TRAIN_ARGS": json.dumps(train_args), "LABEL_STUDIO_URL": ls_url, "LABEL_STUDIO_API_KEY": token,
-           "LOCAL_WORKERS": str(args.local_workers), "RECONCILE_SECONDS": "5", "KL_BUDGET": str(args.kl_budget), "SEED": str(args.seed),
-           "SELECTION": args.selection, "NUM_CANDIDATES": str(args.candidates)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "REDIS_URL": BENCH_REDIS_URL,
+        "QUEUE_PREFIX": "rlhf-loop",
+        "DATA_DIR": str(work / "data"),
+        "MODEL_DIR": str(work / "models"),
+        "POLICY_MODEL": resolve_model(args.model),
+        "PORT": str(port),
+        "ALGORITHM": args.recipe,
+        "RETRAIN_EVERY": str(args.labels_per_round),
+        "MAX_NEW_TOKENS": str(args.max_new_tokens),
+        "TRAIN_ARGS": json.dumps(train_args),
+        "LABEL_STUDIO_URL": ls_url,
+        "LABEL_STUDIO_API_KEY": token,
+        "LOCAL_WORKERS": str(args.local_workers),
+        "RECONCILE_SECONDS": "5",
+        "KL_BUDGET": str(args.kl_budget),
+        "SEED": str(args.seed),
+        "SELECTION": args.selection,
+        "NUM_CANDIDATES": str(args.candidates),
+    }
     stack = Stack(work, env, f"http://127.0.0.1:{port}", ls_url, token, label_studio=label_studio)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    for name, argv in (("generate", ["-m", "workers", "--queues", "generate"]),
-                       ("train", ["-m", "workers", "--queues", "train"]),
-                       ("backend", ["-m", "backend", "serve", "--host", "127.0.0.1"])):
+    for name, argv in (
+        ("generate", ["-m", "workers", "--queues", "generate"]),
+        ("train", ["-m", "workers", "--queues", "train"]),
+        ("backend", ["-m", "backend", "serve", "--host", "127.0.0.1"]),
+    ):
         with open(logs / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
-            stack.processes.append(subprocess.Popen([sys.executable, *argv], env=env, cwd=ROOT, start_new_session=True,
-                                                    stdout=log, stderr=subprocess.STDOUT))
+            stack.processes.append(
+                subprocess.Popen(
+                    [sys.executable, *argv],
+                    env=env,
+                    cwd=ROOT,
+                    start_new_session=True,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     import requests
 
     deadline = time.monotonic() + 180
@@ -169,17 +203,23 @@ def on_policy_tasks(client: Any, project: int, version: int, labelled: set[int])
     """Unlabelled tasks showing candidates of the served policy `version`."""
     from backend import labelstudio
 
-    return [t for t in labelstudio.list_tasks(client, project)
-            if t["id"] not in labelled and str(t["data"].get("generation", "")).startswith(f"p{version}-")
-            and t["data"].get("answer1") and t["data"].get("answer2")]
+    return [
+        t
+        for t in labelstudio.list_tasks(client, project)
+        if t["id"] not in labelled
+        and str(t["data"].get("generation", "")).startswith(f"p{version}-")
+        and t["data"].get("answer1")
+        and t["data"].get("answer2")
+    ]
 
 
 def next_in_queue(stack: Stack, project: int) -> dict[str, Any]:
     """The task Label Studio's labeling stream serves next (`/api/projects/N/next`, what "Label All Tasks" opens)."""
     import requests
 
-    r = requests.get(f"{stack.ls_url}/api/projects/{project}/next", timeout=30,
-                     headers={"Authorization": f"Token {stack.ls_token}"})
+    r = requests.get(
+        f"{stack.ls_url}/api/projects/{project}/next", timeout=30, headers={"Authorization": f"Token {stack.ls_token}"}
+    )
     r.raise_for_status()
     return r.json()
 
@@ -187,8 +227,11 @@ def next_in_queue(stack: Stack, project: int) -> dict[str, Any]:
 def lowest_scored(client: Any, project: int, labelled: set[int]) -> set[int]:
     """Unlabelled tasks holding the lowest prediction score of the project's model version in Label Studio."""
     version = client.projects.get(project).model_version
-    scores = {p.task: p.score for p in client.predictions.list(project=project)
-              if p.model_version == version and p.task not in labelled and p.score is not None}
+    scores = {
+        p.task: p.score
+        for p in client.predictions.list(project=project)
+        if p.model_version == version and p.task not in labelled and p.score is not None
+    }
     low = min(scores.values(), default=None)
     return {t for t, v in scores.items() if v == low}
 
@@ -210,13 +253,24 @@ def wait(predicate: Any, timeout: float, what: str, stack: Stack, check_every: f
     return value
 
 
-def run_rounds(args: argparse.Namespace, stack: Stack, prompts: list[str], started: float) -> tuple[int, dict[int, int]]:
+def run_rounds(
+    args: argparse.Namespace, stack: Stack, prompts: list[str], started: float
+) -> tuple[int, dict[int, int]]:
     """Connect, import, then label and retrain round after round; returns (project, labels behind each policy)."""
     from backend import labelstudio
     from backend.store.registry import Registries
 
-    out = stack.cli("connect", "--url", stack.ls_url, "--api-key", stack.ls_token, "--backend-url", stack.url,
-                    "--title", f"RLHF demo: {args.rule}, {args.recipe}")
+    out = stack.cli(
+        "connect",
+        "--url",
+        stack.ls_url,
+        "--api-key",
+        stack.ls_token,
+        "--backend-url",
+        stack.url,
+        "--title",
+        f"RLHF demo: {args.rule}, {args.recipe}",
+    )
     project = int(out.split("project ")[-1].split()[0])
     prompts_file = stack.work / "prompts.txt"
     prompts_file.write_text("\n".join(prompts) + "\n")
@@ -228,38 +282,68 @@ def run_rounds(args: argparse.Namespace, stack: Stack, prompts: list[str], start
     labels_of: dict[int, int] = {0: 0}
     for round_ in range(1, args.rounds + 1):
         served = registry.current("policy") or 0
-        tasks = wait(lambda served=served: len(t := on_policy_tasks(client, project, served, labelled))
-                     >= args.labels_per_round and t, args.round_timeout, f"candidates of policy v{served}", stack)
+        tasks = wait(
+            lambda served=served: (
+                len(t := on_policy_tasks(client, project, served, labelled)) >= args.labels_per_round and t
+            ),
+            args.round_timeout,
+            f"candidates of policy v{served}",
+            stack,
+        )
         passing, first_in_queue = 0, 0
-        queue = (next_in_queue(stack, project) for _ in range(args.labels_per_round)) \
-            if args.selection == "informative" else iter(rng.sample(tasks, args.labels_per_round))
+        queue = (
+            (next_in_queue(stack, project) for _ in range(args.labels_per_round))
+            if args.selection == "informative"
+            else iter(rng.sample(tasks, args.labels_per_round))
+        )
         for task in queue:
             if args.selection == "informative":  # as an annotator gets it: Label Studio's next task
                 first_in_queue += task["id"] in lowest_scored(client, project, labelled)
             a, b = task["data"]["answer1"], task["data"]["answer2"]
             passing += rule(a) + rule(b)
-            client.annotations.create(id=task["id"], result=[{"from_name": "comparison", "to_name": "answer1",
-                                                              "type": "pairwise",
-                                                              "value": {"selected": prefer(a, b, rule, rng, args.noise)}}])
+            client.annotations.create(
+                id=task["id"],
+                result=[
+                    {
+                        "from_name": "comparison",
+                        "to_name": "answer1",
+                        "type": "pairwise",
+                        "value": {"selected": prefer(a, b, rule, rng, args.noise)},
+                    }
+                ],
+            )
             labelled.add(task["id"])
         if args.selection == "informative":
-            print(f"  queue order: {first_in_queue}/{args.labels_per_round} tasks Label Studio served were the "
-                  f"lowest-scored (the most informative) when served", flush=True)
+            print(
+                f"  queue order: {first_in_queue}/{args.labels_per_round} tasks Label Studio served were the "
+                f"lowest-scored (the most informative) when served",
+                flush=True,
+            )
         before = len(registry.versions("policy"))
-        print(f"round {round_}: labelled {args.labels_per_round} tasks of policy v{served} "
-              f"({passing}/{2 * args.labels_per_round} answers pass), {len(labelled)} labels in all; training "
-              f"({(time.monotonic() - started) / 60:.1f} min)", flush=True)
+        print(
+            f"round {round_}: labelled {args.labels_per_round} tasks of policy v{served} "
+            f"({passing}/{2 * args.labels_per_round} answers pass), {len(labelled)} labels in all; training "
+            f"({(time.monotonic() - started) / 60:.1f} min)",
+            flush=True,
+        )
         try:
-            wait(lambda before=before: len(registry.versions("policy")) > before, args.round_timeout,
-                 f"round {round_}'s policy", stack)
+            wait(
+                lambda before=before: len(registry.versions("policy")) > before,
+                args.round_timeout,
+                f"round {round_}'s policy",
+                stack,
+            )
         except SystemExit as stopped:  # judge what was made so far rather than nothing
             print(f"  stopped: {stopped}", flush=True)
             break
         newest = registry.versions("policy")[-1]
         labels_of[newest] = len(labelled)
         gate = registry.meta("policy", newest).get("gate", {})
-        print(f"  policy v{newest}: {gate.get('status')} ({gate.get('reason', '')[:160]}); serving "
-              f"{registry.model_version()} ({(time.monotonic() - started) / 60:.1f} min)", flush=True)
+        print(
+            f"  policy v{newest}: {gate.get('status')} ({gate.get('reason', '')[:160]}); serving "
+            f"{registry.model_version()} ({(time.monotonic() - started) / 60:.1f} min)",
+            flush=True,
+        )
     return project, labels_of
 
 
@@ -297,34 +381,63 @@ def evaluate(args: argparse.Namespace, stack: Stack, project: int, held_out: lis
         tokens = sum(len(t) for t in on_v0)
         d = [r - n for r, n in zip(on_v0, own, strict=True)]  # log p_v0 - log p_version per answer token
         meta = registry.meta("policy", version)
-        rows.append({"kind": "policy", "version": version, "recipe": meta.get("recipe", "base"),
-                     "gate": (meta.get("gate") or {}).get("status", "-"), "current": version == registry.current("policy"),
-                     "pass": rate(sum(passed), len(prompts)),
-                     "outcomes": [passed[i:i + m] for i in range(0, len(passed), m)],
-                     "words": sum(len(a.text.split()) for a in drawn) / len(drawn),
-                     "distinct": len({a.text for a in drawn}) / len(drawn),
-                     "cut": sum(not a.finished for a in drawn) / len(drawn),
-                     "repeats": sum(map(repeats_a_phrase, (a.text for a in drawn))) / len(drawn),
-                     "echo": sum(echoes(p, a.text) for p, a in zip(prompts, drawn, strict=True)) / len(drawn),
-                     # KL(version || v0) per answer token with the k3 estimator, as workers.ml.evaluate._kl computes
-                     # the gates' KL (there on temperature-1 samples; here on the held-out answers themselves)
-                     "kl_v0": float(sum((torch.expm1(x) - x).sum() for x in d) / tokens) if tokens else 0.0,
-                     "fluency": float(sum(t.sum() for t in on_v0) / tokens) if tokens else 0.0,
-                     "kl": (meta.get("metrics") or {}).get("kl", 0.0), "promoted_at": meta.get("promoted_at")})
-        print(f"  judged policy v{version}: pass rate {rows[-1]['pass']} ({time.monotonic() - started:.0f} s)",
-              flush=True)
+        rows.append(
+            {
+                "kind": "policy",
+                "version": version,
+                "recipe": meta.get("recipe", "base"),
+                "gate": (meta.get("gate") or {}).get("status", "-"),
+                "current": version == registry.current("policy"),
+                "pass": rate(sum(passed), len(prompts)),
+                "outcomes": [passed[i : i + m] for i in range(0, len(passed), m)],
+                "words": sum(len(a.text.split()) for a in drawn) / len(drawn),
+                "distinct": len({a.text for a in drawn}) / len(drawn),
+                "cut": sum(not a.finished for a in drawn) / len(drawn),
+                "repeats": sum(map(repeats_a_phrase, (a.text for a in drawn))) / len(drawn),
+                "echo": sum(echoes(p, a.text) for p, a in zip(prompts, drawn, strict=True)) / len(drawn),
+                # KL(version || v0) per answer token with the k3 estimator, as workers.ml.evaluate._kl computes
+                # the gates' KL (there on temperature-1 samples; here on the held-out answers themselves)
+                "kl_v0": float(sum((torch.expm1(x) - x).sum() for x in d) / tokens) if tokens else 0.0,
+                "fluency": float(sum(t.sum() for t in on_v0) / tokens) if tokens else 0.0,
+                "kl": (meta.get("metrics") or {}).get("kl", 0.0),
+                "promoted_at": meta.get("promoted_at"),
+            }
+        )
+        print(
+            f"  judged policy v{version}: pass rate {rows[-1]['pass']} ({time.monotonic() - started:.0f} s)", flush=True
+        )
     first, last = answers[versions[0]], answers[versions[-1]]
-    pairs = [{"prompt": p, **({"chosen": a.text, "chosen_finished": a.finished, "rejected": b.text,
-                               "rejected_finished": b.finished} if rule(a.text) else
-                              {"chosen": b.text, "chosen_finished": b.finished, "rejected": a.text,
-                               "rejected_finished": a.finished})}
-             for p, a, b in zip(prompts, first, last, strict=True) if rule(a.text) != rule(b.text)]
+    pairs = [
+        {
+            "prompt": p,
+            **(
+                {"chosen": a.text, "chosen_finished": a.finished, "rejected": b.text, "rejected_finished": b.finished}
+                if rule(a.text)
+                else {
+                    "chosen": b.text,
+                    "chosen_finished": b.finished,
+                    "rejected": a.text,
+                    "rejected_finished": a.finished,
+                }
+            ),
+        }
+        for p, a, b in zip(prompts, first, last, strict=True)
+        if rule(a.text) != rule(b.text)
+    ]
     for version in registry.versions("reward"):
         meta = registry.meta("reward", version)
         correct = reward_correct(registry.path("reward", version), pairs, settings.missing_eos_penalty)
-        rows.append({"kind": "reward", "version": version, "recipe": "reward",
-                     "gate": (meta.get("gate") or {}).get("status", "-"), "current": version == registry.current("reward"),
-                     "agreement": rate(sum(correct), len(correct)), "promoted_at": meta.get("promoted_at")})
+        rows.append(
+            {
+                "kind": "reward",
+                "version": version,
+                "recipe": "reward",
+                "gate": (meta.get("gate") or {}).get("status", "-"),
+                "current": version == registry.current("reward"),
+                "agreement": rate(sum(correct), len(correct)),
+                "promoted_at": meta.get("promoted_at"),
+            }
+        )
     return rows
 
 
@@ -345,25 +458,27 @@ def answer_logprobs(model_dir: Path, prompts: list[str], answers: list[Any], bat
 
     rows = []
     for prompt, answer in zip(prompts, answers, strict=True):
-        head, ids = encode(prompt_texts(tokenizer, [prompt])[0]), encode(conversation_text(
-            tokenizer, prompt, answer.text, answer.finished))
-        if ids[:len(head)] != head:  # the template's prompt is a prefix of the conversation, token for token
+        head, ids = (
+            encode(prompt_texts(tokenizer, [prompt])[0]),
+            encode(conversation_text(tokenizer, prompt, answer.text, answer.finished)),
+        )
+        if ids[: len(head)] != head:  # the template's prompt is a prefix of the conversation, token for token
             raise SystemExit(f"the chat template tokenizes the prompt differently inside the conversation: {prompt!r}")
         rows.append((ids, len(head)))
     order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))  # batches of like lengths pad little
     result: list[Any] = [None] * len(rows)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             width = max(len(rows[i][0]) for i in index)
             ids = torch.full((len(index), width), tokenizer.pad_token_id)
             attention = torch.zeros((len(index), width), dtype=torch.long)
             for row, i in enumerate(index):  # right padding: positions are plain
-                ids[row, :len(rows[i][0])], attention[row, :len(rows[i][0])] = torch.tensor(rows[i][0]), 1
+                ids[row, : len(rows[i][0])], attention[row, : len(rows[i][0])] = torch.tensor(rows[i][0]), 1
             logp = model(input_ids=ids, attention_mask=attention).logits.float().log_softmax(-1)
             for row, i in enumerate(index):
                 n, head = len(rows[i][0]), rows[i][1]
-                result[i] = logp[row, head - 1:n - 1].gather(-1, ids[row, head:n].unsqueeze(-1)).squeeze(-1)
+                result[i] = logp[row, head - 1 : n - 1].gather(-1, ids[row, head:n].unsqueeze(-1)).squeeze(-1)
     del model
     return result
 
@@ -371,7 +486,7 @@ def answer_logprobs(model_dir: Path, prompts: list[str], answers: list[Any], bat
 def repeats_a_phrase(text: str) -> bool:
     """Some run of 4 words occurs twice in the answer ("Spoiler alert: Spoiler alert: ..." repeats in time)."""
     words = text.lower().split()
-    grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+    grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
     return len(set(grams)) < len(grams)
 
 
@@ -381,33 +496,50 @@ def echoes(prompt: str, answer: str) -> bool:
     return question in " ".join(answer.lower().split())
 
 
-def report(args: argparse.Namespace, rows: list[dict[str, Any]], labels_of: dict[int, int], started_wall: float,
-           out: Path) -> bool:
+def report(
+    args: argparse.Namespace, rows: list[dict[str, Any]], labels_of: dict[int, int], started_wall: float, out: Path
+) -> bool:
     """The tables, the PNG and the verdict."""
     policies = [r for r in rows if r["kind"] == "policy"]
-    print(f"\nrule: {args.rule} ({RULES[args.rule].__doc__}) | recipe {args.recipe} | noise {args.noise:.0%} | "
-          f"held-out {args.held_out} prompts x {args.eval_samples} samples")
-    print(f"{'version':<10} {'recipe':<7} {'gate':<11} {'labels':>6} {'min':>6}  {'rule pass rate [95% CI] n':<30} "
-          f"{'KL job':>7}")
+    print(
+        f"\nrule: {args.rule} ({RULES[args.rule].__doc__}) | recipe {args.recipe} | noise {args.noise:.0%} | "
+        f"held-out {args.held_out} prompts x {args.eval_samples} samples"
+    )
+    print(
+        f"{'version':<10} {'recipe':<7} {'gate':<11} {'labels':>6} {'min':>6}  {'rule pass rate [95% CI] n':<30} "
+        f"{'KL job':>7}"
+    )
     for r in policies:
         minutes = (r["promoted_at"] - started_wall) / 60 if r["promoted_at"] and r["version"] else 0.0
-        print(f"policy v{r['version']:<2}{'*' if r['current'] else ' '}{r['recipe']:<7} {r['gate']:<11} "
-              f"{labels_of.get(r['version'], 0):>6} {minutes:>6.1f}  {r['pass']!s:<30} {r['kl']:>7.3f}")
+        print(
+            f"policy v{r['version']:<2}{'*' if r['current'] else ' '}{r['recipe']:<7} {r['gate']:<11} "
+            f"{labels_of.get(r['version'], 0):>6} {minutes:>6.1f}  {r['pass']!s:<30} {r['kl']:>7.3f}"
+        )
     for r in (r for r in rows if r["kind"] == "reward"):
-        print(f"reward v{r['version']:<2}{'*' if r['current'] else ' '}{'':<7} {r['gate']:<11} {'':>6} {'':>6}  "
-              f"agreement with the rule {r['agreement']}")
-    print("(* = served at the end; KL job: the policy job's own KL to the reference on temperature-1 samples; "
-          "agreement: on held-out answer pairs of v0 and the last policy where exactly one passes)")
+        print(
+            f"reward v{r['version']:<2}{'*' if r['current'] else ' '}{'':<7} {r['gate']:<11} {'':>6} {'':>6}  "
+            f"agreement with the rule {r['agreement']}"
+        )
+    print(
+        "(* = served at the end; KL job: the policy job's own KL to the reference on temperature-1 samples; "
+        "agreement: on held-out answer pairs of v0 and the last policy where exactly one passes)"
+    )
     print(f"\nthe held-out answers themselves ({args.held_out} x {args.eval_samples} plain draws per version):")
-    print(f"{'version':<10} {'words':>6} {'distinct':>8} {'cut':>6} {'repeats':>8} {'echo':>6} {'KL to v0':>9} "
-          f"{'fluency':>8}")
+    print(
+        f"{'version':<10} {'words':>6} {'distinct':>8} {'cut':>6} {'repeats':>8} {'echo':>6} {'KL to v0':>9} "
+        f"{'fluency':>8}"
+    )
     for r in policies:
-        print(f"policy v{r['version']:<2} {r['words']:>6.1f} {r['distinct']:>8.3f} {r['cut']:>6.3f} "
-              f"{r['repeats']:>8.3f} {r['echo']:>6.3f} {r['kl_v0']:>9.4f} {r['fluency']:>8.3f}")
-    print("(words: mean per answer; distinct: share of distinct texts among all draws; cut: share stopped at "
-          f"MAX_NEW_TOKENS={args.max_new_tokens} before their end; repeats: share with a 4-word run said twice; echo: "
-          "share repeating the question; KL to v0: per answer token, k3, on these answers; fluency: v0's mean "
-          "log-likelihood per token of these answers, nats)")
+        print(
+            f"policy v{r['version']:<2} {r['words']:>6.1f} {r['distinct']:>8.3f} {r['cut']:>6.3f} "
+            f"{r['repeats']:>8.3f} {r['echo']:>6.3f} {r['kl_v0']:>9.4f} {r['fluency']:>8.3f}"
+        )
+    print(
+        "(words: mean per answer; distinct: share of distinct texts among all draws; cut: share stopped at "
+        f"MAX_NEW_TOKENS={args.max_new_tokens} before their end; repeats: share with a 4-word run said twice; echo: "
+        "share repeating the question; KL to v0: per answer token, k3, on these answers; fluency: v0's mean "
+        "log-likelihood per token of these answers, nats)"
+    )
     served = next(r for r in policies if r["current"])
     base = policies[0]
     change = difference(base["pass"], served["pass"])
@@ -420,17 +552,22 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], labels_of: dict
     d, low, high = clustered
     fluency_floor = base["fluency"] - FLUENCY_MARGIN
     honest = served["distinct"] >= 0.5 * base["distinct"] and served["fluency"] >= fluency_floor
-    measured = (f"pass rate v0 {base['pass'].value:.3f} -> served v{served['version']} {served['pass'].value:.3f}: "
-                f"{d * 100:+.1f} points [95% CI clustered by prompt {low * 100:+.1f}, {high * 100:+.1f}; as "
-                f"independent draws {change[1] * 100:+.1f}, {change[2] * 100:+.1f}], distinct {served['distinct']:.3f} "
-                f"(v0 {base['distinct']:.3f}), fluency {served['fluency']:.3f} (v0 {base['fluency']:.3f}), words "
-                f"{served['words']:.0f} (v0 {base['words']:.0f}), KL to v0 {served['kl_v0']:.3f} (job "
-                f"{served['kl']:.3f}), {total:.1f} min")
+    measured = (
+        f"pass rate v0 {base['pass'].value:.3f} -> served v{served['version']} {served['pass'].value:.3f}: "
+        f"{d * 100:+.1f} points [95% CI clustered by prompt {low * 100:+.1f}, {high * 100:+.1f}; as "
+        f"independent draws {change[1] * 100:+.1f}, {change[2] * 100:+.1f}], distinct {served['distinct']:.3f} "
+        f"(v0 {base['distinct']:.3f}), fluency {served['fluency']:.3f} (v0 {base['fluency']:.3f}), words "
+        f"{served['words']:.0f} (v0 {base['words']:.0f}), KL to v0 {served['kl_v0']:.3f} (job "
+        f"{served['kl']:.3f}), {total:.1f} min"
+    )
     guards = f"distinct >= 50 % of v0's, fluency >= v0's - {FLUENCY_MARGIN}"
     if args.quick:
         return verdict(measured, f"clustered CI above 0, {guards}", low > 0 and honest)
-    return verdict(measured, f"+20 points, clustered CI above 0, KL <= {args.kl_budget}, {guards}, <= 45 min",
-                   d >= 0.20 and low > 0 and served["kl"] <= args.kl_budget and honest and total <= 45)
+    return verdict(
+        measured,
+        f"+20 points, clustered CI above 0, KL <= {args.kl_budget}, {guards}, <= 45 min",
+        d >= 0.20 and low > 0 and served["kl"] <= args.kl_budget and honest and total <= 45,
+    )
 
 
 def _plot(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path) -> None:
@@ -440,16 +577,31 @@ def _plot(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path) -> No
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, kind, key, title in ((axes[0], "policy", "pass", "served policy: rule pass rate on held-out prompts"),
-                                 (axes[1], "reward", "agreement", "reward model: agreement with the rule")):
+    for ax, kind, key, title in (
+        (axes[0], "policy", "pass", "served policy: rule pass rate on held-out prompts"),
+        (axes[1], "reward", "agreement", "reward model: agreement with the rule"),
+    ):
         for r in (r for r in rows if r["kind"] == kind and r[key].value is not None):
             value: Rate = r[key]
             style = ("x", "tab:red") if r["gate"] == "rejected" else ("o", "tab:blue")
             below, above = max(0.0, value.value - value.low), max(0.0, value.high - value.value)  # k = 0: low ~ 1e-17
-            ax.errorbar([r["version"]], [value.value], yerr=[[below], [above]], fmt=style[0], color=style[1], capsize=4,
-                        markersize=8)
-            ax.annotate(f"n={value.n}", (r["version"], value.high), textcoords="offset points", xytext=(0, 4),
-                        ha="center", fontsize=8)
+            ax.errorbar(
+                [r["version"]],
+                [value.value],
+                yerr=[[below], [above]],
+                fmt=style[0],
+                color=style[1],
+                capsize=4,
+                markersize=8,
+            )
+            ax.annotate(
+                f"n={value.n}",
+                (r["version"], value.high),
+                textcoords="offset points",
+                xytext=(0, 4),
+                ha="center",
+                fontsize=8,
+            )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("version")
         ax.set_ylim(0, 1.08)
@@ -475,14 +627,24 @@ def main() -> int:
     p.add_argument("--prompts", type=int, default=120, help="prompts imported into Label Studio")
     p.add_argument("--held-out", type=int, default=60, help="prompts kept out of Label Studio, for the verdict")
     p.add_argument("--eval-samples", type=int, default=2, help="answers per held-out prompt and version")
-    p.add_argument("--max-new-tokens", type=int, default=192, help="long enough that most answers end: then "
-                   "'the shorter' is a real preference, not two cut-off answers")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=192,
+        help="long enough that most answers end: then 'the shorter' is a real preference, not two cut-off answers",
+    )
     p.add_argument("--learning-rate", type=float, help="the policy recipe's learning rate (default: RECIPE_ARGS)")
     p.add_argument("--kl-budget", type=float, default=0.5)
-    p.add_argument("--local-workers", type=int, default=2, help="LOCAL_WORKERS: each job gets cores / this many threads")
-    p.add_argument("--selection", default="random", choices=["random", "informative"],
-                   help="SELECTION: informative = the annotator takes Label Studio's next task (queue ordered by the "
-                   "reward head) and Pairwise shows the most informative two of --candidates")
+    p.add_argument(
+        "--local-workers", type=int, default=2, help="LOCAL_WORKERS: each job gets cores / this many threads"
+    )
+    p.add_argument(
+        "--selection",
+        default="random",
+        choices=["random", "informative"],
+        help="SELECTION: informative = the annotator takes Label Studio's next task (queue ordered by the "
+        "reward head) and Pairwise shows the most informative two of --candidates",
+    )
     p.add_argument("--candidates", type=int, default=2, help="NUM_CANDIDATES: answers sampled per prompt")
     p.add_argument("--model", default="embedded", help="embedded (SmolLM2-135M-Instruct), tiny, or a local dir")
     p.add_argument("--label-studio", help="use this Label Studio URL instead of starting one (needs --token)")
@@ -498,7 +660,7 @@ def main() -> int:
         args.local_workers = 1
     header(f"loop: {args.recipe}, rule {args.rule}{' (quick)' if args.quick else ''}")
     prompts = everyday_prompts(args.seed)
-    held_out, imported = prompts[:args.held_out], prompts[args.held_out:args.held_out + args.prompts]
+    held_out, imported = prompts[: args.held_out], prompts[args.held_out : args.held_out + args.prompts]
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     flush_bench_redis()
@@ -508,7 +670,10 @@ def main() -> int:
         project, labels_of = run_rounds(args, stack, imported, started)
     finally:
         stack.stop()
-    print(f"loop done in {(time.monotonic() - started) / 60:.1f} min; judging every version on held-out prompts", flush=True)
+    print(
+        f"loop done in {(time.monotonic() - started) / 60:.1f} min; judging every version on held-out prompts",
+        flush=True,
+    )
     rows = evaluate(args, stack, project, held_out)
     return 0 if report(args, rows, labels_of, started_wall, args.out) else 1
 

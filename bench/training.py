@@ -13,6 +13,7 @@ Run from the repository root (bench/README.md has more):
     .venv/bin/python -m bench.training                    # (a) tiny model, 3 runs each + (b) tiny models, PPO: ~1 min
     .venv/bin/python -m bench.training --part b --no-preload
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,13 +49,17 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", type=int, default=10, help="(b) tasks in the project (prompts for the policy job)")
     parser.add_argument("--retrain-every", type=int, default=4, help="(b) RETRAIN_EVERY: webhooks until the trigger")
     parser.add_argument("--worker-log", type=Path, help="(b) keep a copy of the worker's log here")
-    parser.add_argument("--no-preload", action="store_true",
-                        help="(b) start the worker with --no-preload: each work-horse imports torch/transformers/trl "
-                             "itself (the behaviour before the worker preloaded them), to see what preloading saves")
+    parser.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="(b) start the worker with --no-preload: each work-horse imports torch/transformers/trl "
+        "itself (the behaviour before the worker preloaded them), to see what preloading saves",
+    )
     return parser
 
 
 # --- (a) recipe vs plain trl -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -82,9 +87,18 @@ def run_recipe(model_path: str, pairs: list[dict[str, str]], args: argparse.Name
     from workers.recipes import RECIPES
     from workers.recipes.base import RecipeInputs
 
-    inputs = RecipeInputs(policy_dir=Path(model_path), reference_dir=Path(model_path), out_dir=out, pairs=pairs,
-                          overrides={"max_steps": args.steps, "per_device_train_batch_size": args.batch_size,
-                                     "max_length": args.max_length, "learning_rate": LEARNING_RATE})
+    inputs = RecipeInputs(
+        policy_dir=Path(model_path),
+        reference_dir=Path(model_path),
+        out_dir=out,
+        pairs=pairs,
+        overrides={
+            "max_steps": args.steps,
+            "per_device_train_batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "learning_rate": LEARNING_RATE,
+        },
+    )
     with common.Timer() as wall:
         metrics = RECIPES["reward"].train(inputs)
     return Run(wall.seconds, metrics["train_samples_per_second"])
@@ -98,12 +112,28 @@ def run_plain_trl(model_path: str, pairs: list[dict[str, str]], args: argparse.N
 
     with common.Timer() as wall:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-        dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": p["prompt"]}],
-                                      "chosen": [{"role": "assistant", "content": p["chosen"]}],
-                                      "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in pairs])
-        config = RewardConfig(output_dir=str(out / "trl"), max_steps=args.steps, max_length=args.max_length,
-                              per_device_train_batch_size=args.batch_size, learning_rate=LEARNING_RATE, bf16=False,
-                              activation_checkpointing=False, use_cpu=True, report_to="none", save_strategy="no")
+        dataset = Dataset.from_list(
+            [
+                {
+                    "prompt": [{"role": "user", "content": p["prompt"]}],
+                    "chosen": [{"role": "assistant", "content": p["chosen"]}],
+                    "rejected": [{"role": "assistant", "content": p["rejected"]}],
+                }
+                for p in pairs
+            ]
+        )
+        config = RewardConfig(
+            output_dir=str(out / "trl"),
+            max_steps=args.steps,
+            max_length=args.max_length,
+            per_device_train_batch_size=args.batch_size,
+            learning_rate=LEARNING_RATE,
+            bf16=False,
+            activation_checkpointing=False,
+            use_cpu=True,
+            report_to="none",
+            save_strategy="no",
+        )
         trainer = RewardTrainer(model=model_path, args=config, train_dataset=dataset, processing_class=tokenizer)
         result = trainer.train()
         trainer.save_model(str(out))
@@ -117,8 +147,10 @@ def part_a(args: argparse.Namespace, model_path: str) -> bool:
     logging.getLogger("workers").setLevel(logging.ERROR)  # "no eval pairs" is expected: neither side evaluates
     pairs, source = training_pairs(model_path, args.pairs, args.max_length)
     samples = args.steps * args.batch_size
-    print(f"(a) reward training | model {model_path} | {len(pairs)} pairs ({source}) | max_length {args.max_length} "
-          f"| batch {args.batch_size} | {args.steps} steps = {samples} pairs trained | {args.repeats} runs each")
+    print(
+        f"(a) reward training | model {model_path} | {len(pairs)} pairs ({source}) | max_length {args.max_length} "
+        f"| batch {args.batch_size} | {args.steps} steps = {samples} pairs trained | {args.repeats} runs each"
+    )
     runs: dict[str, list[Run]] = {"trl": [], "ours": []}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         for i in range(args.repeats + 1):  # run 0 warms both up (imports, kernels) and is discarded
@@ -131,13 +163,23 @@ def part_a(args: argparse.Namespace, model_path: str) -> bool:
                     runs[name].append(run)
     walls = {k: statistics.median(r.wall for r in v) for k, v in runs.items()}
     inner = {k: statistics.median(r.train_sps for r in v) for k, v in runs.items()}
-    print(f"end to end wall s, each run: trl {[round(r.wall, 2) for r in runs['trl']]}, "
-          f"ours {[round(r.wall, 2) for r in runs['ours']]}")
-    print(f"inside trainer.train() (trl's train_samples_per_second): trl {inner['trl']:.1f}, ours {inner['ours']:.1f} "
-          f"samples/s, ratio {inner['ours'] / inner['trl']:.2f}x")
-    return common.compare("reward samples/s end to end", "samples/s", samples / walls["trl"], samples / walls["ours"],
-                          GOAL_RATIO, baseline_label="plain trl RewardTrainer script",
-                          ours_label="ours (RECIPES['reward'].train)")
+    print(
+        f"end to end wall s, each run: trl {[round(r.wall, 2) for r in runs['trl']]}, "
+        f"ours {[round(r.wall, 2) for r in runs['ours']]}"
+    )
+    print(
+        f"inside trainer.train() (trl's train_samples_per_second): trl {inner['trl']:.1f}, ours {inner['ours']:.1f} "
+        f"samples/s, ratio {inner['ours'] / inner['trl']:.2f}x"
+    )
+    return common.compare(
+        "reward samples/s end to end",
+        "samples/s",
+        samples / walls["trl"],
+        samples / walls["ours"],
+        GOAL_RATIO,
+        baseline_label="plain trl RewardTrainer script",
+        ours_label="ours (RECIPES['reward'].train)",
+    )
 
 
 # --- (b) label -> served model overhead --------------------------------------------------------------------------
@@ -179,8 +221,14 @@ def start_worker(settings: Any, log: Path, preload: bool) -> tuple[subprocess.Po
     env = common.settings_env(settings, LOG_LEVEL="INFO")
     command = ["-m", "workers", "--queues", "train", *([] if preload else ["--no-preload"])]
     began = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *command], cwd=common.ROOT, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, *command],
+        cwd=common.ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     redis = Redis.from_url(settings.redis_url)
     while not Worker.all(connection=redis):
         if proc.poll() is not None or time.perf_counter() - began > 120:
@@ -194,9 +242,18 @@ def annotation_body(task_id: int, data: dict[str, str], label_config: str) -> di
     body = common.payload("webhook-annotation-created.pairwise.json")
     body["project"]["label_config"] = label_config
     body["task"] = {"id": task_id, "data": data, "project": 1}
-    body["annotation"].update(id=1000 + task_id, task=task_id, result=[
-        {"from_name": "comparison", "to_name": "answer1", "type": "pairwise",
-         "value": {"selected": "left" if task_id % 2 else "right"}}])
+    body["annotation"].update(
+        id=1000 + task_id,
+        task=task_id,
+        result=[
+            {
+                "from_name": "comparison",
+                "to_name": "answer1",
+                "type": "pairwise",
+                "value": {"selected": "left" if task_id % 2 else "right"},
+            }
+        ],
+    )
     return body
 
 
@@ -214,13 +271,30 @@ def wait_for_version(client: Any, wanted: str, timeout: float, seen: dict[str, f
 
 def seed_project(client: Any, config: str, n_tasks: int) -> dict[int, dict[str, str]]:
     """Connect project 1 (/setup) and create tasks that come with their two answers (no generation job needed)."""
-    setup = common.payload("setup.pairwise.json") | {"schema": config, "hostname": "", "access_token": "", "project": "1.1"}
+    setup = common.payload("setup.pairwise.json") | {
+        "schema": config,
+        "hostname": "",
+        "access_token": "",
+        "project": "1.1",
+    }
     client.post("/setup", json=setup)
-    tasks = {i: {"prompt": f"Tell me fact number {i} about the sea.", "answer1": f"Fact {i}: it is salty.",
-                 "answer2": f"I am not sure about fact {i}."} for i in range(1, n_tasks + 1)}
+    tasks = {
+        i: {
+            "prompt": f"Tell me fact number {i} about the sea.",
+            "answer1": f"Fact {i}: it is salty.",
+            "answer2": f"I am not sure about fact {i}.",
+        }
+        for i in range(1, n_tasks + 1)
+    }
     project = common.payload("webhook-annotation-created.pairwise.json")["project"] | {"label_config": config}
-    client.post("/webhook", json={"action": "TASKS_CREATED", "project": project,
-                                  "tasks": [{"id": i, "data": d, "project": 1} for i, d in tasks.items()]})
+    client.post(
+        "/webhook",
+        json={
+            "action": "TASKS_CREATED",
+            "project": project,
+            "tasks": [{"id": i, "data": d, "project": 1} for i, d in tasks.items()],
+        },
+    )
     return tasks
 
 
@@ -234,9 +308,18 @@ def part_b(args: argparse.Namespace, model_path: str) -> bool:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     common.flush_bench_redis()
-    settings = Settings(redis_url=common.BENCH_REDIS_URL, queue_prefix="bench", data_dir=tmp / "data",
-                        model_dir=tmp / "models", policy_model=model_path, retrain_every=args.retrain_every,
-                        train_args=TINY_TRAIN, algorithm=args.algorithm, label_studio_url="", label_studio_api_key="")
+    settings = Settings(
+        redis_url=common.BENCH_REDIS_URL,
+        queue_prefix="bench",
+        data_dir=tmp / "data",
+        model_dir=tmp / "models",
+        policy_model=model_path,
+        retrain_every=args.retrain_every,
+        train_args=TINY_TRAIN,
+        algorithm=args.algorithm,
+        label_studio_url="",
+        label_studio_api_key="",
+    )
     registries = Registries(settings.model_dir)
     ensure_base_policy(registries.base, model_path)  # v0 exists, as on any start after the first
     registry = registries.lineage("project-1")
@@ -249,7 +332,9 @@ def part_b(args: argparse.Namespace, model_path: str) -> bool:
             client.post("/webhook", json=annotation_body(task_id, tasks[task_id], config))
         seen: dict[str, float] = {}
         t0 = time.time()
-        answer = client.post("/webhook", json=annotation_body(args.retrain_every, tasks[args.retrain_every], config)).json
+        answer = client.post(
+            "/webhook", json=annotation_body(args.retrain_every, tasks[args.retrain_every], config)
+        ).json
         if "training" not in answer:
             raise RuntimeError(f"the threshold webhook queued no training: {answer}")
         served = wait_for_version(client, "policy-v1.reward-v0", 600, seen)
@@ -258,9 +343,12 @@ def part_b(args: argparse.Namespace, model_path: str) -> bool:
         common.stop(worker)
     if args.worker_log:
         shutil.copy(tmp / "worker.log", args.worker_log)
-    print(f"(b) label -> model | worker {'with --no-preload' if args.no_preload else 'as shipped (job modules preloaded)'} | "
-          f"start-up (imports, context, registering; paid once per worker, not counted): {startup:.2f} s | "
-          f"`import workers.jobs.train` in a fresh process: {import_seconds():.2f} s")
+    print(
+        f"(b) label -> model | worker "
+        f"{'with --no-preload' if args.no_preload else 'as shipped (job modules preloaded)'} | "
+        f"start-up (imports, context, registering; paid once per worker, not counted): {startup:.2f} s | "
+        f"`import workers.jobs.train` in a fresh process: {import_seconds():.2f} s"
+    )
     report = breakdown(t0, served, seen, registry, read_log(tmp / "worker.log"))
     shutil.rmtree(tmp, ignore_errors=True)
     return report
@@ -273,7 +361,9 @@ def import_seconds() -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def job_phases(kind: str, meta: dict[str, Any], log: list[Event], since: float) -> tuple[list[tuple[str, float]], float]:
+def job_phases(
+    kind: str, meta: dict[str, Any], log: list[Event], since: float
+) -> tuple[list[tuple[str, float]], float]:
     """One training job's phases, from its meta.json stamps and the worker's log lines; returns them and its end."""
     metrics = meta["metrics"]
     dequeued = first(log, since, rf"train_{kind}\(")
@@ -286,17 +376,28 @@ def job_phases(kind: str, meta: dict[str, Any], log: list[Event], since: float) 
     trainer = metrics["train_runtime"] + metrics.get("eval_runtime", 0.0)
     phases = [
         (f"{kind}: queue -> dequeued by the worker", dequeued - since),
-        (f"{kind}: fork work-horse + job-module imports (unless preloaded) + job context + read data", meta["started_at"] - dequeued),
+        (
+            f"{kind}: fork work-horse + job-module imports (unless preloaded) + job context + read data",
+            meta["started_at"] - dequeued,
+        ),
         (f"{kind}: recipe config", recipe - meta["started_at"]),
-        (f"{kind}: model loads, tokenization, trainer build, save (recipe time minus trainer time)",
-         saved - recipe - trainer),
-        (f"{kind}: TRAINER TIME, subtracted (train_runtime{' + eval_runtime' if 'eval_runtime' in metrics else ''})",
-         trainer),
+        (
+            f"{kind}: model loads, tokenization, trainer build, save (recipe time minus trainer time)",
+            saved - recipe - trainer,
+        ),
+        (
+            f"{kind}: TRAINER TIME, subtracted (train_runtime{' + eval_runtime' if 'eval_runtime' in metrics else ''})",
+            trainer,
+        ),
         (f"{kind}: verify (reload the saved model)", verified - saved),
     ]
     if kind == "policy":
-        phases.append(("policy: HELD-OUT EVALUATION, subtracted (policy_metrics: 4 policy loads + reward load, "
-                       "sampling, KL)", assessed - verified))
+        phases.append(
+            (
+                "policy: HELD-OUT EVALUATION, subtracted (policy_metrics: 4 policy loads + reward load, sampling, KL)",
+                assessed - verified,
+            )
+        )
     phases += [
         (f"{kind}: promote (meta.json, rename, CURRENT)", meta["promoted_at"] - assessed),
         (f"{kind}: notify (Redis publish)", announced - meta["promoted_at"]),
@@ -310,22 +411,36 @@ def breakdown(t0: float, served: float, seen: dict[str, float], registry: Any, l
     reward, policy = registry.meta("reward", 0), registry.meta("policy", 1)
     reward_phases, reward_done = job_phases("reward", reward, log, t0)
     policy_phases, policy_done = job_phases("policy", policy, log, reward_done)
-    phases = [*reward_phases, *policy_phases,
-              ("policy announced -> /health serves it (watcher pub/sub + 5 ms polling)", served - policy_done)]
+    phases = [
+        *reward_phases,
+        *policy_phases,
+        ("policy announced -> /health serves it (watcher pub/sub + 5 ms polling)", served - policy_done),
+    ]
     total = served - t0
-    print(f"threshold webhook -> reward served: {seen.get('policy-v0.reward-v0', float('nan')) - t0:.2f} s, "
-          f"-> policy-v1.reward-v0 served: {total:.2f} s")
+    print(
+        f"threshold webhook -> reward served: {seen.get('policy-v0.reward-v0', float('nan')) - t0:.2f} s, "
+        f"-> policy-v1.reward-v0 served: {total:.2f} s"
+    )
     for label, seconds in phases:
         print(f"  {seconds:8.3f} s  {label}")
     print(f"  {total - sum(s for _, s in phases):8.3f} s  unaccounted")
     subtracted = {label: seconds for label, seconds in phases if "subtracted" in label}
     overhead = total - sum(subtracted.values())
-    print(f"meta.json seconds (job _run: train..promote): reward {reward['seconds']:.2f}, policy {policy['seconds']:.2f}; "
-          f"time outside the jobs' _run: {total - reward['seconds'] - policy['seconds']:.2f} s")
-    print(f"subtracted {sum(subtracted.values()):.2f} s: trl's train_runtime/eval_runtime from meta.json metrics, and the "
-          f"policy evaluation (not recorded in meta.json; from the worker log, verify -> 'on N prompts' line)")
-    return common.verdict(f"label -> model overhead {total:.2f} s - {sum(subtracted.values()):.2f} s = {overhead:.2f} s",
-                          f"<= {GOAL_OVERHEAD_S:g} s", overhead <= GOAL_OVERHEAD_S)
+    print(
+        f"meta.json seconds (job _run: train..promote): reward {reward['seconds']:.2f}, "
+        f"policy {policy['seconds']:.2f}; "
+        f"time outside the jobs' _run: {total - reward['seconds'] - policy['seconds']:.2f} s"
+    )
+    print(
+        f"subtracted {sum(subtracted.values()):.2f} s: trl's train_runtime/eval_runtime from meta.json metrics, "
+        "and the "
+        f"policy evaluation (not recorded in meta.json; from the worker log, verify -> 'on N prompts' line)"
+    )
+    return common.verdict(
+        f"label -> model overhead {total:.2f} s - {sum(subtracted.values()):.2f} s = {overhead:.2f} s",
+        f"<= {GOAL_OVERHEAD_S:g} s",
+        overhead <= GOAL_OVERHEAD_S,
+    )
 
 
 def main(argv: list[str] | None = None) -> bool:

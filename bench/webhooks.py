@@ -11,6 +11,7 @@ Run from the repository root (bench/README.md has more):
     .venv/bin/python -m bench.webhooks                    # 2,000 webhooks, 16 connections, SQLite store: ~20 s
     .venv/bin/python -m bench.webhooks -c 4 -n 4000       # the figures in the README
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,12 @@ class Burst:
     @classmethod
     def sequence(cls, blocks: list["Burst"]) -> "Burst":
         """Blocks run one after another (interleaved with other blocks): their times add, the gaps do not."""
-        return cls([x for b in blocks for x in b.latencies], [f for b in blocks for f in b.failures], 0.0,
-                   sum(b.seconds for b in blocks))
+        return cls(
+            [x for b in blocks for x in b.latencies],
+            [f for b in blocks for f in b.failures],
+            0.0,
+            sum(b.seconds for b in blocks),
+        )
 
     @property
     def seconds(self) -> float:
@@ -67,30 +72,51 @@ class Burst:
 
     def summary(self) -> str:
         n = len(self.latencies)
-        return (f"{n} requests in {self.seconds:.2f} s = {n / self.seconds:,.0f}/s | p50 {self.ms(50):.1f} ms, "
-                f"p90 {self.ms(90):.1f} ms, p99 {self.ms(99):.1f} ms, max {self.ms(100):.1f} ms | "
-                f"failures {len(self.failures)}")
+        return (
+            f"{n} requests in {self.seconds:.2f} s = {n / self.seconds:,.0f}/s | p50 {self.ms(50):.1f} ms, "
+            f"p90 {self.ms(90):.1f} ms, p99 {self.ms(99):.1f} ms, max {self.ms(100):.1f} ms | "
+            f"failures {len(self.failures)}"
+        )
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--annotations", type=int, default=2000, help="ANNOTATION_CREATED webhooks in the burst")
     parser.add_argument("-c", "--concurrency", type=int, default=16, help="concurrent client connections")
-    parser.add_argument("--client-processes", type=int, default=2,
-                        help="client processes the connections are spread over (one GIL would skew latencies)")
-    parser.add_argument("--blocks", type=int, default=4, help="the /health and /webhook bursts are split into this "
-                        "many blocks and interleaved, so that both see the machine as it is during the run")
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=2,
+        help="client processes the connections are spread over (one GIL would skew latencies)",
+    )
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=4,
+        help="the /health and /webhook bursts are split into this "
+        "many blocks and interleaved, so that both see the machine as it is during the run",
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (1 as shipped: sync)")
-    parser.add_argument("--database-url", default="",
-                        help="store URL (postgresql://...); its tables are dropped and recreated. Default: SQLite in a temp dir")
-    parser.add_argument("--retrain-every", type=int, default=50, help="RETRAIN_EVERY (the trigger path runs; jobs only queue)")
-    parser.add_argument("--py-spy", metavar="OUT", help="record the gunicorn workers with py-spy during the burst (raw "
-                        "collapsed stacks to OUT); needs the py-spy binary on PATH")
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="store URL (postgresql://...); its tables are dropped and recreated. Default: SQLite in a temp dir",
+    )
+    parser.add_argument(
+        "--retrain-every", type=int, default=50, help="RETRAIN_EVERY (the trigger path runs; jobs only queue)"
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="OUT",
+        help="record the gunicorn workers with py-spy during the burst (raw "
+        "collapsed stacks to OUT); needs the py-spy binary on PATH",
+    )
     return parser
 
 
 # --- client ------------------------------------------------------------------------------------------------------
+
 
 def post_all(port: int, path: str, bodies: list[bytes | None], threads: int, start_at: float) -> Burst:
     """Send the requests from `threads` keep-alive connections, starting at wall time start_at."""
@@ -139,8 +165,10 @@ def burst(port: int, path: str, bodies: list[bytes | None], concurrency: int, pr
     """Spread the requests over client processes x threads, all starting at the same instant."""
     processes = max(1, min(processes, concurrency))
     start_at = time.time() + 1.0  # every process has forked and connected by then
-    jobs = [(port, path, bodies[p::processes], concurrency // processes + (p < concurrency % processes), start_at)
-            for p in range(processes)]
+    jobs = [
+        (port, path, bodies[p::processes], concurrency // processes + (p < concurrency % processes), start_at)
+        for p in range(processes)
+    ]
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         parts = pool.map(_client_process, jobs)
     total = Burst()
@@ -154,14 +182,27 @@ def annotation_bodies(first_id: int, count: int) -> list[bytes]:
     template = common.payload("webhook-annotation-created.pairwise.json")
     bodies = []
     for i in range(first_id, first_id + count):
-        template["annotation"].update(id=i, task=i, result=[
-            {"from_name": "pw", "to_name": "a", "type": "pairwise", "value": {"selected": "left" if i % 2 else "right"}}])
-        template["task"].update(id=i, data={"prompt": f"Question {i}?", "answer1": f"answer A{i}", "answer2": f"answer B{i}"})
+        template["annotation"].update(
+            id=i,
+            task=i,
+            result=[
+                {
+                    "from_name": "pw",
+                    "to_name": "a",
+                    "type": "pairwise",
+                    "value": {"selected": "left" if i % 2 else "right"},
+                }
+            ],
+        )
+        template["task"].update(
+            id=i, data={"prompt": f"Question {i}?", "answer1": f"answer A{i}", "answer2": f"answer B{i}"}
+        )
         bodies.append(json.dumps(template).encode())
     return bodies
 
 
 # --- server ------------------------------------------------------------------------------------------------------
+
 
 def store_url(database_url: str, data_dir: Path) -> str:
     """The SQLAlchemy URL the backend will use (Settings.sqlalchemy_url's rule)."""
@@ -187,12 +228,23 @@ def reset_database(url: str) -> None:
 
 def start_backend(tmp: Path, port: int, env: dict[str, str], gunicorn_args: list[str]) -> subprocess.Popen:
     """gunicorn over backend.http.wsgi:app with these settings in the environment; waits until /health answers."""
-    env = dict(os.environ, QUEUE_PREFIX="bench", DATA_DIR=str(tmp / "data"), MODEL_DIR=str(tmp / "models"),
-               PYTHONPATH=str(common.ROOT), **env)
+    env = dict(
+        os.environ,
+        QUEUE_PREFIX="bench",
+        DATA_DIR=str(tmp / "data"),
+        MODEL_DIR=str(tmp / "models"),
+        PYTHONPATH=str(common.ROOT),
+        **env,
+    )
     log = open(tmp / "gunicorn.log", "w")  # closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", *gunicorn_args, "backend.http.wsgi:app",
-                             "-b", f"127.0.0.1:{port}"], cwd=common.ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", *gunicorn_args, "backend.http.wsgi:app", "-b", f"127.0.0.1:{port}"],
+        cwd=common.ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -219,12 +271,29 @@ def request_json(port: int, method: str, path: str, body: Any = None) -> dict[st
 
 def record_profile(pid: int, out: str) -> subprocess.Popen:
     """py-spy on the gunicorn master and its workers while the burst runs (stopped afterwards)."""
-    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--rate", "200",
-                             "--output", out, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--output",
+            out,
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 # --- main --------------------------------------------------------------------------------------------------------
+
 
 def main(argv: list[str] | None = None) -> bool:
     args = make_parser().parse_args(argv)
@@ -234,16 +303,26 @@ def main(argv: list[str] | None = None) -> bool:
     common.flush_bench_redis()
     reset_database(url)
     port = common.free_port()
-    server = start_backend(tmp, port, {"REDIS_URL": common.BENCH_REDIS_URL, "DATABASE_URL": args.database_url,
-                                       "RETRAIN_EVERY": str(args.retrain_every), "RECONCILE_SECONDS": "0"},
-                           ["-w", str(args.workers), "--threads", str(args.threads)])
+    server = start_backend(
+        tmp,
+        port,
+        {
+            "REDIS_URL": common.BENCH_REDIS_URL,
+            "DATABASE_URL": args.database_url,
+            "RETRAIN_EVERY": str(args.retrain_every),
+            "RECONCILE_SECONDS": "0",
+        },
+        ["-w", str(args.workers), "--threads", str(args.threads)],
+    )
     profiler = None
     try:
         setup = common.payload("setup.pairwise.json") | {"hostname": "", "access_token": ""}
         request_json(port, "POST", "/setup", setup)
-        print(f"backend: gunicorn -w {args.workers} --threads {args.threads}, store {url.split('://')[0]}, "
-              f"RETRAIN_EVERY {args.retrain_every} | client: {args.concurrency} keep-alive connections over "
-              f"{args.client_processes} processes")
+        print(
+            f"backend: gunicorn -w {args.workers} --threads {args.threads}, store {url.split('://')[0]}, "
+            f"RETRAIN_EVERY {args.retrain_every} | client: {args.concurrency} keep-alive connections over "
+            f"{args.client_processes} processes"
+        )
         burst(port, "/webhook", annotation_bodies(1, WARMUP), args.concurrency, args.client_processes)
         burst(port, "/health", [None] * WARMUP, args.concurrency, args.client_processes)
         if args.py_spy:
@@ -252,10 +331,10 @@ def main(argv: list[str] | None = None) -> bool:
         bodies, blocks = annotation_bodies(WARMUP + 1, args.annotations), max(1, args.blocks)
         healths, hooks_blocks = [], []
         for block in range(blocks):
-            healths.append(burst(port, "/health", [None] * len(bodies[block::blocks]), args.concurrency,
-                                 args.client_processes))
-            hooks_blocks.append(burst(port, "/webhook", bodies[block::blocks], args.concurrency,
-                                      args.client_processes))
+            healths.append(
+                burst(port, "/health", [None] * len(bodies[block::blocks]), args.concurrency, args.client_processes)
+            )
+            hooks_blocks.append(burst(port, "/webhook", bodies[block::blocks], args.concurrency, args.client_processes))
         health, hooks = Burst.sequence(healths), Burst.sequence(hooks_blocks)
         if profiler is not None:
             os.killpg(profiler.pid, 2)
@@ -281,20 +360,28 @@ def report(args: argparse.Namespace, url: str, health: Burst, hooks: Burst) -> b
     store.engine.dispose()
     expected = args.annotations + WARMUP
     persisted = counts.get("annotations", 0)
-    print(f"store: {persisted} annotations, {counts.get('pairs', 0)} pairs for project {PROJECT} "
-          f"(expected {expected} = {WARMUP} warm-up + {args.annotations})")
+    print(
+        f"store: {persisted} annotations, {counts.get('pairs', 0)} pairs for project {PROJECT} "
+        f"(expected {expected} = {WARMUP} warm-up + {args.annotations})"
+    )
     p99_hooks, rate = hooks.ms(99), (persisted - WARMUP) / hooks.seconds
     ratio, database = p99_hooks / health.ms(99), url.split(":")[0].split("+")[0]
     print(f"p99 /webhook / p99 /health = {ratio:.2f}x (the cost of persisting over the server floor)")
-    print(f"note: with {args.concurrency} requests always in flight, mean latency = {args.concurrency} / throughput "
-          f"(Little's law): p50 <= {GOAL_P99_MS:g} ms needs >= {args.concurrency / GOAL_P99_MS * 1000:,.0f} requests/s")
+    print(
+        f"note: with {args.concurrency} requests always in flight, mean latency = {args.concurrency} / throughput "
+        f"(Little's law): p50 <= {GOAL_P99_MS:g} ms needs >= {args.concurrency / GOAL_P99_MS * 1000:,.0f} requests/s"
+    )
     ok = common.verdict(f"webhook p99 {p99_hooks:.1f} ms", f"<= {GOAL_P99_MS:g} ms", p99_hooks <= GOAL_P99_MS)
     if args.concurrency == 4 and database in GOAL_RATIO:
-        ok &= common.verdict(f"p99 ratio {ratio:.2f}x on {database}", f"<= {GOAL_RATIO[database]:g}x",
-                             ratio <= GOAL_RATIO[database])
+        ok &= common.verdict(
+            f"p99 ratio {ratio:.2f}x on {database}", f"<= {GOAL_RATIO[database]:g}x", ratio <= GOAL_RATIO[database]
+        )
     ok &= common.verdict(f"persisted {rate:,.0f} annotations/s", f">= {GOAL_RATE:g}/s", rate >= GOAL_RATE)
-    ok &= common.verdict(f"all persisted ({persisted}/{expected}), no failures ({len(hooks.failures)})",
-                         "every webhook stored", persisted == expected and not hooks.failures)
+    ok &= common.verdict(
+        f"all persisted ({persisted}/{expected}), no failures ({len(hooks.failures)})",
+        "every webhook stored",
+        persisted == expected and not hooks.failures,
+    )
     return ok
 
 

@@ -1,5 +1,6 @@
 """Fixtures every layer shares: real Redis (own database number, flushed), Settings on tmp stores, tiny local
 models, the Flask app. Fixtures only: the helpers live in tests.support, and nothing imports this module."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 CUDA_VISIBLE_DEVICES is set before torch is imported, and the parent never touches CUDA: RQ forks a
 work-horse per job, and CUDA does not survive a fork (pytorch/pytorch#68861).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,12 +13,16 @@ import os
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", help="GPU index to pin (sets CUDA_VISIBLE_DEVICES); omit for CPU or all")
-    parser.add_argument("--queues", default="generate,train",
-                        help="queues to serve, in priority order (default: generate,train)")
+    parser.add_argument(
+        "--queues", default="generate,train", help="queues to serve, in priority order (default: generate,train)"
+    )
     parser.add_argument("--burst", action="store_true", help="drain the queues, then exit")
     parser.add_argument("--name", help="worker name (default: RQ's)")
-    parser.add_argument("--no-preload", action="store_true",
-                        help="import the job modules in each work-horse instead of once in the worker")
+    parser.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="import the job modules in each work-horse instead of once in the worker",
+    )
     args = parser.parse_args(argv)
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
@@ -43,8 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     if not args.no_preload:
         preload()
-    worker = RLHFWorker(queues, connection=ctx.queue.redis, name=args.name,
-                        stall_seconds=settings.job_stall_seconds)
+    worker = RLHFWorker(queues, connection=ctx.queue.redis, name=args.name, stall_seconds=settings.job_stall_seconds)
     worker.log.info("torch threads per job: %d; stall guard: %gs", threads, settings.job_stall_seconds)
     worker.work(burst=args.burst, with_scheduler=False)
 

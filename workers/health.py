@@ -1,4 +1,5 @@
 """Container healthcheck: a worker's process can run while it serves nothing; this asks Redis whether it does."""
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,9 @@ def _started(pid: int) -> float | None:
     """When pid started here, in epoch seconds; None when it does not run here (or has exited, unreaped)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
+        )
     except (OSError, IndexError, ValueError, StopIteration):
         return None
     if fields[0] in ("Z", "X"):
@@ -87,26 +89,39 @@ def problem(queue: JobQueue, names: str, hostname: str, max_age: float = MAX_HEA
     for w in fresh:
         serves = set(w.queue_names())
         if all(q.name in serves and w.key in registered[q.name] for q in wanted):
-            log.info("worker %s (pid %s) serves %s; heartbeat %.0f s ago", w.name, w.pid, ", ".join(
-                w.queue_names()), _age(w))
+            log.info(
+                "worker %s (pid %s) serves %s; heartbeat %.0f s ago", w.name, w.pid, ", ".join(w.queue_names()), _age(w)
+            )
             return None
     w = fresh[0]
-    return f"worker {w.name} (pid {w.pid}) serves {', '.join(w.queue_names()) or 'no queue'}, not " \
-           f"{', '.join(q.name for q in wanted)}"
+    return (
+        f"worker {w.name} (pid {w.pid}) serves {', '.join(w.queue_names()) or 'no queue'}, not "
+        f"{', '.join(q.name for q in wanted)}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m workers.health", description=__doc__.splitlines()[0])
-    parser.add_argument("--queues", default="generate,train",
-                        help="the queues the worker was started with, as `python -m workers --queues` takes them")
-    parser.add_argument("--max-age", type=float, default=MAX_HEARTBEAT_AGE,
-                        help=f"oldest heartbeat that counts, in seconds (default {MAX_HEARTBEAT_AGE})")
+    parser.add_argument(
+        "--queues",
+        default="generate,train",
+        help="the queues the worker was started with, as `python -m workers --queues` takes them",
+    )
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        default=MAX_HEARTBEAT_AGE,
+        help=f"oldest heartbeat that counts, in seconds (default {MAX_HEARTBEAT_AGE})",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     try:
         settings = get_settings()
-        redis = Redis.from_url(settings.redis_url, socket_timeout=HEALTHCHECK_REDIS_TIMEOUT,
-                                socket_connect_timeout=HEALTHCHECK_REDIS_TIMEOUT)
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=HEALTHCHECK_REDIS_TIMEOUT,
+            socket_connect_timeout=HEALTHCHECK_REDIS_TIMEOUT,
+        )
         reason = problem(JobQueue(settings, redis), args.queues, socket.gethostname(), args.max_age)
     except Exception as exc:  # any failure to find out is a reason to report, not a traceback
         reason = f"{type(exc).__name__}: {exc}"

@@ -1,4 +1,6 @@
-"""`python -m backend <command>`: serve, connect, import, generate, train, resync, status, cancel, rollback, promote, report, export."""
+"""`python -m backend <command>`: serve, connect, import, generate, train, resync, status, cancel, rollback, promote,
+report, export."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +37,9 @@ def _services(settings: Settings) -> Services:
 def _model(settings: Settings) -> RLHFBackend:
     """The same domain object the HTTP layer uses, without the HTTP layer."""
     services = _services(settings)
-    watcher = ModelWatcher(services.registries, services.queue.redis, services.queue.models_channel,
-                           settings.model_poll_seconds)
+    watcher = ModelWatcher(
+        services.registries, services.queue.redis, services.queue.models_channel, settings.model_poll_seconds
+    )
     return RLHFBackend(settings, services.store, services.queue, watcher)
 
 
@@ -51,11 +54,18 @@ def _client(settings: Settings, args: argparse.Namespace, store: Store) -> Any:
             raise SystemExit("--url and --api-key go together (or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
         return labelstudio.client(url, key)
     project = store.project(args.project)
-    found = labelstudio.access(project and project.ls_url, project and project.ls_token, settings.label_studio_url,
-                               settings.label_studio_api_key, settings.allowed_label_studio_hosts)
+    found = labelstudio.access(
+        project and project.ls_url,
+        project and project.ls_token,
+        settings.label_studio_url,
+        settings.label_studio_api_key,
+        settings.allowed_label_studio_hosts,
+    )
     if found is None:
-        raise SystemExit(f"no Label Studio address for project {args.project}: run `connect` for it first (Label "
-                         "Studio then sends the backend its address and token), or pass --url and --api-key")
+        raise SystemExit(
+            f"no Label Studio address for project {args.project}: run `connect` for it first (Label "
+            "Studio then sends the backend its address and token), or pass --url and --api-key"
+        )
     return labelstudio.client(*found)
 
 
@@ -69,31 +79,50 @@ def _project_config(model: RLHFBackend, client: Any, project_id: int) -> str:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:backend.http.gunicorn_conf", "backend.http.wsgi:app",
-            "--bind", f"{args.host or settings.bind_host}:{settings.port}",
-            *(["--workers", str(args.workers)] if args.workers else []),
-            *(["--threads", str(args.threads)] if args.threads else [])]
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:backend.http.gunicorn_conf",
+        "backend.http.wsgi:app",
+        "--bind",
+        f"{args.host or settings.bind_host}:{settings.port}",
+        *(["--workers", str(args.workers)] if args.workers else []),
+        *(["--threads", str(args.threads)] if args.threads else []),
+    ]
     os.execv(sys.executable, argv)
 
 
 def cmd_connect(settings: Settings, args: argparse.Namespace) -> None:
     config = Path(args.label_config).read_text() if args.label_config else (ROOT / "label_config.xml").read_text()
     parse_layout(config)
-    result = labelstudio.connect(args.url or settings.label_studio_url, args.api_key or settings.label_studio_api_key,
-                                 args.backend_url, project_id=args.project, title=args.title, label_config=config,
-                                 auth_user=settings.basic_auth_user, auth_pass=settings.basic_auth_pass)
+    result = labelstudio.connect(
+        args.url or settings.label_studio_url,
+        args.api_key or settings.label_studio_api_key,
+        args.backend_url,
+        project_id=args.project,
+        title=args.title,
+        label_config=config,
+        auth_user=settings.basic_auth_user,
+        auth_pass=settings.basic_auth_pass,
+    )
     for line in result.actions:
         print(line)
     print(f"project {result.project_id} is connected to {labelstudio.project_url(args.backend_url, result.project_id)}")
     print(f"Label Studio serves model version {result.model_version!r} (Settings -> Predictions lists the versions)")
     project = _services(settings).store.project(result.project_id)
     if project is not None and project.ls_url and project.ls_token:
-        print(f"the backend reaches this Label Studio at {project.ls_url}: import, generate and resync --project "
-              f"{result.project_id} need no --url")
+        print(
+            f"the backend reaches this Label Studio at {project.ls_url}: import, generate and resync --project "
+            f"{result.project_id} need no --url"
+        )
     else:
-        print(f"warning: the backend at {args.backend_url} did not record Label Studio's /setup in this store "
-              f"({_safe(settings.sqlalchemy_url)}); import, generate and resync will need --url and --api-key",
-              file=sys.stderr)
+        print(
+            f"warning: the backend at {args.backend_url} did not record Label Studio's /setup in this store "
+            f"({_safe(settings.sqlalchemy_url)}); import, generate and resync will need --url and --api-key",
+            file=sys.stderr,
+        )
 
 
 def _generate(model: RLHFBackend, client: Any, project_id: int, reason: str) -> None:
@@ -133,8 +162,9 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> None:
         raise SystemExit("train needs --project N")
     if args.recipe:
         model.store.save_project(args.project, algorithm=args.recipe)
-    print(json.dumps(model.fit("START_TRAINING", {"action": "START_TRAINING", "project": {"id": args.project}}),
-                     indent=2))
+    print(
+        json.dumps(model.fit("START_TRAINING", {"action": "START_TRAINING", "project": {"id": args.project}}), indent=2)
+    )
 
 
 def _sft_rows(settings: Settings, args: argparse.Namespace, store: Store) -> list[dict[str, str]]:
@@ -143,12 +173,16 @@ def _sft_rows(settings: Settings, args: argparse.Namespace, store: Store) -> lis
         rows = [json.loads(line) for line in Path(args.data).read_text().splitlines() if line.strip()]
     elif args.project is not None:
         client = _client(settings, args, store)
-        rows = demonstrations(labelstudio.label_config_of(client, args.project),
-                              labelstudio.export_annotations(client, args.project))
+        rows = demonstrations(
+            labelstudio.label_config_of(client, args.project), labelstudio.export_annotations(client, args.project)
+        )
     else:
         raise SystemExit("train sft needs --data FILE.jsonl of {prompt, response}, or --project N")
-    bad = [i for i, r in enumerate(rows) if not (isinstance(r, dict) and isinstance(r.get("prompt"), str)
-                                                 and isinstance(r.get("response"), str))]
+    bad = [
+        i
+        for i, r in enumerate(rows)
+        if not (isinstance(r, dict) and isinstance(r.get("prompt"), str) and isinstance(r.get("response"), str))
+    ]
     if bad or not rows:
         raise SystemExit(f"no usable rows: rows {bad[:5]} lack string 'prompt' and 'response'")
     return rows
@@ -162,8 +196,10 @@ def cmd_resync(settings: Settings, args: argparse.Namespace) -> None:
     model.store.clear_project(args.project)
     model.store.save_tasks(args.project, [(t["id"], t["data"]) for t in exported])
     counts = _record_export(model, args.project, config, exported)
-    print(f"project {args.project}: {counts['annotations']} annotations, {counts['pairs']} pairs, "
-          f"{counts['rejected']} rejected")
+    print(
+        f"project {args.project}: {counts['annotations']} annotations, {counts['pairs']} pairs, "
+        f"{counts['rejected']} rejected"
+    )
 
 
 def _record_export(model: RLHFBackend, project_id: int, config: str, exported: list[dict[str, Any]]) -> dict[str, int]:
@@ -229,8 +265,9 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> None:
 
     services = _services(settings)
     out = Path(args.out or f"export/project-{args.project}")
-    for line in export_project(services.store, services.registries, args.project, out, model=args.model,
-                               with_model=not args.no_model).lines():
+    for line in export_project(
+        services.store, services.registries, args.project, out, model=args.model, with_model=not args.no_model
+    ).lines():
         print(line)
 
 
@@ -250,9 +287,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--label-config", help="label config XML file (default label_config.xml)")
     c.add_argument("--backend-url", default="http://localhost:9090", help="URL Label Studio reaches this backend at")
     c.set_defaults(func=cmd_connect)
-    for name, func, text in (("import", cmd_import, "import prompts (JSON, JSONL, CSV, lines) with empty candidates"),
-                             ("generate", cmd_generate, "queue candidate generation for a project's tasks"),
-                             ("resync", cmd_resync, "rebuild a project's store from Label Studio's export")):
+    for name, func, text in (
+        ("import", cmd_import, "import prompts (JSON, JSONL, CSV, lines) with empty candidates"),
+        ("generate", cmd_generate, "queue candidate generation for a project's tasks"),
+        ("resync", cmd_resync, "rebuild a project's store from Label Studio's export"),
+    ):
         q = sub.add_parser(name, help=text)
         q.add_argument("--project", type=int, required=True)
         q.add_argument("--url")
@@ -306,15 +345,20 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     if args.command is None:
         args = parser().parse_args(["serve", *(argv or [])])
-    print(f"using Redis {_safe(settings.redis_url)}, store {_safe(settings.sqlalchemy_url)}, registry "
-          f"{settings.model_dir}", file=sys.stderr)
+    print(
+        f"using Redis {_safe(settings.redis_url)}, store {_safe(settings.sqlalchemy_url)}, registry "
+        f"{settings.model_dir}",
+        file=sys.stderr,
+    )
     try:
         args.func(settings, args)
     except RedisError as exc:
         _fail(f"Redis at {settings.redis_url} is unreachable ({exc}); start it, or set REDIS_URL")
     except (httpx.HTTPError, ApiError) as exc:
-        _fail(f"Label Studio did not answer as expected ({type(exc).__name__}: {str(exc)[:300]}); check --url "
-              "and --api-key (or LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+        _fail(
+            f"Label Studio did not answer as expected ({type(exc).__name__}: {str(exc)[:300]}); check --url "
+            "and --api-key (or LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)"
+        )
     except SQLAlchemyError as exc:
         _fail(f"the store at {settings.sqlalchemy_url.split('@')[-1]} failed: {str(exc).splitlines()[0]}")
     except (ValueError, LookupError, labelstudio.LabelStudioError, OSError) as exc:

@@ -4,6 +4,7 @@ meaning), so the documented settings are the ones the code reads.
 `python -m backend.admin.config_docs` rewrites the table between the two marker comments of
 docs/configuration.md, keeping the prose around it; `--check` only says whether it is up to date (exit 1 if not).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,9 @@ def render(document: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when the file differs from what would be written")
-    parser.add_argument("--path", type=Path, default=DOC,
-                        help=f"the page to rewrite (default {DOC.relative_to(CHECKOUT)})")
+    parser.add_argument(
+        "--path", type=Path, default=DOC, help=f"the page to rewrite (default {DOC.relative_to(CHECKOUT)})"
+    )
     args = parser.parse_args(argv)
     current = args.path.read_text()
     wanted = render(current)

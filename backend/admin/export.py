@@ -1,6 +1,7 @@
 """`python -m backend export`: what a team takes to its own training stack. A project's preference pairs as
 JSONL and as a Hugging Face `datasets` folder, and one model version of its lineage as a plain Hugging Face
 directory with a model card (recipe, data, metrics, parents, gate verdict)."""
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,22 @@ log = logging.getLogger(__name__)
 
 PAIRS_FILE, DATASET_DIR, MODEL_DIR = "pairs.jsonl", "dataset", "model"
 META_FILE = "rlhf_meta.json"  # meta.json under a name no Hugging Face loader reads
-COLUMNS = {"id": "int64", "task_id": "int64", "prompt": "string", "chosen": "string", "rejected": "string",
-           "chosen_finished": "bool", "rejected_finished": "bool", "annotator": "int64", "selection": "string", "generation": "string", "policy_version": "int64",
-           "created_at": "string", "project_id": "int64", "lineage": "string"}
+COLUMNS = {
+    "id": "int64",
+    "task_id": "int64",
+    "prompt": "string",
+    "chosen": "string",
+    "rejected": "string",
+    "chosen_finished": "bool",
+    "rejected_finished": "bool",
+    "annotator": "int64",
+    "selection": "string",
+    "generation": "string",
+    "policy_version": "int64",
+    "created_at": "string",
+    "project_id": "int64",
+    "lineage": "string",
+}
 _MODEL_NAME = re.compile(r"^(policy|reward)-v(\d+)$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 EMBEDDED_BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what policy v0 "embedded:..." was converted from
@@ -44,16 +58,21 @@ class Exported:
     model_path: Path | None = None
 
     def lines(self) -> list[str]:
-        found = [f"project {self.project_id} (lineage {self.lineage}): {self.pairs} pairs -> {self.pairs_path}",
-                 f"dataset of {self.pairs} rows -> {self.dataset_path}"]
+        found = [
+            f"project {self.project_id} (lineage {self.lineage}): {self.pairs} pairs -> {self.pairs_path}",
+            f"dataset of {self.pairs} rows -> {self.dataset_path}",
+        ]
         if self.model_path is not None:
-            found.append(f"{self.model} ({self.recipe or 'unknown recipe'}) -> {self.model_path} "
-                         f"(model card {self.model_path / 'README.md'})")
+            found.append(
+                f"{self.model} ({self.recipe or 'unknown recipe'}) -> {self.model_path} "
+                f"(model card {self.model_path / 'README.md'})"
+            )
         return found
 
 
-def export_project(store: Store, registries: Registries, project_id: int, out: Path, model: str | None = None,
-                   with_model: bool = True) -> Exported:
+def export_project(
+    store: Store, registries: Registries, project_id: int, out: Path, model: str | None = None, with_model: bool = True
+) -> Exported:
     """Write pairs.jsonl, dataset/ and (unless with_model is False) model/ under `out`. `model` names a version
     ("policy-v3", "reward-v2"); None takes the lineage's served policy. A bad name fails before anything is
     written."""
@@ -89,8 +108,10 @@ def resolve_model(registry: Registry, lineage: str, name: str | None) -> tuple[K
         raise ValueError(f"--model must name a version like policy-v3 or reward-v2, got {name!r}")
     kind, version = match.group(1), int(match.group(2))
     if version not in registry.versions(kind) or not registry.path(kind, version).is_dir():
-        raise RegistryError(f"{kind} v{version} does not exist in lineage {lineage}; have "
-                            f"{[f'{kind}-v{v}' for v in registry.versions(kind)]}")
+        raise RegistryError(
+            f"{kind} v{version} does not exist in lineage {lineage}; have "
+            f"{[f'{kind}-v{v}' for v in registry.versions(kind)]}"
+        )
     return kind, version
 
 
@@ -168,31 +189,69 @@ def base_model(registry: Registry, kind: Kind, version: int) -> str | None:
     return None
 
 
-def model_card(kind: Kind, version: int, meta: dict[str, Any], lineage: str, base: str | None,
-               now: datetime | None = None) -> str:
+def model_card(
+    kind: Kind, version: int, meta: dict[str, Any], lineage: str, base: str | None, now: datetime | None = None
+) -> str:
     """A Hugging Face README.md: front matter the hub indexes, then how this version was made."""
-    front = ["---", "library_name: transformers", "tags:", "- rlhf", "- trl", "- label-studio",
-             f"pipeline_tag: {'text-generation' if kind == 'policy' else 'text-classification'}"]
+    front = [
+        "---",
+        "library_name: transformers",
+        "tags:",
+        "- rlhf",
+        "- trl",
+        "- label-studio",
+        f"pipeline_tag: {'text-generation' if kind == 'policy' else 'text-classification'}",
+    ]
     if base:
         front.append(f"base_model: {base}")
     front.append("---")
     recipe = meta.get("recipe") or "unknown"
-    what = ("A policy (causal LM)" if kind == "policy"
-            else "A reward model (one-output sequence classifier: a higher score is a preferred answer)")
+    what = (
+        "A policy (causal LM)"
+        if kind == "policy"
+        else "A reward model (one-output sequence classifier: a higher score is a preferred answer)"
+    )
     exported = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
-    body = [f"# {lineage} {kind}-v{version}", "",
-            f"{what} trained from human preferences collected in Label Studio by the RLHF backend.", "",
-            "## Recipe", "", f"- recipe: `{recipe}`" + (f" (from `{meta['source']}`)" if meta.get("source") else ""),
-            *_items({k: meta[k] for k in ("use_lora", "bf16", "seconds") if k in meta}),
-            *_items(meta.get("hyperparameters") or {}, "hyperparameter "), "",
-            "## Data", "", *(_items(meta.get("data") or {}) or ["- none recorded"]), "",
-            "## Metrics", "", *(_items(meta.get("metrics") or {}) or ["- none recorded"]), "",
-            "## Parents", "", *(_parents(meta.get("parents") or {}) or ["- none (a base model)"]), "",
-            "## Promotion gate", "", *_gate(meta.get("gate")), "",
-            "## Provenance", "", f"- lineage: `{lineage}`", f"- version: `{kind}-v{version}`",
-            *([f"- promoted at: {_when(meta['promoted_at'])}"] if isinstance(meta.get("promoted_at"), (int, float))
-              else []),
-            f"- exported at: {exported}", f"- full metadata: `{META_FILE}`", ""]
+    body = [
+        f"# {lineage} {kind}-v{version}",
+        "",
+        f"{what} trained from human preferences collected in Label Studio by the RLHF backend.",
+        "",
+        "## Recipe",
+        "",
+        f"- recipe: `{recipe}`" + (f" (from `{meta['source']}`)" if meta.get("source") else ""),
+        *_items({k: meta[k] for k in ("use_lora", "bf16", "seconds") if k in meta}),
+        *_items(meta.get("hyperparameters") or {}, "hyperparameter "),
+        "",
+        "## Data",
+        "",
+        *(_items(meta.get("data") or {}) or ["- none recorded"]),
+        "",
+        "## Metrics",
+        "",
+        *(_items(meta.get("metrics") or {}) or ["- none recorded"]),
+        "",
+        "## Parents",
+        "",
+        *(_parents(meta.get("parents") or {}) or ["- none (a base model)"]),
+        "",
+        "## Promotion gate",
+        "",
+        *_gate(meta.get("gate")),
+        "",
+        "## Provenance",
+        "",
+        f"- lineage: `{lineage}`",
+        f"- version: `{kind}-v{version}`",
+        *(
+            [f"- promoted at: {_when(meta['promoted_at'])}"]
+            if isinstance(meta.get("promoted_at"), (int, float))
+            else []
+        ),
+        f"- exported at: {exported}",
+        f"- full metadata: `{META_FILE}`",
+        "",
+    ]
     return "\n".join(front + body)
 
 
@@ -202,8 +261,10 @@ def _items(values: dict[str, Any], prefix: str = "") -> list[str]:
 
 def _parents(parents: dict[str, Any]) -> list[str]:
     """{"policy": 1, "reward": 2, "reference": 0} as version names: only the reward parent is a reward model."""
-    return [f"- {role}: {'reward' if role == 'reward' else 'policy'}-v{v}" if isinstance(v, int) else f"- {role}: {v}"
-            for role, v in parents.items()]
+    return [
+        f"- {role}: {'reward' if role == 'reward' else 'policy'}-v{v}" if isinstance(v, int) else f"- {role}: {v}"
+        for role, v in parents.items()
+    ]
 
 
 def _gate(gate: Any) -> list[str]:

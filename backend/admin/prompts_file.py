@@ -1,4 +1,5 @@
 """Read a plain list of prompts from JSON, JSONL, CSV or one-per-line text."""
+
 from __future__ import annotations
 
 import csv
@@ -16,7 +17,9 @@ def _prompt(item: Any) -> str | None:
     if isinstance(item, str):
         return item
     if isinstance(item, dict):
-        value = item.get("prompt", (item.get("data") or {}).get("prompt") if isinstance(item.get("data"), dict) else None)
+        value = item.get(
+            "prompt", (item.get("data") or {}).get("prompt") if isinstance(item.get("data"), dict) else None
+        )
         return value if isinstance(value, str) else None
     return None
 
@@ -39,7 +42,7 @@ def parse_prompts(text: str, source: str, suffix: str = "") -> list[str]:
         rows = list(csv.reader(io.StringIO(text)))
         header = [h.strip().lower() for h in rows[0]] if rows else []
         column = header.index("prompt") if "prompt" in header else 0
-        items = [r[column] for r in rows[1 if "prompt" in header else 0:] if len(r) > column]
+        items = [r[column] for r in rows[1 if "prompt" in header else 0 :] if len(r) > column]
     else:
         items = text.splitlines()
     prompts = [p.strip() for p in map(_prompt, items) if isinstance(p, str) and p.strip()]

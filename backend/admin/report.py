@@ -1,5 +1,6 @@
 """`python -m backend report`: each version's gate verdict and metrics with their sample sizes and intervals,
 as a table and a PNG (rejected versions drawn apart), plus what the labels themselves say."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,13 +30,21 @@ def headline(kind: str, row: dict[str, Any]) -> str:
     if m.get("win_rate") is None:
         return ""
     judge = f"reward v{m['judge_reward_version']}" if "judge_reward_version" in m else "its reward model"
-    own = (f"; its own objective {m['own_reward_before']:.3f} -> {m['own_reward_after']:.3f}"
-           if "own_reward_after" in m else "")
-    cut = (f"; answers cut at the limit {m['truncated_before']:.0%} -> {m['truncated_after']:.0%}"
-           if "truncated_after" in m else "")
-    return (f"win-rate vs previous {_interval(m, 'win_rate')} n={m.get('n_prompts', '?')} prompts under {judge}; "
-            f"KL {m.get('kl', float('nan')):.3f}; reward under that judge {m.get('reward_before', float('nan')):.3f}"
-            f" -> {m.get('reward_after', float('nan')):.3f}{own}{cut}")
+    own = (
+        f"; its own objective {m['own_reward_before']:.3f} -> {m['own_reward_after']:.3f}"
+        if "own_reward_after" in m
+        else ""
+    )
+    cut = (
+        f"; answers cut at the limit {m['truncated_before']:.0%} -> {m['truncated_after']:.0%}"
+        if "truncated_after" in m
+        else ""
+    )
+    return (
+        f"win-rate vs previous {_interval(m, 'win_rate')} n={m.get('n_prompts', '?')} prompts under {judge}; "
+        f"KL {m.get('kl', float('nan')):.3f}; reward under that judge {m.get('reward_before', float('nan')):.3f}"
+        f" -> {m.get('reward_after', float('nan')):.3f}{own}{cut}"
+    )
 
 
 def format_table(registry: Registry, lineage_status: dict[str, Any] | None = None) -> str:
@@ -43,8 +52,10 @@ def format_table(registry: Registry, lineage_status: dict[str, Any] | None = Non
     for kind in ("reward", "policy"):
         for row in registry.catalog()[kind]:
             gate = gate_of(row)
-            lines.append(f"{kind:<6} v{row['version']:<3} {row.get('recipe', '-'):<6} {'served' if row['current'] else '':<6} "
-                         f"{gate or '-':<10} {headline(kind, row)}")
+            lines.append(
+                f"{kind:<6} v{row['version']:<3} {row.get('recipe', '-'):<6} {'served' if row['current'] else '':<6} "
+                f"{gate or '-':<10} {headline(kind, row)}"
+            )
             if (row.get("gate") or {}).get("reason"):
                 lines.append(f"{'':<14}gate: {row['gate']['reason']}")
     for label, value in label_lines(lineage_status or {}):
@@ -57,9 +68,14 @@ def label_lines(status: dict[str, Any]) -> list[tuple[str, str]]:
     lines = []
     agree = status.get("agreement") or {}
     if agree.get("n"):
-        lines.append(("inter-annotator agreement", f"{agree['value']:.3f} [{agree['low']:.3f}, {agree['high']:.3f}] "
-                                                   f"n={agree['n']} comparisons on {agree['tasks']} tasks "
-                                                   "(the ceiling of reward-model accuracy)"))
+        lines.append(
+            (
+                "inter-annotator agreement",
+                f"{agree['value']:.3f} [{agree['low']:.3f}, {agree['high']:.3f}] "
+                f"n={agree['n']} comparisons on {agree['tasks']} tasks "
+                "(the ceiling of reward-model accuracy)",
+            )
+        )
     for name, r in (status.get("human_judged") or {}).items():
         if r.get("n"):
             lines.append((f"human-judged {name}", f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}] n={r['n']}"))
@@ -76,12 +92,25 @@ def write_report(registry: Registry, lineage: str, out: Path, lineage_status: di
     catalog = registry.catalog()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     agree = (lineage_status or {}).get("agreement") or {}
-    _rates(axes[0], catalog["reward"], "accuracy", "reward model: held-out accuracy (95 % CI, n pairs)",
-           ceiling=agree.get("value") if agree.get("n") else None)
-    _rates(axes[1], catalog["policy"], "win_rate", "policy: win-rate vs the previous policy\n"
-           "(95 % CI, n prompts; judged by a reward model it was not optimised against)", even=0.5)
+    _rates(
+        axes[0],
+        catalog["reward"],
+        "accuracy",
+        "reward model: held-out accuracy (95 % CI, n pairs)",
+        ceiling=agree.get("value") if agree.get("n") else None,
+    )
+    _rates(
+        axes[1],
+        catalog["policy"],
+        "win_rate",
+        "policy: win-rate vs the previous policy\n"
+        "(95 % CI, n prompts; judged by a reward model it was not optimised against)",
+        even=0.5,
+    )
     _kl(axes[2], catalog["policy"], (lineage_status or {}).get("kl_budget"))
-    fig.suptitle(f"RLHF report: lineage {lineage}  (o promoted, □ inconclusive, ◇ unassessed, x rejected: kept, never served)")
+    fig.suptitle(
+        f"RLHF report: lineage {lineage}  (o promoted, □ inconclusive, ◇ unassessed, x rejected: kept, never served)"
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
@@ -89,24 +118,38 @@ def write_report(registry: Registry, lineage: str, out: Path, lineage_status: di
     return format_table(registry, lineage_status)
 
 
-STYLE = {"promoted": ("o", "tab:blue"), "inconclusive": ("s", "tab:olive"), "forced": ("o", "tab:orange"),
-         "unassessed": ("D", "tab:gray"),
-         "rejected": ("x", "tab:red"), "": ("o", "tab:blue")}
+STYLE = {
+    "promoted": ("o", "tab:blue"),
+    "inconclusive": ("s", "tab:olive"),
+    "forced": ("o", "tab:orange"),
+    "unassessed": ("D", "tab:gray"),
+    "rejected": ("x", "tab:red"),
+    "": ("o", "tab:blue"),
+}
 
 
-def _rates(ax: Any, rows: list[dict[str, Any]], key: str, title: str, even: float | None = None,
-           ceiling: float | None = None) -> None:
+def _rates(
+    ax: Any, rows: list[dict[str, Any]], key: str, title: str, even: float | None = None, ceiling: float | None = None
+) -> None:
     for row in rows:
         m = row.get("metrics") or {}
         if m.get(key) is None:
             continue
         marker, colour = STYLE.get(gate_of(row), STYLE[""])
         low, high = m.get(f"{key}_low", m[key]), m.get(f"{key}_high", m[key])
-        ax.errorbar([row["version"]], [m[key]], yerr=[[m[key] - low], [high - m[key]]], fmt=marker, color=colour,
-                    capsize=4, markersize=8)
+        ax.errorbar(
+            [row["version"]],
+            [m[key]],
+            yerr=[[m[key] - low], [high - m[key]]],
+            fmt=marker,
+            color=colour,
+            capsize=4,
+            markersize=8,
+        )
         n = m.get("n_pairs", m.get("n_prompts"))
-        ax.annotate(f"n={n}", (row["version"], high), textcoords="offset points", xytext=(0, 4), ha="center",
-                    fontsize=8)
+        ax.annotate(
+            f"n={n}", (row["version"], high), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8
+        )
     if even is not None:
         ax.axhline(even, color="gray", linestyle=":", linewidth=1)
     if ceiling is not None:

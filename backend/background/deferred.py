@@ -4,6 +4,7 @@ at 4 connections, a Redis round trip per webhook (the head-refit ask) cost 12 % 
 queueing the retrain chain inline on every 50th webhook made the p99 (13.4 ms against 5.0 ms with no
 trigger); and SQLite copying its log back into the database inside whichever commit crossed 1000 pages
 made it too (16.8 ms against 13.1 ms)."""
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,7 @@ class Deferred(ProcessThread):
                 except RedisError as exc:
                     log.warning("%s for project %s deferred, Redis unavailable: %s", self.name, project_id, exc)
                 except Exception:  # the thread must outlive any one failure; the store keeps it due
-                    log.exception("%s for project %s failed; the reconciler retries what is due", self.name,
-                                  project_id)
+                    log.exception("%s for project %s failed; the reconciler retries what is due", self.name, project_id)
 
 
 class Checkpoints(ProcessThread):

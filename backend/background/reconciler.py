@@ -2,6 +2,7 @@
 lineage that is due trains (after a crash between commit and enqueue, a Redis outage, or a failed chain,
 with backoff), tasks without candidates get them, broken chains are settled, and annotations whose webhook
 never arrived are resynced from Label Studio."""
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,11 @@ class Reconciler(ProcessThread):
     def run(self) -> None:
         while not self.stopping.wait(self.settings.reconcile_seconds):
             try:
-                lock = self.queue.redis.lock(self.queue.models_channel + ":reconcile",
-                                             timeout=max(60, self.settings.reconcile_seconds * 4), blocking=False)
+                lock = self.queue.redis.lock(
+                    self.queue.models_channel + ":reconcile",
+                    timeout=max(60, self.settings.reconcile_seconds * 4),
+                    blocking=False,
+                )
                 if lock.acquire():
                     try:
                         self.run_once()
@@ -50,8 +54,11 @@ class Reconciler(ProcessThread):
     def run_once(self, now: float | None = None) -> dict[str, Any]:
         """One pass; returns what it did (also for tests and the CLI)."""
         now = time.time() if now is None else now
-        done: dict[str, Any] = {"trained": self._train_due(now), "generated": self._generate_missing(now),
-                                "settled": self.queue.settle_broken()}
+        done: dict[str, Any] = {
+            "trained": self._train_due(now),
+            "generated": self._generate_missing(now),
+            "settled": self.queue.settle_broken(),
+        }
         if self.settings.resync_seconds > 0 and now - self._last_resync >= self.settings.resync_seconds:
             done["resynced"] = self.resync()
             self._last_resync = now
@@ -61,7 +68,11 @@ class Reconciler(ProcessThread):
         """(whether the last attempt for `key` failed too recently to retry, attempts so far): the wait
         starts at RECONCILE_BACKOFF_SECONDS and doubles per attempt, up to an hour."""
         attempts, last = self.queue.attempts(key)
-        wait = min(self.settings.reconcile_backoff_seconds * 2 ** max(attempts - 1, 0), RETRY_BACKOFF_CAP) if attempts else 0
+        wait = (
+            min(self.settings.reconcile_backoff_seconds * 2 ** max(attempts - 1, 0), RETRY_BACKOFF_CAP)
+            if attempts
+            else 0
+        )
         return now - last < wait, attempts
 
     def _train_due(self, now: float) -> list[str]:
@@ -71,8 +82,9 @@ class Reconciler(ProcessThread):
             if self.queue.chain_alive(lineage) or waiting:
                 continue
             first = self.store.lineage_projects(lineage)[0]
-            self.trigger.queue_training(first, lineage, self.store.untrained_pairs(first)[1],
-                                        f"reconciler: {why} (attempt {attempts + 1})")
+            self.trigger.queue_training(
+                first, lineage, self.store.untrained_pairs(first)[1], f"reconciler: {why} (attempt {attempts + 1})"
+            )
             self.queue.note_attempt(lineage, now)
             log.info("lineage %s was due (%s): queued a chain, attempt %d", lineage, why, attempts + 1)
             queued.append(lineage)
@@ -99,9 +111,13 @@ class Reconciler(ProcessThread):
         synced = {}
         for project_id in self.store.project_ids():
             project = self.store.project(project_id)
-            found = project and labelstudio.access(project.ls_url, project.ls_token, self.settings.label_studio_url,
-                                                   self.settings.label_studio_api_key,
-                                                   self.settings.allowed_label_studio_hosts)
+            found = project and labelstudio.access(
+                project.ls_url,
+                project.ls_token,
+                self.settings.label_studio_url,
+                self.settings.label_studio_api_key,
+                self.settings.allowed_label_studio_hosts,
+            )
             if not found or not project.label_config:
                 continue
             started = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -115,8 +131,7 @@ class Reconciler(ProcessThread):
             self.store.save_project(project_id, synced_at=started)
         return synced
 
-    def _store_newer(self, project_id: int, config: str, exported: list[dict[str, Any]],
-                     since: datetime | None) -> int:
+    def _store_newer(self, project_id: int, config: str, exported: list[dict[str, Any]], since: datetime | None) -> int:
         count = 0
         ids = [a.get("id") for t in exported for a in t.get("annotations") or [] if isinstance(a.get("id"), int)]
         stored = self.store.annotation_results(ids)

@@ -1,6 +1,7 @@
 """The backend's background threads: each runs once per process. Threads do not survive gunicorn's fork of a
 preloaded app, so `start` is also a before-request hook: the first request a forked worker serves starts
 its own. Every one of them can be stopped (an app torn down, e.g. between tests)."""
+
 from __future__ import annotations
 
 import os

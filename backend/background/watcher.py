@@ -1,4 +1,5 @@
 """Which model versions each lineage serves: refreshed on a Redis notification, with polling as fallback."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,10 @@ class ModelWatcher(ProcessThread):
             cached = self._served.get(lineage)
             if cached is None or time.monotonic() - cached[0] > self.poll_seconds:
                 registry = self.registries.lineage(lineage)
-                cached = (time.monotonic(), Served(registry.current("policy"), registry.current("reward"),
-                                                   registry.model_version()))
+                cached = (
+                    time.monotonic(),
+                    Served(registry.current("policy"), registry.current("reward"), registry.model_version()),
+                )
                 self._served[lineage] = cached
             return cached[1]
 

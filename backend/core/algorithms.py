@@ -1,6 +1,7 @@
 """The training recipes by name and their traits, torch-free, so settings, the CLI and the gates know them
 without importing trl. Each name is a module `workers/recipes/<name>.py` declaring the same KIND (a test ties
 the two). Adding a recipe: its file, plus one line in RECIPES."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

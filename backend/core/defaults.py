@@ -3,6 +3,7 @@
 What an admin tunes lives in `backend.core.settings` (its Field default is the one place for that value);
 what follows is fixed by the protocol, a library or a measurement, and every module that needs it imports it
 from here."""
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -1,5 +1,6 @@
 """One process at a time across processes on this host: an exclusive lock on a file beside what it guards.
 Waiters are woken by the kernel the moment the holder releases (no polling)."""
+
 from __future__ import annotations
 
 import fcntl

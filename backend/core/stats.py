@@ -5,6 +5,7 @@ Every rate the backend shows (reward accuracy, win-rate, agreement) is a count o
 and an interval made one held-out prompt read as "accuracy 1.0". Torch-free: the backend, jobs and benches
 all use it.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,13 @@ def difference(a: Rate, b: Rate, z: float = Z95) -> tuple[float, float, float] |
     return d, low, high
 
 
-def clustered_difference(before: Sequence[Sequence[float]], after: Sequence[Sequence[float]], resamples: int = 10_000,
-                         seed: int = 0, level: float = 0.95) -> tuple[float, float, float] | None:
+def clustered_difference(
+    before: Sequence[Sequence[float]],
+    after: Sequence[Sequence[float]],
+    resamples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float] | None:
     """mean(after) - mean(before) with a paired percentile bootstrap over clusters, or None without data.
 
     `before[i]` and `after[i]` are the outcomes (1/0 for a rate) of cluster i (say, the samples of one prompt) under

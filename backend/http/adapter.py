@@ -4,6 +4,7 @@ A thin adapter: it checks what Label Studio sent (backend.labels.inputs), hands 
 backend.labels.annotations and training to backend.labels.trigger, and renders predictions. It never
 generates or trains: predictions come from what workers prepared, and events become queued jobs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,16 +71,32 @@ class RLHFBackend:
         params = extra_params(body.get("extra_params"))
         hostname, configured = body.get("hostname"), self.settings.label_studio_url
         if hostname and configured and hostname.rstrip("/") != configured.rstrip("/"):
-            log.info("project %s: /setup names Label Studio at %s; LABEL_STUDIO_URL %s is used instead",
-                     project_id, hostname, self.settings.label_studio_url)
-        self.store.save_project(project_id, label_config=schema, ls_url=body.get("hostname") or None,
-                                ls_token=body.get("access_token") or None, algorithm=params.get("algorithm"),
-                                lineage=params.get("lineage"), selection=params.get("selection"))
+            log.info(
+                "project %s: /setup names Label Studio at %s; LABEL_STUDIO_URL %s is used instead",
+                project_id,
+                hostname,
+                self.settings.label_studio_url,
+            )
+        self.store.save_project(
+            project_id,
+            label_config=schema,
+            ls_url=body.get("hostname") or None,
+            ls_token=body.get("access_token") or None,
+            algorithm=params.get("algorithm"),
+            lineage=params.get("lineage"),
+            selection=params.get("selection"),
+        )
         return {"model_version": self.model_version(project_id)}
 
     # /predict
-    def predict(self, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None, *,
-                project_id: int, label_config: str | None = None) -> list[dict[str, Any] | list]:
+    def predict(
+        self,
+        tasks: list[dict[str, Any]],
+        context: dict[str, Any] | None = None,
+        *,
+        project_id: int,
+        label_config: str | None = None,
+    ) -> list[dict[str, Any] | list]:
         """One result per task, in order, from the candidates and reward scores workers prepared: a prediction
         once the lineage's reward model scored the task's candidates, else an empty list, which Label Studio
         takes as "no prediction yet" (no empty tab) and asks again for later."""
@@ -93,16 +110,28 @@ class RLHFBackend:
         for task_id, data in parsed:
             candidates = layout.candidates_from_data(data)
             row = known.get(task_id)
-            fresh = row is not None and row.scores is not None and row.candidates == candidates \
+            fresh = (
+                row is not None
+                and row.scores is not None
+                and row.candidates == candidates
                 and row.reward_version == served.reward
+            )
             if candidates is None or (served.reward is not None and not fresh):
                 stale.append(task_id)
             scores = row.scores if fresh and served.reward is not None else None
-            score = task_score(selection, task_id, row if row is not None and row.candidates == candidates else None,
-                               scores) if candidates is not None else None
-            results.append([] if score is None else prediction(layout, data, scores, score,
-                                                               self.settings.preselect_choice)
-                           | {"model_version": served.model_version})
+            score = (
+                task_score(
+                    selection, task_id, row if row is not None and row.candidates == candidates else None, scores
+                )
+                if candidates is not None
+                else None
+            )
+            results.append(
+                []
+                if score is None
+                else prediction(layout, data, scores, score, self.settings.preselect_choice)
+                | {"model_version": served.model_version}
+            )
         if stale:
             self.trigger.queue_generation(project_id, stale, "predict")
         return results
@@ -111,10 +140,14 @@ class RLHFBackend:
     def fit(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
         """Persist what a webhook carries, then queue the work it implies; returns what was done."""
         handler = {
-            "ANNOTATION_CREATED": self._annotation, "ANNOTATION_UPDATED": self._annotation,
-            "ANNOTATIONS_CREATED": self._annotations, "ANNOTATIONS_DELETED": self._deleted,
-            "TASKS_CREATED": self._tasks_created, "TASKS_DELETED": self._tasks_deleted,
-            "START_TRAINING": self._start_training, "PROJECT_UPDATED": self._project_updated,
+            "ANNOTATION_CREATED": self._annotation,
+            "ANNOTATION_UPDATED": self._annotation,
+            "ANNOTATIONS_CREATED": self._annotations,
+            "ANNOTATIONS_DELETED": self._deleted,
+            "TASKS_CREATED": self._tasks_created,
+            "TASKS_DELETED": self._tasks_deleted,
+            "START_TRAINING": self._start_training,
+            "PROJECT_UPDATED": self._project_updated,
             "PROJECT_DELETED": self._project_deleted,
         }.get(event)
         if handler is None:
@@ -124,8 +157,9 @@ class RLHFBackend:
     def _annotation(self, data: dict[str, Any]) -> dict[str, Any]:
         annotation = require(data, "annotation", dict)
         project_id = project_id_of(data.get("project") or annotation.get("project"))
-        saved = self.annotations.save_all(project_id, self.config(project_id, data.get("project")),
-                                          [(annotation, data.get("task"))])
+        saved = self.annotations.save_all(
+            project_id, self.config(project_id, data.get("project")), [(annotation, data.get("task"))]
+        )
         return saved.summary()
 
     def _annotations(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -135,8 +169,9 @@ class RLHFBackend:
         listed = data.get("tasks", data.get("task"))  # Label Studio 1.23 sends "task": [...] here
         tasks = {t.get("id"): t for t in listed if isinstance(t, dict)} if isinstance(listed, list) else {}
         project_id = project_id_of(data.get("project") or (annotations[0].get("project") if annotations else None))
-        saved = self.annotations.save_all(project_id, self.config(project_id, data.get("project")),
-                                          [(a, tasks.get(task_ref(a))) for a in annotations])
+        saved = self.annotations.save_all(
+            project_id, self.config(project_id, data.get("project")), [(a, tasks.get(task_ref(a))) for a in annotations]
+        )
         return {"annotations": len(annotations), **saved.summary()}
 
     def _deleted(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """Flask app factory: settings in, app out; clients live in `app.extensions`."""
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # Requests never wait long on Redis (Label Studio gives a webhook 1 s): what needs it is deferred instead.
     timeout = settings.redis_request_timeout
-    services = build(settings, Redis.from_url(settings.redis_url, socket_timeout=timeout,
-                                              socket_connect_timeout=timeout), checkpoint_in_commits=False)
+    services = build(
+        settings,
+        Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout),
+        checkpoint_in_commits=False,
+    )
     listener = Redis.from_url(settings.redis_url, health_check_interval=30)  # pub/sub blocks: no short timeout
     watcher = ModelWatcher(services.registries, listener, services.queue.models_channel, settings.model_poll_seconds)
     backend = RLHFBackend(settings, services.store, services.queue, watcher)
@@ -50,6 +54,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     rq_dashboard.web.setup_rq_connection(app)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
     register_errors(app)
-    log.info("backend ready: base %s, lineages %s, store %s", services.registries.base.model_version(),
-             services.registries.lineages(), services.store.engine.url.drivername)
+    log.info(
+        "backend ready: base %s, lineages %s, store %s",
+        services.registries.base.model_version(),
+        services.registries.lineages(),
+        services.store.engine.url.drivername,
+    )
     return app

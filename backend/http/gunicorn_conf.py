@@ -1,5 +1,6 @@
 """gunicorn's settings for the backend: one place for `python -m backend serve` and the Docker image
 (`gunicorn -c python:backend.http.gunicorn_conf backend.http.wsgi:app`); command-line flags override them."""
+
 from backend.core.defaults import REQUEST_TIMEOUT
 from backend.core.settings import get_settings
 
@@ -17,4 +18,6 @@ def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
         server.log.warning(
             "AUTHENTICATION IS OFF and the backend listens on %s: anyone who reaches it can post annotations, "
             "queue training and read /status. Set BASIC_AUTH_USER and BASIC_AUTH_PASS, or bind to 127.0.0.1 "
-            "(README: Security).", ", ".join(exposed))
+            "(README: Security).",
+            ", ".join(exposed),
+        )

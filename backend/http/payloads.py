@@ -1,6 +1,7 @@
 """What Label Studio (or anyone) may send, checked at the edge: JSON that parses within bounds, holds no text a
 database cannot store, and has the declared shape for each endpoint and webhook action. Anything else is a
 4xx with a message, before the domain sees it."""
+
 from __future__ import annotations
 
 import json
@@ -192,9 +193,13 @@ class ProjectEvent(WebhookBody):
 
 
 WEBHOOKS: dict[str, type[WebhookBody]] = {
-    "ANNOTATION_CREATED": AnnotationEvent, "ANNOTATION_UPDATED": AnnotationEvent,
-    "ANNOTATIONS_CREATED": AnnotationsEvent, "ANNOTATIONS_DELETED": DeletedEvent,
-    "TASKS_CREATED": TasksEvent, "TASKS_DELETED": TaskIdsEvent, "PROJECT_DELETED": ProjectEvent,
+    "ANNOTATION_CREATED": AnnotationEvent,
+    "ANNOTATION_UPDATED": AnnotationEvent,
+    "ANNOTATIONS_CREATED": AnnotationsEvent,
+    "ANNOTATIONS_DELETED": DeletedEvent,
+    "TASKS_CREATED": TasksEvent,
+    "TASKS_DELETED": TaskIdsEvent,
+    "PROJECT_DELETED": ProjectEvent,
 }
 
 

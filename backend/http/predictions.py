@@ -1,5 +1,6 @@
 """What /predict returns per task: the score Label Studio orders its queue by, and a prediction that selects
 nothing unless PRESELECT_CHOICE asks for the reward model's pick."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,8 +21,9 @@ def task_score(selection: str, task_id: int, row: Task | None, scores: list[floa
     return confidence(scores) if scores is not None else None
 
 
-def prediction(layout: Layout, data: dict[str, Any], scores: list[float] | None, score: float,
-               preselect: bool) -> dict[str, Any]:
+def prediction(
+    layout: Layout, data: dict[str, Any], scores: list[float] | None, score: float, preselect: bool
+) -> dict[str, Any]:
     """A prediction that selects nothing, carrying the task's score. The reward model's pick (pairwise) or order
     (ranker) is shown pre-selected only when PRESELECT_CHOICE is on: pre-selected, it anchors annotators, and
     clicking the picked answer un-selects it."""

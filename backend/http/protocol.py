@@ -1,4 +1,5 @@
 """The Label Studio ML-backend HTTP protocol: /health /setup /predict /webhook /versions, plus /status."""
+
 from __future__ import annotations
 
 import base64
@@ -90,8 +91,12 @@ def ready() -> tuple[dict[str, Any], int]:
 def index() -> dict[str, Any]:
     """What the backend serves, for a person (behind auth like everything but /health)."""
     registries = current_app.extensions["rlhf_registries"]
-    return {"status": "UP", "model_class": type(_model()).__name__, "base": registries.base.model_version(),
-            "lineages": registries.lineages()}
+    return {
+        "status": "UP",
+        "model_class": type(_model()).__name__,
+        "base": registries.base.model_version(),
+        "lineages": registries.lineages(),
+    }
 
 
 @bp.post("/setup")
@@ -109,8 +114,9 @@ def predict() -> dict[str, Any]:
     first = tasks[0] if isinstance(tasks[0], dict) else {}
     project_id = _project(body.get("project"), first.get("project"))
     params = body.get("params") if isinstance(body.get("params"), dict) else {}
-    results = _model().predict(tasks, params.get("context"), project_id=project_id,
-                               label_config=body.get("label_config"))
+    results = _model().predict(
+        tasks, params.get("context"), project_id=project_id, label_config=body.get("label_config")
+    )
     return {"results": results, "model_version": _model().model_version(project_id)}
 
 

@@ -1,4 +1,5 @@
 """The WSGI entry point for gunicorn: `gunicorn backend.http.wsgi:app`."""
+
 from backend.core.logs import configure_logging
 from backend.http.app import create_app
 

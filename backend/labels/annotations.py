@@ -1,6 +1,7 @@
 """An annotation, from its payload to stored preference pairs: which candidates the annotator compared (they may
 have been regenerated while the task was open), the pairs its result implies, and what follows for training.
 Used by the webhook, the reconciler's resync and `python -m backend resync` alike."""
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,7 @@ class Annotations:
         follows = "retrain" if self.trigger.due(new, newest) else "nothing"
         return Saved(project_id, pairs, new, follows)
 
-    def save(self, project_id: int, config: str, annotation: dict[str, Any],
-             task: Any) -> tuple[int, tuple[int, int]]:
+    def save(self, project_id: int, config: str, annotation: dict[str, Any], task: Any) -> tuple[int, tuple[int, int]]:
         """Validate and store one annotation; returns (its pairs, the project's untrained pairs)."""
         annotation_id = require(annotation, "id", int)
         task_id = task_ref(annotation) if not isinstance(task, dict) else task.get("id")
@@ -72,26 +72,42 @@ class Annotations:
         result = annotation.get("result") or []
         skipped = bool(annotation.get("was_cancelled")) or not result
         if skipped:  # Label Studio counts the task as done; nothing is learned from it
-            log.info("annotation %s of task %s is %s: stored, no pairs (counted as skipped in /status)",
-                     annotation_id, task_id, "cancelled" if annotation.get("was_cancelled") else "empty")
+            log.info(
+                "annotation %s of task %s is %s: stored, no pairs (counted as skipped in /status)",
+                annotation_id,
+                task_id,
+                "cancelled" if annotation.get("was_cancelled") else "empty",
+            )
         layout = layout_of(config)
         shown = None if skipped else self._shown(layout, task_id, task_data, annotation, result)
         if shown is None and not skipped:
-            log.warning("annotation %s of task %s refers to candidates that were replaced and are not kept; "
-                        "stored as stale, no pairs", annotation_id, task_id)
+            log.warning(
+                "annotation %s of task %s refers to candidates that were replaced and are not kept; "
+                "stored as stale, no pairs",
+                annotation_id,
+                task_id,
+            )
         try:
             pairs = pairs_from_result(layout, shown[0], result) if shown else []
         except InvalidAnnotation as exc:
             raise InvalidRequest(f"annotation {annotation_id}: {exc}", status=422) from None
-        untrained = self.store.save_annotation(project_id, annotation_id, task_id, result, pairs, skipped,
-                                               generation=shown[1] if shown else None,
-                                               stale=shown is None and not skipped,
-                                               annotator=_annotator(annotation.get("completed_by")),
-                                               selection=self.settings.selection)
+        untrained = self.store.save_annotation(
+            project_id,
+            annotation_id,
+            task_id,
+            result,
+            pairs,
+            skipped,
+            generation=shown[1] if shown else None,
+            stale=shown is None and not skipped,
+            annotator=_annotator(annotation.get("completed_by")),
+            selection=self.settings.selection,
+        )
         return len(pairs), untrained
 
-    def _shown(self, layout: Layout, task_id: int, data: dict[str, Any], annotation: dict[str, Any],
-               result: Any) -> tuple[dict[str, Any], str | None] | None:
+    def _shown(
+        self, layout: Layout, task_id: int, data: dict[str, Any], annotation: dict[str, Any], result: Any
+    ) -> tuple[dict[str, Any], str | None] | None:
         """The task data the annotator compared, and its generation: the webhook carries the task as it is
         now, and its candidates may have been regenerated while the annotator had it open. A Ranker result
         names its generation in the item ids; for Pairwise it is the generation Label Studio was showing
@@ -109,8 +125,13 @@ class Annotations:
         old = next((g for g in generations if g.id == wanted), None)
         if old is None:
             return None
-        log.info("annotation %s of task %s: learned from generation %s the annotator saw, not the current %s",
-                 annotation.get("id"), task_id, wanted, current)
+        log.info(
+            "annotation %s of task %s: learned from generation %s the annotator saw, not the current %s",
+            annotation.get("id"),
+            task_id,
+            wanted,
+            current,
+        )
         kept = {k: v for k, v in data.items() if k != FINISHED_KEY}  # the current candidates' flags are not its
         return {**kept, **layout.candidates_to_data(old.candidates, old.id, old.finished)}, old.id
 
@@ -133,4 +154,4 @@ def _generation_at(generations: list[Generation], annotation: dict[str, Any]) ->
 def _annotator(completed_by: Any) -> int | None:
     """Label Studio's user id of who labelled it: an id in webhooks, `{"id": ...}` in some exports."""
     value = completed_by.get("id") if isinstance(completed_by, dict) else completed_by
-    return value if isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63 else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63 else None

@@ -1,5 +1,6 @@
 """What a request names, checked before anything is stored: projects, tasks, label configs and a project's
 extra params. A failure is an `InvalidRequest`, which the HTTP layer answers with its 4xx status."""
+
 from __future__ import annotations
 
 import json
@@ -99,8 +100,9 @@ def extra_params(extra_params: Any) -> dict[str, str]:
             valid_lineage(lineage)
         except RegistryError as exc:
             raise InvalidRequest(f"extra_params.{exc}") from None
-    return {k: v for k, v in (("algorithm", algorithm), ("lineage", lineage), ("selection", selection))
-            if v is not None}
+    return {
+        k: v for k, v in (("algorithm", algorithm), ("lineage", lineage), ("selection", selection)) if v is not None
+    }
 
 
 def utc(value: Any) -> datetime | None:

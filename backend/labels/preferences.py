@@ -1,4 +1,5 @@
 """Label configs and annotations -> preference pairs (prompt, chosen, rejected); no I/O."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,9 +21,20 @@ GENERATION_KEY = "generation"  # task data key naming the generation of candidat
 FINISHED_KEY = "finished"  # task data key: per candidate, whether it ended (True) or was cut at MAX_NEW_TOKENS
 # Data Manager columns that push the prompt and answers off screen and say little here (what remains: id,
 # completed, counts, annotators, prediction score, then the task's data)
-NOISY_COLUMNS = ("inner_id", "annotations_results", "annotations_ids", "predictions_results",
-                 "predictions_model_versions", "file_upload", "storage_filename", "created_at", "updated_at", "updated_by",
-                 "avg_lead_time", "draft_exists")
+NOISY_COLUMNS = (
+    "inner_id",
+    "annotations_results",
+    "annotations_ids",
+    "predictions_results",
+    "predictions_model_versions",
+    "file_upload",
+    "storage_filename",
+    "created_at",
+    "updated_at",
+    "updated_by",
+    "avg_lead_time",
+    "draft_exists",
+)
 READABLE_PREFIX = "answer_"  # Ranker task data also holds each answer as answer_1..answer_K, for the Data Manager
 
 
@@ -59,8 +71,9 @@ class Layout:
             return {key: "" for key in self.answer_keys}
         return {self.answer_keys[0]: []}
 
-    def candidates_to_data(self, answers: list[str], generation: str | None = None,
-                           finished: list[bool] | None = None) -> dict[str, Any]:
+    def candidates_to_data(
+        self, answers: list[str], generation: str | None = None, finished: list[bool] | None = None
+    ) -> dict[str, Any]:
         """Task data fields holding these candidate answers, in the shape the config reads, tagged with the
         generation they form (Ranker item ids carry it too, so a ranking names the answers it ordered) and
         whether each ended or was cut off."""
@@ -100,7 +113,11 @@ class Layout:
             ok = all(isinstance(a, str) and a.strip() for a in answers)
         else:
             items = data.get(self.answer_keys[0])
-            answers = [i.get("body") for i in items] if isinstance(items, list) and all(isinstance(i, dict) for i in items) else []
+            answers = (
+                [i.get("body") for i in items]
+                if isinstance(items, list) and all(isinstance(i, dict) for i in items)
+                else []
+            )
             ok = len(answers) >= 2 and all(isinstance(a, str) and a.strip() for a in answers)
         return answers if ok else None
 
@@ -162,8 +179,14 @@ def _parse_layout(label_config: str) -> Layout:
         return Layout("pairwise", control.name, control.to_name[0], _data_key(prompt.value), answer_keys)
     if not control.objects or control.objects[0].tag != "List":
         raise InvalidConfig("<Ranker> must point at a <List> of candidate items")
-    return Layout("ranker", control.name, control.to_name[0], _data_key(prompt.value), answer_keys[:1],
-                  _buckets(label_config, control.name))
+    return Layout(
+        "ranker",
+        control.name,
+        control.to_name[0],
+        _data_key(prompt.value),
+        answer_keys[:1],
+        _buckets(label_config, control.name),
+    )
 
 
 def _data_key(value: str | None) -> str:

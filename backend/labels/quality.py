@@ -1,6 +1,7 @@
 """What the labels say beyond training pairs: how often annotators agree where tasks overlap (the ceiling a
 reward model's accuracy can reach), and how often humans prefer a new policy's answer over the previous
 one's on blind human-judged tasks."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -34,5 +35,6 @@ def human_win_rates(rows: list[tuple[list[int], list[str], str]]) -> dict[str, d
             continue
         new, old = max(policies), min(policies)
         outcomes[(new, old)].append(policies[candidates.index(chosen)] == new)
-    return {f"policy v{new} vs v{old}": rate(sum(won), len(won)).as_dict()
-            for (new, old), won in sorted(outcomes.items())}
+    return {
+        f"policy v{new} vs v{old}": rate(sum(won), len(won)).as_dict() for (new, old), won in sorted(outcomes.items())
+    }

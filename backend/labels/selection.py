@@ -1,6 +1,7 @@
 """Choosing what annotators label, in plain numbers both sides share: the backend serves these scores in
 /predict, workers write them to Label Studio (workers.jobs.select). Label Studio's uncertainty sampling
 serves the lowest prediction score first."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,6 +1,7 @@
 """When a lineage retrains, decided in one place (`Trigger.due`), and the queueing that follows: a reward ->
 policy chain per lineage (coalesced), candidates for tasks without them. With Redis failing, the work stays
 due in the store and the reconciler queues it; requests stop trying Redis for REDIS_REST_SECONDS."""
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,9 @@ class Trigger:
         pairs up to `newest` are handed to it; the webhook path and the reconciler both come through here."""
         project = self.store.project(project_id)
         algorithm = (project.algorithm if project else None) or self.settings.algorithm
-        chain = self.queue.enqueue_training(lineage, algorithm, self.store.lineage_projects(lineage), reason,
-                                            project_id)
+        chain = self.queue.enqueue_training(
+            lineage, algorithm, self.store.lineage_projects(lineage), reason, project_id
+        )
         self.store.mark_queued(lineage, newest)
         return chain
 

@@ -1,5 +1,6 @@
 """RQ on Redis: `JobQueue` enqueues jobs by dotted name and coalesces duplicates (chains.py), and reads what they
 are doing (status.py); the queues and job names are in queues.py. May import backend.core only."""
+
 from __future__ import annotations
 
 from backend.queue.chains import Chains

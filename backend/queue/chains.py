@@ -1,6 +1,7 @@
 """Building what runs: candidate generation (coalesced per project), the selection head's refit, a lineage's reward ->
 policy chain (one waiting per lineage, after the running one), SFT, the follow-up generation of each, and the
 reconciler's retry bookkeeping."""
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,9 @@ class Chains(Queues):
         if pending is not None and task_ids is not None and set(task_ids) <= set(pending.meta.get("task_ids") or []):
             return None  # a waiting job already covers these tasks
         meta = {"kind": "generate", "project": project_id, "reason": reason, "task_ids": task_ids}
-        job = self.generate.enqueue(GENERATE_JOB, project_id, task_ids, job_timeout=self.settings.generate_timeout,
-                                    meta=meta, **GENERATE_TTL)
+        job = self.generate.enqueue(
+            GENERATE_JOB, project_id, task_ids, job_timeout=self.settings.generate_timeout, meta=meta, **GENERATE_TTL
+        )
         self.redis.set(key, job.id, ex=GENERATE_TTL["result_ttl"])
         log.info("queued generation %s for project %s (%s)", job.id, project_id, reason)
         return job
@@ -46,16 +48,21 @@ class Chains(Queues):
         read them: the job clears this mark before it reads the store)."""
         if not self.redis.set(self._key("refit", project_id), 1, nx=True, ex=DAY):
             return None
-        return self.generate.enqueue(REFIT_JOB, project_id, job_timeout=self.settings.generate_timeout,
-                                     meta={"kind": "refit", "project": project_id, "reason": "new labels"},
-                                     **REFIT_TTL)
+        return self.generate.enqueue(
+            REFIT_JOB,
+            project_id,
+            job_timeout=self.settings.generate_timeout,
+            meta={"kind": "refit", "project": project_id, "reason": "new labels"},
+            **REFIT_TTL,
+        )
 
     def refit_started(self, project_id: int) -> None:
         """A refit job is reading the store now: labels from here on queue the next one."""
         self.redis.delete(self._key("refit", project_id))
 
-    def enqueue_training(self, lineage: str, algorithm: str, projects: list[int], reason: str = "",
-                         project_id: int | None = None) -> tuple[list[Job], bool]:
+    def enqueue_training(
+        self, lineage: str, algorithm: str, projects: list[int], reason: str = "", project_id: int | None = None
+    ) -> tuple[list[Job], bool]:
         """Queue reward -> policy for a lineage; returns (jobs, coalesced).
 
         At most one chain waits per lineage; a new one starts after the running one (RQ dependency), so two
@@ -79,16 +86,19 @@ class Chains(Queues):
             self._follow_up(job, projects, f"after {job.meta['kind']} of lineage {lineage}")
         return jobs, False
 
-    def _enqueue_chain(self, lineage: str, algorithm: str, reason: str, after: Job | None,
-                       project_id: int | None) -> list[Job]:
+    def _enqueue_chain(
+        self, lineage: str, algorithm: str, reason: str, after: Job | None, project_id: int | None
+    ) -> list[Job]:
         """The policy job reads the reward version its own reward job promoted (its dependency's result)."""
         common = {"job_timeout": self.settings.train_timeout, **TRAIN_TTL}
         depends = Dependency(jobs=[after], allow_failure=True) if after is not None else None
         meta = {"lineage": lineage, "project": project_id, "reason": reason}
-        jobs = [self.train.enqueue(REWARD_JOB, lineage, depends_on=depends, meta={**meta, "kind": "reward"},
-                                   **common)]
-        jobs.append(self.train.enqueue(POLICY_JOB, lineage, algorithm, depends_on=jobs[-1],
-                                       meta={**meta, "kind": algorithm}, **common))
+        jobs = [self.train.enqueue(REWARD_JOB, lineage, depends_on=depends, meta={**meta, "kind": "reward"}, **common)]
+        jobs.append(
+            self.train.enqueue(
+                POLICY_JOB, lineage, algorithm, depends_on=jobs[-1], meta={**meta, "kind": algorithm}, **common
+            )
+        )
         for job in jobs:
             job.meta["chain"] = [j.id for j in jobs]
             job.save_meta()
@@ -104,8 +114,14 @@ class Chains(Queues):
         return not any(st in BROKEN for st in statuses) and any(st in PENDING | {JobStatus.STARTED} for st in statuses)
 
     def enqueue_sft(self, rows: list[dict[str, str]], lineage: str, projects: list[int]) -> Job:
-        job = self.train.enqueue(SFT_JOB, rows, lineage, job_timeout=self.settings.train_timeout,
-                                 meta={"kind": "sft", "lineage": lineage}, **TRAIN_TTL)
+        job = self.train.enqueue(
+            SFT_JOB,
+            rows,
+            lineage,
+            job_timeout=self.settings.train_timeout,
+            meta={"kind": "sft", "lineage": lineage},
+            **TRAIN_TTL,
+        )
         self._follow_up(job, projects, f"after sft of lineage {lineage}")
         return job
 
@@ -113,9 +129,18 @@ class Chains(Queues):
         """Once a training job ends, each project of its lineage gets candidates from the new policy and scores
         from the new reward model (also when it failed: then the job finds nothing new and only catches up)."""
         depends = Dependency(jobs=[after], allow_failure=True)
-        return [self.generate.enqueue(GENERATE_JOB, project, None, depends_on=depends, meta={
-            "kind": "generate", "project": project, "reason": reason}, job_timeout=self.settings.generate_timeout,
-            **GENERATE_TTL) for project in projects]
+        return [
+            self.generate.enqueue(
+                GENERATE_JOB,
+                project,
+                None,
+                depends_on=depends,
+                meta={"kind": "generate", "project": project, "reason": reason},
+                job_timeout=self.settings.generate_timeout,
+                **GENERATE_TTL,
+            )
+            for project in projects
+        ]
 
     def attempts(self, key: str) -> tuple[int, float]:
         """(retries queued by the reconciler for `key` since it last succeeded, when the last was). Keys: a

@@ -1,5 +1,6 @@
 """The two RQ queues and what both halves of JobQueue share: the job names (dotted paths: the backend never
 imports workers), the states that count as waiting or broken, Redis keys and job lookups."""
+
 from __future__ import annotations
 
 from typing import Any

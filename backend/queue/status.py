@@ -1,5 +1,6 @@
 """Reading what runs: recent jobs with status, progress and errors for /status, cancelling one, and settling chains
 whose dependency broke (and the staging directories failed training jobs left)."""
+
 from __future__ import annotations
 
 import shutil
@@ -28,8 +29,13 @@ class JobReports(Queues):
         ids: set[str] = set()
         for queue in (self.generate, self.train):
             ids.update(queue.get_job_ids())
-            for registry in (StartedJobRegistry, DeferredJobRegistry, FinishedJobRegistry, FailedJobRegistry,
-                             CanceledJobRegistry):
+            for registry in (
+                StartedJobRegistry,
+                DeferredJobRegistry,
+                FinishedJobRegistry,
+                FailedJobRegistry,
+                CanceledJobRegistry,
+            ):
                 ids.update(registry(queue=queue).get_job_ids())
         jobs = [j for j in Job.fetch_many(list(ids), connection=self.redis) if j is not None]
         jobs.sort(key=lambda j: j.enqueued_at or j.created_at, reverse=True)
@@ -89,10 +95,17 @@ def _newest_refits(jobs: list[Job]) -> list[Job]:
 def describe(job: Job) -> dict[str, Any]:
     """The public view of a job for /status."""
     status = job.get_status(refresh=False)
-    view = {"id": job.id, "kind": job.meta.get("kind"), "status": str(status.value if status else "unknown"),
-            "project": job.meta.get("project"), "lineage": job.meta.get("lineage"), "reason": job.meta.get("reason"),
-            "progress": job.meta.get("progress"), "enqueued_at": job.enqueued_at and job.enqueued_at.isoformat(),
-            "ended_at": job.ended_at and job.ended_at.isoformat()}
+    view = {
+        "id": job.id,
+        "kind": job.meta.get("kind"),
+        "status": str(status.value if status else "unknown"),
+        "project": job.meta.get("project"),
+        "lineage": job.meta.get("lineage"),
+        "reason": job.meta.get("reason"),
+        "progress": job.meta.get("progress"),
+        "enqueued_at": job.enqueued_at and job.enqueued_at.isoformat(),
+        "ended_at": job.ended_at and job.ended_at.isoformat(),
+    }
     if status in (JobStatus.FAILED, JobStatus.STOPPED):
         result = job.latest_result()
         exc = (result.exc_string if result else None) or job.exc_info or ""

@@ -2,6 +2,7 @@
 they store: tasks and candidates (tasks.py), labels and pairs (labels.py), projects, lineages and trigger state
 (lineages.py); the tables in tables.py, the engine in database.py, migrations in migrate.py and migrations/, and the
 model registry on disk in registry.py. May import backend.core only (the labels domain's Pair for types)."""
+
 from __future__ import annotations
 
 from backend.store.database import make_engine
@@ -18,8 +19,18 @@ from backend.store.tables import (
 )
 from backend.store.tasks import TaskQueries
 
-__all__ = ["Annotation", "Base", "Feature", "Generation", "PairRow", "Project", "Store", "Task", "default_lineage",
-           "make_engine"]
+__all__ = [
+    "Annotation",
+    "Base",
+    "Feature",
+    "Generation",
+    "PairRow",
+    "Project",
+    "Store",
+    "Task",
+    "default_lineage",
+    "make_engine",
+]
 
 
 class Store(TaskQueries, LabelQueries):

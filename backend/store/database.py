@@ -1,5 +1,6 @@
 """One engine and its sessions: SQLite with WAL and writers queued on a file lock, or PostgreSQL; the schema is
 brought to the newest migration on open. The query classes (tasks, labels, lineages) share it."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ from backend.store.migrate import upgrade
 def chunks(ids: list[int], size: int = 5000) -> Iterator[list[int]]:
     """IN lists of bounded length (SQLite caps the parameters of one statement)."""
     for start in range(0, len(ids), size):
-        yield ids[start:start + size]
+        yield ids[start : start + size]
 
 
 def make_engine(url: str, checkpoint_in_commits: bool = True) -> Engine:
@@ -29,7 +30,7 @@ def make_engine(url: str, checkpoint_in_commits: bool = True) -> Engine:
     rather not make one of its commits wait for that (the backend: a webhook) passes False and calls
     `Store.checkpoint` off its request path."""
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")

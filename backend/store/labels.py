@@ -1,5 +1,6 @@
 """Annotations and the preference pairs they imply: stored idempotently on the webhook's hot path, read back per
 lineage for training, per project for export, and for agreement and human win-rates."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -27,67 +28,121 @@ if TYPE_CHECKING:  # the labels domain makes pairs; the store only keeps them
 _DELETE_ANNOTATION = delete(Annotation).where(Annotation.id == bindparam("annotation_id"))
 
 
-_STORED_ANNOTATION = select(Annotation.project_id, Annotation.task_id, Annotation.result, Annotation.skipped,
-                            Annotation.stale).where(Annotation.id == bindparam("annotation_id"))
+_STORED_ANNOTATION = select(
+    Annotation.project_id, Annotation.task_id, Annotation.result, Annotation.skipped, Annotation.stale
+).where(Annotation.id == bindparam("annotation_id"))
 
 
-_STORED_PAIRS = select(PairRow.prompt, PairRow.chosen, PairRow.rejected, PairRow.chosen_finished,
-                       PairRow.rejected_finished, PairRow.generation, PairRow.annotator).where(
-    PairRow.annotation_id == bindparam("annotation_id")).order_by(PairRow.id)
+_STORED_PAIRS = (
+    select(
+        PairRow.prompt,
+        PairRow.chosen,
+        PairRow.rejected,
+        PairRow.chosen_finished,
+        PairRow.rejected_finished,
+        PairRow.generation,
+        PairRow.annotator,
+    )
+    .where(PairRow.annotation_id == bindparam("annotation_id"))
+    .order_by(PairRow.id)
+)
 
 
 _INSERT_ANNOTATION = insert(Annotation)
 
 
-_INSERT_PAIRS = insert(PairRow).values(selection=func.coalesce(
-    select(Project.selection).where(Project.id == bindparam("of_project")).scalar_subquery(),
-    bindparam("fallback_selection")))
+_INSERT_PAIRS = insert(PairRow).values(
+    selection=func.coalesce(
+        select(Project.selection).where(Project.id == bindparam("of_project")).scalar_subquery(),
+        bindparam("fallback_selection"),
+    )
+)
 
 
 def _stored_as(conn: Connection, annotation_id: int, annotation: tuple, pairs: list[tuple]) -> bool:
     """Whether this annotation is stored exactly so, with exactly these pairs, in this order."""
     row = conn.execute(_STORED_ANNOTATION, {"annotation_id": annotation_id}).one_or_none()
-    return row is not None and tuple(row) == annotation and \
-        [tuple(p) for p in conn.execute(_STORED_PAIRS, {"annotation_id": annotation_id})] == pairs
+    return (
+        row is not None
+        and tuple(row) == annotation
+        and [tuple(p) for p in conn.execute(_STORED_PAIRS, {"annotation_id": annotation_id})] == pairs
+    )
 
 
 class LabelQueries(LineageQueries):
     """Reads and writes of annotations and pairs (storing one answers with the lineage's untrained pairs)."""
 
     # annotations and pairs
-    def save_annotation(self, project_id: int, annotation_id: int, task_id: int, result: Any,
-                        pairs: list[Pair], skipped: bool, generation: str | None = None,
-                        stale: bool = False, annotator: int | None = None,
-                        selection: str = "informative") -> tuple[int, int]:
+    def save_annotation(
+        self,
+        project_id: int,
+        annotation_id: int,
+        task_id: int,
+        result: Any,
+        pairs: list[Pair],
+        skipped: bool,
+        generation: str | None = None,
+        stale: bool = False,
+        annotator: int | None = None,
+        selection: str = "informative",
+    ) -> tuple[int, int]:
         """Replace an annotation and its pairs atomically (an update replaces); a repeat of what is stored (Label
         Studio's re-save, a resync overlapping a webhook) writes nothing, so its pairs keep their ids and add
         nothing toward RETRAIN_EVERY. Each pair records the project's SELECTION (`selection` where the project
         names none). Returns the lineage's untrained pairs as `untrained_pairs` does, counted just after the
         commit: SQLite writers queue on the writer lock, which is then held for the writes alone."""
         stored = (project_id, task_id, result, skipped, stale)
-        stored_pairs = [(p.prompt, p.chosen, p.rejected, p.chosen_finished, p.rejected_finished, generation, annotator)
-                        for p in pairs]
+        stored_pairs = [
+            (p.prompt, p.chosen, p.rejected, p.chosen_finished, p.rejected_finished, generation, annotator)
+            for p in pairs
+        ]
         with self._writer(), self.engine.begin() as conn:  # statements built once: this is the webhook's hot path
             if not _stored_as(conn, annotation_id, stored, stored_pairs):
                 conn.execute(_DELETE_ANNOTATION, {"annotation_id": annotation_id})  # its pairs go too (CASCADE)
                 now = utcnow()
-                conn.execute(_INSERT_ANNOTATION, {"id": annotation_id, "project_id": project_id, "task_id": task_id,
-                                                  "result": result, "skipped": skipped, "stale": stale,
-                                                  "updated_at": now})
+                conn.execute(
+                    _INSERT_ANNOTATION,
+                    {
+                        "id": annotation_id,
+                        "project_id": project_id,
+                        "task_id": task_id,
+                        "result": result,
+                        "skipped": skipped,
+                        "stale": stale,
+                        "updated_at": now,
+                    },
+                )
                 if pairs:
-                    conn.execute(_INSERT_PAIRS, [
-                        {"annotation_id": annotation_id, "project_id": project_id, "prompt": p.prompt,
-                         "chosen": p.chosen, "rejected": p.rejected, "chosen_finished": p.chosen_finished,
-                         "rejected_finished": p.rejected_finished, "generation": generation, "annotator": annotator,
-                         "created_at": now, "of_project": project_id, "fallback_selection": selection}
-                        for p in pairs])
+                    conn.execute(
+                        _INSERT_PAIRS,
+                        [
+                            {
+                                "annotation_id": annotation_id,
+                                "project_id": project_id,
+                                "prompt": p.prompt,
+                                "chosen": p.chosen,
+                                "rejected": p.rejected,
+                                "chosen_finished": p.chosen_finished,
+                                "rejected_finished": p.rejected_finished,
+                                "generation": generation,
+                                "annotator": annotator,
+                                "created_at": now,
+                                "of_project": project_id,
+                                "fallback_selection": selection,
+                            }
+                            for p in pairs
+                        ],
+                    )
         return self.untrained_pairs(project_id)
 
     def annotation_results(self, annotation_ids: Iterable[int]) -> dict[int, Any]:
         """The stored result of each of these annotations that is stored."""
         with self.session() as s:
-            return {i: r for chunk in chunks(list(annotation_ids))
-                    for i, r in s.execute(select(Annotation.id, Annotation.result).where(Annotation.id.in_(chunk)))}
+            return {
+                i: r
+                for chunk in chunks(list(annotation_ids))
+                for i, r in s.execute(select(Annotation.id, Annotation.result).where(Annotation.id.in_(chunk)))
+            }
 
     def delete_annotations(self, annotation_ids: Iterable[int]) -> int:
         ids = list(annotation_ids)
@@ -101,15 +156,19 @@ class LabelQueries(LineageQueries):
         with self._write_session() as s:
             annotations = select(Annotation.id).where(Annotation.task_id.in_(ids))
             s.execute(delete(PairRow).where(PairRow.annotation_id.in_(annotations)))
-            return {"deleted_annotations": s.execute(delete(Annotation).where(Annotation.task_id.in_(ids))).rowcount,
-                    "deleted_tasks": s.execute(delete(Task).where(Task.id.in_(ids))).rowcount}
+            return {
+                "deleted_annotations": s.execute(delete(Annotation).where(Annotation.task_id.in_(ids))).rowcount,
+                "deleted_tasks": s.execute(delete(Task).where(Task.id.in_(ids))).rowcount,
+            }
 
     def delete_project(self, project_id: int) -> dict[str, int]:
         """Forget a deleted project entirely: its settings, tasks, annotations and pairs."""
         with self._write_session() as s:
             s.execute(delete(PairRow).where(PairRow.project_id == project_id))
             counts = {
-                "deleted_annotations": s.execute(delete(Annotation).where(Annotation.project_id == project_id)).rowcount,
+                "deleted_annotations": s.execute(
+                    delete(Annotation).where(Annotation.project_id == project_id)
+                ).rowcount,
                 "deleted_tasks": s.execute(delete(Task).where(Task.project_id == project_id)).rowcount,
             }
             s.execute(delete(Project).where(Project.id == project_id))
@@ -126,12 +185,23 @@ class LabelQueries(LineageQueries):
         leaves out the labels of human-judged tasks (new policy against old), which judge the policy and stay
         out of its training unless HUMAN_JUDGE_TRAIN: every caller decides."""
         with self.session() as s:
-            query = (select(PairRow.id, PairRow.prompt, PairRow.chosen, PairRow.rejected, PairRow.chosen_finished,
-                            PairRow.rejected_finished, PairRow.project_id)
-                     .join(Project, Project.id == PairRow.project_id).where(Project.lineage == lineage))
+            query = (
+                select(
+                    PairRow.id,
+                    PairRow.prompt,
+                    PairRow.chosen,
+                    PairRow.rejected,
+                    PairRow.chosen_finished,
+                    PairRow.rejected_finished,
+                    PairRow.project_id,
+                )
+                .join(Project, Project.id == PairRow.project_id)
+                .where(Project.lineage == lineage)
+            )
             if not judged:
-                query = (query.outerjoin(Generation, Generation.id == PairRow.generation)
-                         .where(Generation.policies.is_(None)))
+                query = query.outerjoin(Generation, Generation.id == PairRow.generation).where(
+                    Generation.policies.is_(None)
+                )
             return [dict(r._mapping) for r in s.execute(query.order_by(PairRow.id))]
 
     def export_pairs(self, project_id: int) -> list[dict[str, Any]]:
@@ -141,38 +211,60 @@ class LabelQueries(LineageQueries):
         shown = PairRow.generation.is_(None) | (PairRow.generation == Task.generation)
         policy = case((Generation.id.is_not(None), Generation.policy_version), (shown, Task.policy_version))
         with self.session() as s:
-            rows = s.execute(select(PairRow.id, Annotation.task_id, PairRow.prompt, PairRow.chosen, PairRow.rejected,
-                                    PairRow.chosen_finished, PairRow.rejected_finished, PairRow.annotator,
-                                    PairRow.selection, PairRow.generation,
-                                    policy.label("policy_version"),
-                                    PairRow.created_at, PairRow.project_id, Project.lineage)
-                             .outerjoin(Annotation, Annotation.id == PairRow.annotation_id)
-                             .outerjoin(Task, Task.id == Annotation.task_id)
-                             .outerjoin(Generation, Generation.id == PairRow.generation)
-                             .outerjoin(Project, Project.id == PairRow.project_id)
-                             .where(PairRow.project_id == project_id).order_by(PairRow.id))
+            rows = s.execute(
+                select(
+                    PairRow.id,
+                    Annotation.task_id,
+                    PairRow.prompt,
+                    PairRow.chosen,
+                    PairRow.rejected,
+                    PairRow.chosen_finished,
+                    PairRow.rejected_finished,
+                    PairRow.annotator,
+                    PairRow.selection,
+                    PairRow.generation,
+                    policy.label("policy_version"),
+                    PairRow.created_at,
+                    PairRow.project_id,
+                    Project.lineage,
+                )
+                .outerjoin(Annotation, Annotation.id == PairRow.annotation_id)
+                .outerjoin(Task, Task.id == Annotation.task_id)
+                .outerjoin(Generation, Generation.id == PairRow.generation)
+                .outerjoin(Project, Project.id == PairRow.project_id)
+                .where(PairRow.project_id == project_id)
+                .order_by(PairRow.id)
+            )
             return [{**r._mapping, "lineage": r.lineage or default_lineage(project_id)} for r in rows]
 
     def overlapping_labels(self, lineage: str) -> list[tuple[int, str | None, int, str, str]]:
         """(task, generation, annotator, chosen, rejected) of the lineage's tasks that two or more annotators
         labelled: what inter-annotator agreement is computed from."""
         with self.session() as s:
-            shared = (select(Annotation.task_id).join(PairRow, PairRow.annotation_id == Annotation.id)
-                      .join(Project, Project.id == Annotation.project_id)
-                      .where(Project.lineage == lineage, PairRow.annotator.is_not(None))
-                      .group_by(Annotation.task_id).having(func.count(func.distinct(PairRow.annotator)) > 1))
-            rows = s.execute(select(Annotation.task_id, PairRow.generation, PairRow.annotator, PairRow.chosen,
-                                    PairRow.rejected).join(PairRow, PairRow.annotation_id == Annotation.id)
-                             .where(Annotation.task_id.in_(shared)))
+            shared = (
+                select(Annotation.task_id)
+                .join(PairRow, PairRow.annotation_id == Annotation.id)
+                .join(Project, Project.id == Annotation.project_id)
+                .where(Project.lineage == lineage, PairRow.annotator.is_not(None))
+                .group_by(Annotation.task_id)
+                .having(func.count(func.distinct(PairRow.annotator)) > 1)
+            )
+            rows = s.execute(
+                select(Annotation.task_id, PairRow.generation, PairRow.annotator, PairRow.chosen, PairRow.rejected)
+                .join(PairRow, PairRow.annotation_id == Annotation.id)
+                .where(Annotation.task_id.in_(shared))
+            )
             return [tuple(r) for r in rows]
 
     def judged_labels(self, lineage: str) -> list[tuple[list[int], list[str], str]]:
         """(policy of each candidate, the candidates, the chosen answer) of each label on a human-judged task."""
         with self.session() as s:
-            rows = s.execute(select(Generation.policies, Generation.candidates, PairRow.chosen)
-                             .join(PairRow, PairRow.generation == Generation.id)
-                             .join(Project, Project.id == PairRow.project_id)
-                             .where(Project.lineage == lineage, Generation.policies.is_not(None)))
+            rows = s.execute(
+                select(Generation.policies, Generation.candidates, PairRow.chosen)
+                .join(PairRow, PairRow.generation == Generation.id)
+                .join(Project, Project.id == PairRow.project_id)
+                .where(Project.lineage == lineage, Generation.policies.is_not(None))
+            )
             return [tuple(r) for r in rows]
 
     def counts(self) -> dict[int, dict[str, Any]]:
@@ -185,15 +277,32 @@ class LabelQueries(LineageQueries):
             stale = dict(s.execute(per_project.where(Annotation.stale.is_(True))).all())
             skipped = dict(s.execute(per_project.where(Annotation.skipped.is_(True))).all())
             pairs = dict(s.execute(select(PairRow.project_id, func.count()).group_by(PairRow.project_id)).all())
-            new = dict(s.execute(select(PairRow.project_id, func.count()).join(Project, Project.id == PairRow.project_id)
-                                 .where(PairRow.id > Project.trained_pair_id).group_by(PairRow.project_id)).all())
+            new = dict(
+                s.execute(
+                    select(PairRow.project_id, func.count())
+                    .join(Project, Project.id == PairRow.project_id)
+                    .where(PairRow.id > Project.trained_pair_id)
+                    .group_by(PairRow.project_id)
+                ).all()
+            )
             lineages = dict(s.execute(select(Project.id, Project.lineage)).all())
             by_selection: dict[int, dict[str, int]] = {}
-            for pid, chosen_by, n in s.execute(select(PairRow.project_id, PairRow.selection, func.count())
-                                               .group_by(PairRow.project_id, PairRow.selection)):
+            for pid, chosen_by, n in s.execute(
+                select(PairRow.project_id, PairRow.selection, func.count()).group_by(
+                    PairRow.project_id, PairRow.selection
+                )
+            ):
                 by_selection.setdefault(pid, {})[chosen_by or "unrecorded"] = n
         ids = sorted(set(anns) | set(pairs) | set(lineages) | set(stale))
-        return {pid: {"lineage": lineages.get(pid) or default_lineage(pid), "annotations": anns.get(pid, 0),
-                      "pairs": pairs.get(pid, 0), "new_pairs": new.get(pid, 0), "stale_annotations": stale.get(pid, 0),
-                      "skipped_annotations": skipped.get(pid, 0), "pairs_by_selection": by_selection.get(pid, {})}
-                for pid in ids}
+        return {
+            pid: {
+                "lineage": lineages.get(pid) or default_lineage(pid),
+                "annotations": anns.get(pid, 0),
+                "pairs": pairs.get(pid, 0),
+                "new_pairs": new.get(pid, 0),
+                "stale_annotations": stale.get(pid, 0),
+                "skipped_annotations": skipped.get(pid, 0),
+                "pairs_by_selection": by_selection.get(pid, {}),
+            }
+            for pid in ids
+        }

@@ -1,5 +1,6 @@
 """Projects, the lineage each trains in, and the durable trigger state: which pairs a queued chain took, which a
 successful chain trained on, and a pending "Start Training"."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,8 +10,11 @@ from sqlalchemy import bindparam, case, func, select, update
 from backend.store.database import Database
 from backend.store.tables import PairRow, Project, default_lineage
 
-_POOLED = select(func.count(), func.max(PairRow.id)).join(Project, Project.id == PairRow.project_id).where(
-    Project.lineage == select(Project.lineage).where(Project.id == bindparam("of_project")).scalar_subquery())
+_POOLED = (
+    select(func.count(), func.max(PairRow.id))
+    .join(Project, Project.id == PairRow.project_id)
+    .where(Project.lineage == select(Project.lineage).where(Project.id == bindparam("of_project")).scalar_subquery())
+)
 
 
 _UNTRAINED = _POOLED.where(PairRow.id > Project.queued_pair_id)  # (new pairs, the newest of them)
@@ -23,8 +27,13 @@ class LineageQueries(Database):
     def save_project(self, project_id: int, **fields: Any) -> Project:
         """Create or update a project; None values leave a field as it is."""
         with self._write_session() as s:
-            project = s.get(Project, project_id) or Project(id=project_id, trained_pair_id=0, queued_pair_id=0,
-                                                            train_requested=False, lineage=default_lineage(project_id))
+            project = s.get(Project, project_id) or Project(
+                id=project_id,
+                trained_pair_id=0,
+                queued_pair_id=0,
+                train_requested=False,
+                lineage=default_lineage(project_id),
+            )
             for name, value in fields.items():
                 if value is not None:
                     setattr(project, name, value)
@@ -68,11 +77,14 @@ class LineageQueries(Database):
     def mark_trained(self, lineage: str, upto_pair_id: int) -> None:
         """A chain trained on the lineage's pairs up to this id and succeeded: its trigger is cleared."""
         with self._write_session() as s:
-            s.execute(update(Project).where(Project.lineage == lineage).values(trained_pair_id=upto_pair_id,
-                                                                               train_requested=False))
+            s.execute(
+                update(Project)
+                .where(Project.lineage == lineage)
+                .values(trained_pair_id=upto_pair_id, train_requested=False)
+            )
 
     def request_training(self, project_id: int) -> None:
-        """"Start Training" was pressed: due until a chain of the lineage succeeds, whatever happens meanwhile."""
+        """ "Start Training" was pressed: due until a chain of the lineage succeeds, whatever happens meanwhile."""
         with self._write_session() as s:
             lineage = s.scalar(select(Project.lineage).where(Project.id == project_id))
             s.execute(update(Project).where(Project.lineage == lineage).values(train_requested=True))
@@ -81,10 +93,16 @@ class LineageQueries(Database):
         """Lineages that must train (durable state): lineage -> why. Due when RETRAIN_EVERY pairs arrived since
         the last successful chain, or "Start Training" is pending, and it has pairs at all."""
         with self.session() as s:
-            rows = s.execute(select(Project.lineage, func.count(PairRow.id),
-                                    func.sum(case((PairRow.id > Project.trained_pair_id, 1), else_=0)),
-                                    func.max(case((Project.train_requested, 1), else_=0)))
-                             .join(PairRow, PairRow.project_id == Project.id).group_by(Project.lineage)).all()
+            rows = s.execute(
+                select(
+                    Project.lineage,
+                    func.count(PairRow.id),
+                    func.sum(case((PairRow.id > Project.trained_pair_id, 1), else_=0)),
+                    func.max(case((Project.train_requested, 1), else_=0)),
+                )
+                .join(PairRow, PairRow.project_id == Project.id)
+                .group_by(Project.lineage)
+            ).all()
         due = {}
         for lineage, pairs, new, requested in rows:
             if requested and pairs:

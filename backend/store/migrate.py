@@ -4,6 +4,7 @@ A store created before migrations existed (tables, no `alembic_version`) is stam
 and upgraded from there, keeping its data. Processes starting together take turns: a file lock beside a
 SQLite database, an advisory lock on PostgreSQL.
 """
+
 from __future__ import annotations
 
 import logging

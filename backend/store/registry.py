@@ -1,4 +1,5 @@
 """The model registry under MODEL_DIR: policy/vN and reward/vN with meta.json, and atomic promotion."""
+
 from __future__ import annotations
 
 import errno
@@ -91,8 +92,12 @@ class Registry:
 
     def catalog(self) -> dict[str, list[dict[str, Any]]]:
         """Every version of both kinds with its metadata, for /status and reports."""
-        return {kind: [{"version": v, "current": v == self.current(kind), **self.meta(kind, v)}
-                       for v in self.versions(kind)] for kind in KINDS}
+        return {
+            kind: [
+                {"version": v, "current": v == self.current(kind), **self.meta(kind, v)} for v in self.versions(kind)
+            ]
+            for kind in KINDS
+        }
 
     def model_version(self) -> str:
         """The name Label Studio sees, e.g. `policy-v2.reward-v1`; it changes with every promotion."""
@@ -108,8 +113,9 @@ class Registry:
         base.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
 
-    def promote(self, kind: Kind, staging: Path, meta: dict[str, Any], version: int | None = None,
-                serve: bool = True) -> int:
+    def promote(
+        self, kind: Kind, staging: Path, meta: dict[str, Any], version: int | None = None, serve: bool = True
+    ) -> int:
         """Move a trained, verified model into the next free vN, then flip CURRENT to it atomically. With
         serve=False (its gate rejected it) it is kept as vN with its meta, and CURRENT stays."""
         meta = {**meta, "kind": kind, "promoted_at": time.time()}
@@ -223,8 +229,11 @@ def _old_versions(root: Path) -> list[Path]:
     for kind in KINDS:
         base = root / kind
         if base.is_dir():
-            found += [p for p in base.iterdir() if (_VERSION.match(p.name) or p.name == "CURRENT")
-                      and not (kind == "policy" and p.name == "v0")]
+            found += [
+                p
+                for p in base.iterdir()
+                if (_VERSION.match(p.name) or p.name == "CURRENT") and not (kind == "policy" and p.name == "v0")
+            ]
     pointer = root / "policy" / "CURRENT"
     if found == [pointer] and pointer.read_text().strip() == "v0":
         return []

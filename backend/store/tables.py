@@ -1,5 +1,6 @@
 """The store's tables (SQLAlchemy ORM): projects, tasks with their candidates, annotations, preference pairs,
 frozen features and every generation of a task's candidates. Migrations (backend.store.migrations) follow them."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -112,7 +113,9 @@ class Generation(Base):
     project_id: Mapped[int] = mapped_column(Integer)
     candidates: Mapped[list[str]] = mapped_column(JSON)
     policy_version: Mapped[int | None] = mapped_column(Integer)
-    policies: Mapped[list[int] | None] = mapped_column(JSON(none_as_null=True))  # per candidate, on a human-judged task: new vs old
+    policies: Mapped[list[int] | None] = mapped_column(
+        JSON(none_as_null=True)
+    )  # per candidate, on a human-judged task: new vs old
     finished: Mapped[list[bool] | None] = mapped_column(JSON(none_as_null=True))  # per candidate; None: unknown
     shown_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # Label Studio's clock, when written
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,5 +1,6 @@
 """Tasks and their candidates: what Label Studio sent, what workers generated and scored, how each answer
 ended, what labelling a task is worth, and the frozen features the selection head refits on."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -24,17 +25,23 @@ class TaskQueries(Database):
         with self._write_session() as s:
             known = {i for chunk in chunks(list(rows)) for i in s.scalars(select(Task.id).where(Task.id.in_(chunk)))}
             if known:
-                s.execute(update(Task), [{"id": i, "project_id": project_id, "data": rows[i], "updated_at": now}
-                                         for i in known])
-            new = [{"id": i, "project_id": project_id, "data": d, "updated_at": now} for i, d in rows.items()
-                   if i not in known]
+                s.execute(
+                    update(Task),
+                    [{"id": i, "project_id": project_id, "data": rows[i], "updated_at": now} for i in known],
+                )
+            new = [
+                {"id": i, "project_id": project_id, "data": d, "updated_at": now}
+                for i, d in rows.items()
+                if i not in known
+            ]
             if new:
                 s.execute(insert(Task), new)
 
     def tasks(self, task_ids: Iterable[int]) -> dict[int, Task]:
         with self.session() as s:
-            return {t.id: t for chunk in chunks(list(task_ids))
-                    for t in s.scalars(select(Task).where(Task.id.in_(chunk)))}
+            return {
+                t.id: t for chunk in chunks(list(task_ids)) for t in s.scalars(select(Task).where(Task.id.in_(chunk)))
+            }
 
     def project_tasks(self, project_id: int) -> list[Task]:
         with self.session() as s:
@@ -45,10 +52,18 @@ class TaskQueries(Database):
             q = select(Annotation.task_id).where(Annotation.project_id == project_id, Annotation.skipped.is_(False))
             return set(s.scalars(q))
 
-    def set_candidates(self, task_id: int, candidates: list[str], policy_version: int | None,
-                       data: dict[str, Any], generation: str | None = None, shown_at: datetime | None = None,
-                       policies: list[int] | None = None, pool: list[str] | None = None,
-                       finished: list[bool] | None = None) -> None:
+    def set_candidates(
+        self,
+        task_id: int,
+        candidates: list[str],
+        policy_version: int | None,
+        data: dict[str, Any],
+        generation: str | None = None,
+        shown_at: datetime | None = None,
+        policies: list[int] | None = None,
+        pool: list[str] | None = None,
+        finished: list[bool] | None = None,
+    ) -> None:
         """The task's new candidates, whether each ended or was cut (None: unknown, candidates that came with
         the task), and the generation they form (kept for annotations made on it later); `pool`: every answer
         sampled, when the task shows a chosen few. Their scores and worth are to come. A task deleted
@@ -61,34 +76,57 @@ class TaskQueries(Database):
             task.scores = task.reward_version = None
             task.generation, task.pool, task.worth = generation, pool, None
             if generation is not None:
-                s.merge(Generation(id=generation, task_id=task_id, project_id=task.project_id, candidates=candidates,
-                                   finished=finished, policy_version=policy_version, shown_at=shown_at,
-                                   policies=policies))
+                s.merge(
+                    Generation(
+                        id=generation,
+                        task_id=task_id,
+                        project_id=task.project_id,
+                        candidates=candidates,
+                        finished=finished,
+                        policy_version=policy_version,
+                        shown_at=shown_at,
+                        policies=policies,
+                    )
+                )
 
     def generations(self, task_id: int) -> list[Generation]:
         """Every generation of a task's candidates we wrote, oldest first by when Label Studio showed them."""
         with self.session() as s:
-            return list(s.scalars(select(Generation).where(Generation.task_id == task_id)
-                                  .order_by(Generation.shown_at, Generation.created_at)))
+            return list(
+                s.scalars(
+                    select(Generation)
+                    .where(Generation.task_id == task_id)
+                    .order_by(Generation.shown_at, Generation.created_at)
+                )
+            )
 
     def set_worth(self, worth: dict[int, float]) -> None:
         """What labelling each task now teaches the reward head (after a refit), in one bulk statement."""
         if worth:
             with self._write_session() as s:
-                known = {i for chunk in chunks(list(worth)) for i in s.scalars(select(Task.id).where(Task.id.in_(chunk)))}
+                known = {
+                    i for chunk in chunks(list(worth)) for i in s.scalars(select(Task.id).where(Task.id.in_(chunk)))
+                }
                 if known:
                     s.execute(update(Task), [{"id": i, "worth": worth[i]} for i in known])
 
     def features(self, keys: Iterable[str]) -> dict[str, bytes]:
         """Cached feature vectors by key (workers.ml.features.feature_key); missing keys are left out."""
         with self.session() as s:
-            return {k: v for chunk in chunks(list(keys))
-                    for k, v in s.execute(select(Feature.key, Feature.vector).where(Feature.key.in_(chunk)))}
+            return {
+                k: v
+                for chunk in chunks(list(keys))
+                for k, v in s.execute(select(Feature.key, Feature.vector).where(Feature.key.in_(chunk)))
+            }
 
     def save_features(self, vectors: dict[str, bytes]) -> None:
         """Cache feature vectors; a key stored meanwhile (another job) is kept as it is."""
         with self._write_session() as s:
-            known = {k for chunk in chunks(list(vectors)) for k in s.scalars(select(Feature.key).where(Feature.key.in_(chunk)))}
+            known = {
+                k
+                for chunk in chunks(list(vectors))
+                for k in s.scalars(select(Feature.key).where(Feature.key.in_(chunk)))
+            }
             new = [{"key": k, "vector": v} for k, v in vectors.items() if k not in known]
             if new:
                 s.execute(insert(Feature), new)
@@ -104,8 +142,11 @@ class TaskQueries(Database):
         that finished and that were cut at MAX_NEW_TOKENS, with the finished share; and answers whose ending
         is not recorded (written before it was, or came with the task), read as finished until regenerated."""
         with self.session() as s:
-            rows = s.execute(select(Task.project_id, Task.policy_version, Task.candidates, Task.finished)
-                             .where(Task.candidates.is_not(None))).all()
+            rows = s.execute(
+                select(Task.project_id, Task.policy_version, Task.candidates, Task.finished).where(
+                    Task.candidates.is_not(None)
+                )
+            ).all()
         found: dict[int, dict[str, Any]] = {}
         for project_id, version, candidates, finished in rows:
             mine = found.setdefault(project_id, {"by_policy": {}, "unknown": 0})

@@ -1,4 +1,5 @@
 """Fixtures of the end-to-end tests: a real Label Studio for the session, the backend under gunicorn."""
+
 from __future__ import annotations
 
 import subprocess
@@ -35,10 +36,23 @@ def backend(tmp_path_factory, tiny_model):  # yields (Settings, url)
     port = free_port()
     # GATES=false: these tests follow versions through Label Studio; a tiny random model's PPO steps need not
     # raise its own objective, and the gate would keep the round unserved (test_gates covers gating)
-    settings = make_settings(tmp_path_factory.mktemp("backend"), tiny_model, port=port, train_args=TINY_TRAIN,
-                             retrain_every=4, basic_auth_user=AUTH[0], basic_auth_pass=AUTH[1], gates=False)
-    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--workers", "1"],
-                            env=settings_env(settings), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    settings = make_settings(
+        tmp_path_factory.mktemp("backend"),
+        tiny_model,
+        port=port,
+        train_args=TINY_TRAIN,
+        retrain_every=4,
+        basic_auth_user=AUTH[0],
+        basic_auth_pass=AUTH[1],
+        gates=False,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--workers", "1"],
+        env=settings_env(settings),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:

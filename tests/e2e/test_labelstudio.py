@@ -30,9 +30,24 @@ RANKER = (
 )
 # Annotation keys of data/ls-pairwise-export-32.json, a JSON export made by hand from Label Studio.
 EXPORTED_ANNOTATION_KEYS = {
-    "completed_by", "created_at", "ground_truth", "id", "last_action", "last_created_by", "lead_time",
-    "parent_annotation", "parent_prediction", "prediction", "project", "result", "result_count", "task",
-    "unique_id", "updated_at", "updated_by", "was_cancelled",
+    "completed_by",
+    "created_at",
+    "ground_truth",
+    "id",
+    "last_action",
+    "last_created_by",
+    "lead_time",
+    "parent_annotation",
+    "parent_prediction",
+    "prediction",
+    "project",
+    "result",
+    "result_count",
+    "task",
+    "unique_id",
+    "updated_at",
+    "updated_by",
+    "was_cancelled",
 }
 ITEMS = [{"id": "a", "title": "A", "body": "answer a"}, {"id": "b", "title": "B", "body": "answer b"}]
 
@@ -56,13 +71,23 @@ class StubBackend:
 
             def _record(self, body: object) -> None:
                 with stub.lock:  # path: the endpoint, without the /projects/<id> prefix `connect` registers
-                    stub.requests.append({"method": self.command, "path": re.sub(r"^/projects/\d+", "", self.path),
-                                          "raw_path": self.path, "headers": dict(self.headers), "body": body})
+                    stub.requests.append(
+                        {
+                            "method": self.command,
+                            "path": re.sub(r"^/projects/\d+", "", self.path),
+                            "raw_path": self.path,
+                            "headers": dict(self.headers),
+                            "body": body,
+                        }
+                    )
 
             def do_GET(self) -> None:
                 self._record(None)
-                self._reply({"status": "UP", "model_class": "Stub"} if self.path.startswith("/health")
-                            else {"versions": ["v1", "v2"]})
+                self._reply(
+                    {"status": "UP", "model_class": "Stub"}
+                    if self.path.startswith("/health")
+                    else {"versions": ["v1", "v2"]}
+                )
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -78,17 +103,18 @@ class StubBackend:
 
     def received(self, pred, timeout: float = 10.0) -> dict:
         """The first recorded request matching pred, waiting for it to arrive."""
+
         def first() -> dict | None:
             with self.lock:
                 return next((r for r in self.requests if pred(r)), None)
 
-        return wait_for(first, timeout, 0.1,
-                        lambda: f"such a request; got {[(r['method'], r['path']) for r in self.requests]}")
+        return wait_for(
+            first, timeout, 0.1, lambda: f"such a request; got {[(r['method'], r['path']) for r in self.requests]}"
+        )
 
     def webhook(self, action: str, timeout: float = 10.0) -> dict:
         """The first /webhook request carrying that action."""
-        return self.received(lambda r: r["path"] == "/webhook" and (r["body"] or {}).get("action") == action,
-                             timeout)
+        return self.received(lambda r: r["path"] == "/webhook" and (r["body"] or {}).get("action") == action, timeout)
 
 
 @pytest.fixture
@@ -112,8 +138,9 @@ def _title(kind: str) -> str:
 
 
 def _connect(server: LabelStudioServer, stub: StubBackend, config: str, **kw) -> ls.ConnectResult:
-    return ls.connect(server.url, server.token, stub.url, title=kw.pop("title", _title("RLHF")),
-                      label_config=config, **kw)
+    return ls.connect(
+        server.url, server.token, stub.url, title=kw.pop("title", _title("RLHF")), label_config=config, **kw
+    )
 
 
 def test_connect_twice_changes_nothing_the_second_time(label_studio, stub, c):
@@ -130,9 +157,17 @@ def test_connect_twice_changes_nothing_the_second_time(label_studio, stub, c):
     assert setup["body"]["schema"] == PAIRWISE
     assert setup["body"]["access_token"] == label_studio.token
 
-    for again in (_connect(label_studio, stub, PAIRWISE, title=title, auth_user="ls", auth_pass="s3cret"),
-                  ls.connect(label_studio.url, label_studio.token, stub.url + "/", project_id=first.project_id,
-                             auth_user="ls", auth_pass="s3cret")):
+    for again in (
+        _connect(label_studio, stub, PAIRWISE, title=title, auth_user="ls", auth_pass="s3cret"),
+        ls.connect(
+            label_studio.url,
+            label_studio.token,
+            stub.url + "/",
+            project_id=first.project_id,
+            auth_user="ls",
+            auth_pass="s3cret",
+        ),
+    ):
         assert again.project_id == first.project_id
         assert again.ml_backend_id == first.ml_backend_id and again.webhook_id == first.webhook_id
         assert all(line.startswith("already") for line in again.actions), again.actions
@@ -144,10 +179,12 @@ def test_connect_twice_changes_nothing_the_second_time(label_studio, stub, c):
     backends = c.ml.list(project=first.project_id)
     registered = ls.project_url(stub.url, first.project_id)
     assert [(b.url, b.auth_method, b.basic_auth_user, b.is_interactive) for b in backends] == [
-        (registered, "BASIC_AUTH", "ls", False)]
+        (registered, "BASIC_AUTH", "ls", False)
+    ]
     hooks = list(c.webhooks.list(project=str(first.project_id)))
     assert [(h.url, h.headers, h.send_payload, h.send_for_all_actions) for h in hooks] == [
-        (registered + "webhook", {"Authorization": expected_auth}, True, True)]
+        (registered + "webhook", {"Authorization": expected_auth}, True, True)
+    ]
     assert ml_backend_id(c, first.project_id, registered) == first.ml_backend_id
     assert ml_backend_id(c, first.project_id, "http://127.0.0.1:9") is None
 
@@ -165,8 +202,9 @@ def test_connect_recreates_a_deleted_webhook_and_needs_a_project(label_studio, s
 
 def test_connect_adds_basic_auth_to_a_backend_registered_without(label_studio, stub, c):
     first = _connect(label_studio, stub, PAIRWISE)
-    again = ls.connect(label_studio.url, label_studio.token, stub.url, project_id=first.project_id,
-                       auth_user="ls", auth_pass="pw")
+    again = ls.connect(
+        label_studio.url, label_studio.token, stub.url, project_id=first.project_id, auth_user="ls", auth_pass="pw"
+    )
     registered = ls.project_url(stub.url, first.project_id)
     assert f"set basic auth on ML backend {first.ml_backend_id} ({registered})" in again.actions
     assert f"added the Authorization header to webhook {first.webhook_id}" in again.actions
@@ -178,8 +216,9 @@ def test_connect_adds_basic_auth_to_a_backend_registered_without(label_studio, s
 
 def test_connect_reports_an_unreachable_backend(label_studio):
     with pytest.raises(ls.LabelStudioError, match="health check failed"):
-        ls.connect(label_studio.url, label_studio.token, "http://127.0.0.1:9", title=_title("RLHF"),
-                   label_config=PAIRWISE)
+        ls.connect(
+            label_studio.url, label_studio.token, "http://127.0.0.1:9", title=_title("RLHF"), label_config=PAIRWISE
+        )
 
 
 def test_import_prompts_then_list_tasks_across_pages(label_studio, stub, c):

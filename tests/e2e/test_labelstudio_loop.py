@@ -1,6 +1,7 @@
 """The product as a user runs it, against a real Label Studio: `connect`, `import`, candidates written back
 by a real worker, annotations submitted through Label Studio's API arriving as webhooks, retraining, and
 Label Studio listing the new model version."""
+
 from __future__ import annotations
 
 import base64
@@ -31,8 +32,14 @@ WEBHOOK_S = 15.0  # how long Label Studio's webhooks (and what the backend does 
 
 def cli(settings, *args: str) -> str:
     """Run `python -m backend ARGS` from another directory, as an admin might: same store, same settings."""
-    out = subprocess.run([sys.executable, "-m", "backend", *args], env=settings_env(settings), cwd="/",
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "backend", *args],
+        env=settings_env(settings),
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stderr.startswith(f"using Redis {settings.redis_url}, store sqlite:///{settings.data_dir}"), out.stderr
     printed = out.stdout.strip().splitlines()
@@ -49,28 +56,50 @@ def training_queued(url: str, project: int) -> int:
 
 def submit(c, task: dict, selected: str) -> None:
     """An annotator's comparison, through Label Studio's API (Label Studio then calls our webhook)."""
-    c.annotations.create(id=task["id"], result=[{"from_name": "comparison", "to_name": "answer1",
-                                                 "type": "pairwise", "value": {"selected": selected}}])
+    c.annotations.create(
+        id=task["id"],
+        result=[{"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": selected}}],
+    )
 
 
 def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServer, backend, tmp_path) -> None:
     settings, url = backend
     store = Store(settings.sqlalchemy_url)
-    connect = ["connect", "--url", label_studio.url, "--api-key", label_studio.token, "--title", "RLHF e2e",
-               "--backend-url", url]
+    connect = [
+        "connect",
+        "--url",
+        label_studio.url,
+        "--api-key",
+        label_studio.token,
+        "--title",
+        "RLHF e2e",
+        "--backend-url",
+        url,
+    ]
     first = cli(settings, *connect)
     assert "created project" in first and "registered ML backend" in first
     project = int(first.split("project ")[-1].split()[0])
     registry = Registries(settings.model_dir).lineage(f"project-{project}")
     again = cli(settings, *connect)  # idempotent: a second run changes nothing
-    assert all(line.startswith(("already", "project", "Label Studio serves", "the backend reaches"))
-               for line in again.strip().splitlines()), again
+    assert all(
+        line.startswith(("already", "project", "Label Studio serves", "the backend reaches"))
+        for line in again.strip().splitlines()
+    ), again
     assert "Label Studio serves model version 'policy-" in again  # the admin sees what is served
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(f"Tell me fact number {i} about the sea." for i in range(8)) + "\n")
-    assert "imported 8 prompts" in cli(settings, "import", "--project", str(project),
-                                       str(prompts), "--url", label_studio.url, "--api-key", label_studio.token)
+    assert "imported 8 prompts" in cli(
+        settings,
+        "import",
+        "--project",
+        str(project),
+        str(prompts),
+        "--url",
+        label_studio.url,
+        "--api-key",
+        label_studio.token,
+    )
     wait_for(lambda: len(store.project_tasks(project)) == 8, WEBHOOK_S, message="TASKS_CREATED webhook")
     run_worker(settings)
 
@@ -86,14 +115,20 @@ def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServe
     wait_for(lambda: store.counts().get(project, {}).get("pairs") == 4, WEBHOOK_S, message="annotation webhooks")
     status = requests.get(f"{url}/status", auth=AUTH, timeout=5).json()
     assert status["projects"][str(project)]["annotations"] == 4
-    wait_for(lambda: training_queued(url, project) == 1, WEBHOOK_S,
-             message="a chain queued: the 4th pair crossed RETRAIN_EVERY")
+    wait_for(
+        lambda: training_queued(url, project) == 1,
+        WEBHOOK_S,
+        message="a chain queued: the 4th pair crossed RETRAIN_EVERY",
+    )
 
     run_worker(settings)
     assert registry.current("policy") == 1 and registry.current("reward") == 0
     backend_id = ml_backend_id(c, project, ls.project_url(url, project))
-    versions = wait_for(lambda: "policy-v1.reward-v0" in listed_versions(c, backend_id)
-                          and listed_versions(c, backend_id), WEBHOOK_S, message="new version listed by Label Studio")
+    versions = wait_for(
+        lambda: "policy-v1.reward-v0" in listed_versions(c, backend_id) and listed_versions(c, backend_id),
+        WEBHOOK_S,
+        message="new version listed by Label Studio",
+    )
     assert "policy-v0" in versions
     labeled = {t["id"] for t in tasks[:4]}
     for task in ls.list_tasks(c, project):  # unlabeled tasks now show the new policy's answers
@@ -102,8 +137,12 @@ def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServe
         assert store.tasks([task["id"]])[task["id"]].candidates == [task["data"]["answer1"], task["data"]["answer2"]]
 
     # Label Studio's "Start Training" button reaches the backend and queues a (single) retraining
-    r = requests.post(f"{label_studio.url}/api/ml/{backend_id}/train", headers={"Authorization": f"Token {label_studio.token}"},
-                      json={}, timeout=30)
+    r = requests.post(
+        f"{label_studio.url}/api/ml/{backend_id}/train",
+        headers={"Authorization": f"Token {label_studio.token}"},
+        json={},
+        timeout=30,
+    )
     assert r.status_code in (200, 201), r.text
     jobs = requests.get(f"{url}/status", auth=AUTH, timeout=5).json()["jobs"]
     assert [j["status"] for j in jobs if j["kind"] == "reward"].count("queued") == 1
@@ -133,13 +172,34 @@ def test_prompts_under_the_configs_key_and_deleted_tasks(label_studio: LabelStud
     store = Store(settings.sqlalchemy_url)
     config = tmp_path / "question.xml"
     config.write_text((ROOT / "label_config.xml").read_text().replace('value="$prompt"', 'value="$question"'))
-    out = cli(settings, "connect", "--url", label_studio.url, "--api-key", label_studio.token, "--title",
-              "Deleted tasks", "--backend-url", url, "--label-config", str(config))
+    out = cli(
+        settings,
+        "connect",
+        "--url",
+        label_studio.url,
+        "--api-key",
+        label_studio.token,
+        "--title",
+        "Deleted tasks",
+        "--backend-url",
+        url,
+        "--label-config",
+        str(config),
+    )
     project = int(out.split("project ")[-1].split()[0])
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(f"Name a colour, please ({i})." for i in range(4)) + "\n")
-    cli(settings, "import", "--project", str(project), str(prompts), "--url", label_studio.url,
-        "--api-key", label_studio.token)
+    cli(
+        settings,
+        "import",
+        "--project",
+        str(project),
+        str(prompts),
+        "--url",
+        label_studio.url,
+        "--api-key",
+        label_studio.token,
+    )
     c = ls.client(label_studio.url, label_studio.token)
     tasks = ls.list_tasks(c, project)
     assert [t["data"]["question"] for t in tasks] == [f"Name a colour, please ({i})." for i in range(4)]
@@ -160,15 +220,43 @@ def test_prompts_under_the_configs_key_and_deleted_tasks(label_studio: LabelStud
     wait_for(lambda: len(store.project_tasks(project)) == 2, WEBHOOK_S, message="TASKS_DELETED webhook")
 
 
-def connect_project(settings, label_studio: LabelStudioServer, url: str, title: str, prompts: list[str],
-                    tmp_path, config: str = "label_config.xml") -> int:
-    out = cli(settings, "connect", "--url", label_studio.url, "--api-key", label_studio.token, "--title", title,
-              "--backend-url", url, "--label-config", str(ROOT / config))
+def connect_project(
+    settings,
+    label_studio: LabelStudioServer,
+    url: str,
+    title: str,
+    prompts: list[str],
+    tmp_path,
+    config: str = "label_config.xml",
+) -> int:
+    out = cli(
+        settings,
+        "connect",
+        "--url",
+        label_studio.url,
+        "--api-key",
+        label_studio.token,
+        "--title",
+        title,
+        "--backend-url",
+        url,
+        "--label-config",
+        str(ROOT / config),
+    )
     project = int(out.split("project ")[-1].split()[0])
     source = tmp_path / f"{project}.txt"
     source.write_text("\n".join(prompts) + "\n")
-    cli(settings, "import", "--project", str(project), str(source), "--url", label_studio.url,
-        "--api-key", label_studio.token)
+    cli(
+        settings,
+        "import",
+        "--project",
+        str(project),
+        str(source),
+        "--url",
+        label_studio.url,
+        "--api-key",
+        label_studio.token,
+    )
     return project
 
 
@@ -177,12 +265,17 @@ def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, ba
     pairs against its own reward model, and a project's model_version moves only when its own lineage trains."""
     settings, url = backend
     store, registries = Store(settings.sqlalchemy_url), Registries(settings.model_dir)
-    a = connect_project(settings, label_studio, url, "Lineage A", [f"Tell me about fish number {i}." for i in range(8)],
-                        tmp_path)
-    b = connect_project(settings, label_studio, url, "Lineage B", [f"Name bird number {i}." for i in range(5)],
-                        tmp_path)
-    wait_for(lambda: len(store.project_tasks(a)) == 8 and len(store.project_tasks(b)) == 5, WEBHOOK_S,
-             message="TASKS_CREATED")
+    a = connect_project(
+        settings, label_studio, url, "Lineage A", [f"Tell me about fish number {i}." for i in range(8)], tmp_path
+    )
+    b = connect_project(
+        settings, label_studio, url, "Lineage B", [f"Name bird number {i}." for i in range(5)], tmp_path
+    )
+    wait_for(
+        lambda: len(store.project_tasks(a)) == 8 and len(store.project_tasks(b)) == 5,
+        WEBHOOK_S,
+        message="TASKS_CREATED",
+    )
     run_worker(settings, "--queues", "generate")
     c = ls.client(label_studio.url, label_studio.token)
     tasks = {p: ls.list_tasks(c, p) for p in (a, b)}
@@ -197,8 +290,12 @@ def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, ba
     wait_for(lambda: store.counts()[a]["pairs"] == 4 and store.counts()[b]["pairs"] == 3, WEBHOOK_S, message="webhooks")
     wait_for(lambda: training_queued(url, a) == 1, WEBHOOK_S, message="A's chain queued")
     drafted = tasks[a][7]["id"]  # an annotator is half-way through this one: it must not be regenerated
-    r = requests.post(f"{label_studio.url}/api/tasks/{drafted}/drafts", json={"result": [], "lead_time": 5},
-                      headers={"Authorization": f"Token {label_studio.token}"}, timeout=10)
+    r = requests.post(
+        f"{label_studio.url}/api/tasks/{drafted}/drafts",
+        json={"result": [], "lead_time": 5},
+        headers={"Authorization": f"Token {label_studio.token}"},
+        timeout=10,
+    )
     assert r.status_code in (200, 201), r.text
     run_worker(settings)  # one worker, both queues: only A's chain is due
     assert store.tasks([drafted])[drafted].policy_version == 0
@@ -211,8 +308,9 @@ def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, ba
     for task in tasks[a][4:8]:
         submit(c, task, "right")
     wait_for(lambda: store.counts()[a]["pairs"] == 8 and store.counts()[b]["pairs"] == 4, WEBHOOK_S, message="webhooks")
-    wait_for(lambda: training_queued(url, a) == training_queued(url, b) == 1, WEBHOOK_S,
-             message="A's and B's chains queued")
+    wait_for(
+        lambda: training_queued(url, a) == training_queued(url, b) == 1, WEBHOOK_S, message="A's and B's chains queued"
+    )
     run_worker(settings)
     la, lb = registries.lineage(f"project-{a}"), registries.lineage(f"project-{b}")
     assert current(a) == "policy-v2.reward-v1" and current(b) == "policy-v1.reward-v0"
@@ -252,27 +350,34 @@ class Trap:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def test_label_studio_address_and_token_come_from_one_source(label_studio: LabelStudioServer, backend,
-                                                             tmp_path) -> None:
+def test_label_studio_address_and_token_come_from_one_source(
+    label_studio: LabelStudioServer, backend, tmp_path
+) -> None:
     """With LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY set, a /setup naming another host changes nothing: the
     operator's token never leaves for it, and the candidates still reach the real Label Studio."""
     settings, url = backend
     store, trap = Store(settings.sqlalchemy_url), Trap()
     project = connect_project(settings, label_studio, url, "One source", ["What is rain?"], tmp_path)
     wait_for(lambda: len(store.project_tasks(project)) == 1, WEBHOOK_S, message="TASKS_CREATED webhook")
-    hostile = {"project": f"{project}.1", "schema": store.project(project).label_config, "hostname": trap.url,
-               "access_token": "not-the-operators"}
+    hostile = {
+        "project": f"{project}.1",
+        "schema": store.project(project).label_config,
+        "hostname": trap.url,
+        "access_token": "not-the-operators",
+    }
     assert requests.post(f"{url}/setup", json=hostile, auth=AUTH, timeout=5).status_code == 200
-    operator = settings.model_copy(update={"label_studio_url": label_studio.url,
-                                           "label_studio_api_key": label_studio.token})
+    operator = settings.model_copy(
+        update={"label_studio_url": label_studio.url, "label_studio_api_key": label_studio.token}
+    )
     run_worker(operator, "--queues", "generate")
     assert trap.requests == []
     c = ls.client(label_studio.url, label_studio.token)
     assert all(t["data"]["answer1"] for t in ls.list_tasks(c, project))
 
 
-def test_annotations_whose_webhook_never_arrived_are_resynced(label_studio: LabelStudioServer, backend,
-                                                              tmp_path) -> None:
+def test_annotations_whose_webhook_never_arrived_are_resynced(
+    label_studio: LabelStudioServer, backend, tmp_path
+) -> None:
     """Label Studio sends each webhook once; while the backend is unreachable it is lost. The periodic resync
     brings the annotation in, once (it is idempotent), and /status says when it last ran."""
     settings, url = backend
@@ -361,8 +466,9 @@ def submit_button(page):  # noqa: ANN001, ANN201 - Playwright's Page and Locator
     return page.locator("button:has-text('Submit')").first
 
 
-def test_an_annotator_compares_in_the_labeling_view(label_studio: LabelStudioServer, backend, browser_page,
-                                                    tmp_path) -> None:
+def test_an_annotator_compares_in_the_labeling_view(
+    label_studio: LabelStudioServer, backend, browser_page, tmp_path
+) -> None:
     """Log in, open a task, see the prompt and both answers side by side with nothing pre-selected, pick one,
     submit: the backend stores the pair the annotator chose."""
     settings, url = backend
@@ -375,13 +481,19 @@ def test_an_annotator_compares_in_the_labeling_view(label_studio: LabelStudioSer
     open_task(page, label_studio, project, task.id, left)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "labeling-pairwise.png"))
-    captions = [page.locator(f".answer-{x} .lsf-richtext__container").first.evaluate(
-        "e => getComputedStyle(e, '::before').content") for x in "ab"]
+    captions = [
+        page.locator(f".answer-{x} .lsf-richtext__container").first.evaluate(
+            "e => getComputedStyle(e, '::before').content"
+        )
+        for x in "ab"
+    ]
     assert captions == ['"Answer A"', '"Answer B"']  # an annotator can say which one was better
     queue_score = page.locator('[title^="Prediction score"]')  # the prediction tab's "80.00%": a queue position
     assert queue_score.count() and not queue_score.first.is_visible()
-    answers = [page.locator(".answer-box").filter(has_text=visible_piece(t)).first  # not the table's cells
-               for t in (left, right)]
+    answers = [
+        page.locator(".answer-box").filter(has_text=visible_piece(t)).first  # not the table's cells
+        for t in (left, right)
+    ]
     boxes = [a.bounding_box() for a in answers]
     assert abs(boxes[0]["y"] - boxes[1]["y"]) < 40 and boxes[1]["x"] > boxes[0]["x"] + 300  # side by side, 1440 px
     assert page.get_by_text("Name a fruit, please.").first.is_visible()
@@ -391,14 +503,22 @@ def test_an_annotator_compares_in_the_labeling_view(label_studio: LabelStudioSer
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [(right, left)]
 
 
-def test_an_annotator_ranks_in_the_labeling_view(label_studio: LabelStudioServer, backend, browser_page,
-                                                 tmp_path) -> None:
+def test_an_annotator_ranks_in_the_labeling_view(
+    label_studio: LabelStudioServer, backend, browser_page, tmp_path
+) -> None:
     """The Ranker: cards without internal ids; moving the first answer to the bottom (keyboard drag) and
     submitting gives K(K-1)/2 pairs with it ranked last."""
     settings, url = backend
     store, page = Store(settings.sqlalchemy_url), browser_page
-    project = connect_project(settings, label_studio, url, "Browser ranker", ["Name a colour, please."], tmp_path,
-                              config="label_config_ranker.xml")
+    project = connect_project(
+        settings,
+        label_studio,
+        url,
+        "Browser ranker",
+        ["Name a colour, please."],
+        tmp_path,
+        config="label_config_ranker.xml",
+    )
     wait_for(lambda: len(store.project_tasks(project)) == 1, WEBHOOK_S, message="TASKS_CREATED webhook")
     run_worker(settings, "--queues", "generate")
     [task] = store.project_tasks(project)
@@ -431,8 +551,9 @@ SAVE = re.compile(r"/api/tasks/\d+/annotations")  # ... and how it saves a submi
 
 
 @pytest.mark.parametrize("config", ["label_config.xml", "label_config_ranker.xml"])
-def test_label_all_tasks_saves_every_submit_while_refits_land(label_studio: LabelStudioServer, backend,
-                                                             browser_page, tmp_path, config: str) -> None:
+def test_label_all_tasks_saves_every_submit_while_refits_land(
+    label_studio: LabelStudioServer, backend, browser_page, tmp_path, config: str
+) -> None:
     """The annotator's stream: "Label All Tasks", pick, Submit, and Label Studio opens the next task at once.
     The refit that the label queued then republishes every task's score, the open task's included, before the
     annotator submits it. Every submit must save the first time (a prediction deleted under the open task made
@@ -448,8 +569,11 @@ def test_label_all_tasks_saves_every_submit_while_refits_land(label_studio: Labe
     refits = Queue(f"{settings.queue_prefix}-generate", connection=Redis.from_url(TEST_REDIS_URL))
 
     def prediction(task_id: int) -> tuple[int, float]:
-        [found] = [(p.id, p.score) for p in c.predictions.list(project=project)
-                   if p.task == task_id and p.model_version == version]
+        [found] = [
+            (p.id, p.score)
+            for p in c.predictions.list(project=project)
+            if p.task == task_id and p.model_version == version
+        ]
         return found
 
     page.goto(f"{label_studio.url}/projects/{project}/data")
@@ -461,8 +585,9 @@ def test_label_all_tasks_saves_every_submit_while_refits_land(label_studio: Labe
         wait_shown(page, task.candidates[0])
         close_instructions(page)
         if i:  # the previous label's refit lands now, while this task is open
-            wait_for(lambda: any(j.meta.get("kind") == "refit" for j in refits.jobs), WEBHOOK_S,
-                     message="the label's refit")
+            wait_for(
+                lambda: any(j.meta.get("kind") == "refit" for j in refits.jobs), WEBHOOK_S, message="the label's refit"
+            )
             before = prediction(task.id)
             run_worker(settings, "--queues", "generate")
             moves.append((before, prediction(task.id)))
@@ -476,8 +601,9 @@ def test_label_all_tasks_saves_every_submit_while_refits_land(label_studio: Labe
             assert saved.value.status == 201, f"submit {i + 1} of {STREAM} not saved: {saved.value.text()[:300]}"
     page.screenshot(path=str(SCREENSHOTS / f"stream-{config.removesuffix('.xml')}.png"))
     assert page.get_by_text("not saved").count() == 0
-    wait_for(lambda: store.counts().get(project, {}).get("annotations") == STREAM, WEBHOOK_S,
-             message="every label's webhook")
+    wait_for(
+        lambda: store.counts().get(project, {}).get("annotations") == STREAM, WEBHOOK_S, message="every label's webhook"
+    )
     assert all(after[0] == before[0] for before, after in moves), moves  # one prediction per task, kept
     assert sum(after[1] != before[1] for before, after in moves) >= STREAM // 2, moves  # the refits moved them
 
@@ -491,7 +617,9 @@ def test_every_score_move_is_published_once(label_studio: LabelStudioServer) -> 
     a, b, d = sorted(t["id"] for t in ls.list_tasks(c, project))
 
     def published(version: str = "v") -> list[tuple[int, int, float]]:
-        return sorted((p.task, p.id, p.score) for p in c.predictions.list(project=project) if p.model_version == version)
+        return sorted(
+            (p.task, p.id, p.score) for p in c.predictions.list(project=project) if p.model_version == version
+        )
 
     assert ls.publish_scores(c, project, "v", {a: 0.5, b: 0.6, d: 0.7}) == 3
     ids = [i for _, i, _ in published()]
@@ -502,20 +630,38 @@ def test_every_score_move_is_published_once(label_studio: LabelStudioServer) -> 
     assert [s for _, _, s in published("w")] == [0.1, 0.2] and published()[0] == (a, ids[0], 0.50005)
 
 
-def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStudioServer, backend,
-                                                          tmp_path) -> None:
+def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStudioServer, backend, tmp_path) -> None:
     """SELECTION=informative through a real Label Studio: the worker sets the project to uncertainty sampling
     under the served model version and publishes each task's score; labels queue a refit of the head, which
     reweighs the tasks and republishes; Label Studio's /next then serves the task with the lowest score."""
     settings, url = backend
     store = Store(settings.sqlalchemy_url)
-    first = cli(settings, "connect", "--url", label_studio.url, "--api-key", label_studio.token,
-                "--title", "RLHF informative", "--backend-url", url)
+    first = cli(
+        settings,
+        "connect",
+        "--url",
+        label_studio.url,
+        "--api-key",
+        label_studio.token,
+        "--title",
+        "RLHF informative",
+        "--backend-url",
+        url,
+    )
     project = int(first.split("project ")[-1].split()[0])
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(f"Describe colour number {i} in one line." for i in range(6)) + "\n")
-    cli(settings, "import", "--project", str(project), str(prompts), "--url", label_studio.url,
-        "--api-key", label_studio.token)
+    cli(
+        settings,
+        "import",
+        "--project",
+        str(project),
+        str(prompts),
+        "--url",
+        label_studio.url,
+        "--api-key",
+        label_studio.token,
+    )
     wait_for(lambda: len(store.project_tasks(project)) == 6, WEBHOOK_S, message="TASKS_CREATED webhook")
     run_worker(settings)
 
@@ -533,20 +679,26 @@ def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStu
         return {t.id: informative_score(t.worth) for t in store.project_tasks(project)}
 
     before = stored()
-    assert published() == pytest.approx(before, abs=10 ** -ls.SCORE_DIGITS) and len(before) == 6
+    assert published() == pytest.approx(before, abs=10**-ls.SCORE_DIGITS) and len(before) == 6
     tasks = ls.list_tasks(c, project)
     for task in tasks[:2]:
         submit(c, task, "left")
     wait_for(lambda: store.counts().get(project, {}).get("pairs") == 2, WEBHOOK_S, message="annotation webhooks")
     queue = Queue(f"{settings.queue_prefix}-generate", connection=Redis.from_url(TEST_REDIS_URL))
-    wait_for(lambda: any(j.meta.get("kind") == "refit" for j in queue.jobs), WEBHOOK_S,
-             message="a refit queued after the labels")
+    wait_for(
+        lambda: any(j.meta.get("kind") == "refit" for j in queue.jobs),
+        WEBHOOK_S,
+        message="a refit queued after the labels",
+    )
     run_worker(settings)
     after = stored()
-    assert published() == pytest.approx(after, abs=10 ** -ls.SCORE_DIGITS)  # every move, however small
+    assert published() == pytest.approx(after, abs=10**-ls.SCORE_DIGITS)  # every move, however small
     waiting = [t["id"] for t in tasks[2:]]
     assert sum(after[t] for t in waiting) > sum(before[t] for t in waiting)  # labels shrank what is left to learn
-    r = requests.get(f"{label_studio.url}/api/projects/{project}/next",
-                     headers={"Authorization": f"Token {label_studio.token}"}, timeout=10)
+    r = requests.get(
+        f"{label_studio.url}/api/projects/{project}/next",
+        headers={"Authorization": f"Token {label_studio.token}"},
+        timeout=10,
+    )
     assert r.ok, r.text
     assert r.json()["id"] == min(waiting, key=after.get), (r.json()["id"], after)

@@ -1,6 +1,7 @@
 """`make run` as a newcomer runs it: the workers get the Makefile's environment and thread budget, the backend
 listens on loopback only (no credentials set), and one Ctrl-C stops everything cleanly (no signal storm, no
 segmentation fault, no process left behind)."""
+
 from __future__ import annotations
 
 import os
@@ -24,13 +25,29 @@ def environ(pid: int) -> dict[str, str]:
 
 def test_make_run_starts_the_loop_and_one_ctrl_c_stops_it(tmp_path, tiny_model, redis) -> None:
     settings = make_settings(tmp_path, tiny_model, port=free_port())
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "HOST",
-                                                            "BASIC_AUTH_USER", "BASIC_AUTH_PASS")}
-    env.update({k: v for k, v in settings.as_env().items() if k in ("MODEL_DIR", "DATA_DIR", "POLICY_MODEL",
-                                                                      "QUEUE_PREFIX", "PORT")},
-               REDIS_URL=TEST_REDIS_URL, WORKER_THREADS="0")
-    proc = subprocess.Popen(["make", "run"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True, text=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "HOST", "BASIC_AUTH_USER", "BASIC_AUTH_PASS")
+    }
+    env.update(
+        {
+            k: v
+            for k, v in settings.as_env().items()
+            if k in ("MODEL_DIR", "DATA_DIR", "POLICY_MODEL", "QUEUE_PREFIX", "PORT")
+        },
+        REDIS_URL=TEST_REDIS_URL,
+        WORKER_THREADS="0",
+    )
+    proc = subprocess.Popen(
+        ["make", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        text=True,
+    )
     try:
         queue = JobQueue(settings)
 

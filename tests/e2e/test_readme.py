@@ -1,6 +1,7 @@
 """The README and docs/ are the map for the next engineer, and must stay true: the README fits a first read,
 its links resolve, the module map matches the file system, and the commands run as written.
 (docs/configuration.md's settings table is checked against Settings in tests/unit/test_config_docs.py.)"""
+
 from __future__ import annotations
 
 import ast
@@ -44,6 +45,7 @@ def _prose(text: str) -> str:
 
 # --- the README fits a first read, and every link goes somewhere -------------------------------------------
 
+
 def test_the_readme_fits_a_first_read() -> None:
     lines = len(README.splitlines())
     assert lines <= MAX_README_LINES, f"README.md has {lines} lines; move detail into docs/"
@@ -57,8 +59,9 @@ def _slug(heading: str) -> str:
 def _anchors(path: Path) -> set[str]:
     seen: dict[str, int] = {}
     anchors = set()
-    for heading in re.findall(r"^#{1,6} (.+)$", re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M),
-                              flags=re.M):
+    for heading in re.findall(
+        r"^#{1,6} (.+)$", re.sub(r"^```.*?^```", "", path.read_text(), flags=re.S | re.M), flags=re.M
+    ):
         slug = _slug(heading)
         anchors.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
         seen[slug] = seen.get(slug, 0) + 1
@@ -103,6 +106,7 @@ def test_commands_name_make_targets_and_modules_that_exist() -> None:
 
 
 # --- docs/architecture.md lists every module --------------------------------------------------------------
+
 
 def _documented_modules() -> set[str]:
     """Paths of the module map's tree: `name/` opens a folder, `name.py` is a file, two spaces per level;
@@ -149,6 +153,7 @@ def test_architecture_lists_only_modules_that_exist() -> None:
 
 # --- what the pages promise about settings ----------------------------------------------------------------
 
+
 def test_relative_paths_are_anchored_to_the_checkout(tmp_path, monkeypatch) -> None:
     """docs/configuration.md: a CLI command run from another directory uses the same store and registry as
     `make run`."""
@@ -166,6 +171,7 @@ def test_all_interfaces_need_credentials_or_an_explicit_host() -> None:
 
 
 # --- the commands run as written --------------------------------------------------------------------------
+
 
 def _shell_commands(section: str) -> list[str]:
     """The commands of a section's ```bash blocks: continuation lines joined, comments dropped."""
@@ -199,13 +205,17 @@ def test_the_readme_commands_run_as_written(label_studio, backend, tmp_path) -> 
     settings, url = backend
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])
     (tmp_path / "prompts.txt").write_text("Name a river.\nName a mountain.\n")
-    env = {**settings_env(settings), "LABEL_STUDIO_API_KEY": label_studio.token,
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {
+        **settings_env(settings),
+        "LABEL_STUDIO_API_KEY": label_studio.token,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
 
     def run(command: str) -> str:
         command = command.replace("http://localhost:8080", label_studio.url).replace("http://localhost:9090", url)
-        out = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=600)
+        out = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
         assert out.returncode == 0, f"{command}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
         return out.stdout
 
@@ -220,8 +230,11 @@ def test_the_readme_commands_run_as_written(label_studio, backend, tmp_path) -> 
     assert "imported 2 prompts" in run(ours(import_))
 
     values = {"N": project, "FILE": "prompts.txt", "vN": "v0", "policy-vN": "policy-v0", "DIR": "exported"}
-    rows = [c for c in _table_commands(_section(_page("operations.md"), "## Admin commands"))
-            if not c.endswith(("serve", "connect …"))]
+    rows = [
+        c
+        for c in _table_commands(_section(_page("operations.md"), "## Admin commands"))
+        if not c.endswith(("serve", "connect …"))
+    ]
     workers = [c for c in rows if c.startswith("python -m workers")]
     assert len(workers) == 1 and len(rows) == 11, rows
     run(_filled(workers[0].replace("[--gpu N] ", ""), values))  # a CPU here: GPU flags are out of scope
@@ -231,8 +244,10 @@ def test_the_readme_commands_run_as_written(label_studio, backend, tmp_path) -> 
     client = ls.client(label_studio.url, label_studio.token)
     task = ls.list_tasks(client, int(project))[0]
     assert task["data"]["answer1"] and task["data"]["answer2"], task
-    client.annotations.create(id=task["id"], result=[{"from_name": "comparison", "to_name": "answer1",
-                                                 "type": "pairwise", "value": {"selected": "left"}}])
+    client.annotations.create(
+        id=task["id"],
+        result=[{"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": "left"}}],
+    )
     store = Store(settings.sqlalchemy_url)
     wait_for(lambda: store.counts().get(int(project), {}).get("pairs") == 1, 30, message="the annotation webhook")
     first_round = _shell_commands(_section(README, "## The first round"))

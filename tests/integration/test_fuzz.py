@@ -1,5 +1,6 @@
 """Hostile input never gets a 5xx: a seeded fuzz over every endpoint, starting from payloads Label Studio
 really sent and mutating them the way a fuzzer does (types, depth, 2^63, surrogates, NUL, missing keys)."""
+
 from __future__ import annotations
 
 import json

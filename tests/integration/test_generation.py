@@ -1,4 +1,5 @@
 """Candidate generation by a real RQ worker with a tiny local policy: triggers, shapes, provenance."""
+
 from __future__ import annotations
 
 from backend.store import Store

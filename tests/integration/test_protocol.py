@@ -1,4 +1,5 @@
 """The ML-backend protocol over HTTP (Flask test client), driven by payloads Label Studio 1.23.2 really sent."""
+
 from __future__ import annotations
 
 import base64
@@ -26,9 +27,13 @@ def test_webhooks_store_pairs_update_replaces_delete_removes(client, settings) -
     assert client.post("/webhook", json=created).json["pairs"] == 1
     assert client.post("/webhook", json=created).json["pairs"] == 1  # a repeat is idempotent
     store = Store(settings.sqlalchemy_url)
-    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1", judged=True)] == [("good answer 0", "bad answer 0")]
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1", judged=True)] == [
+        ("good answer 0", "bad answer 0")
+    ]
     client.post("/webhook", json=payload("webhook-annotation-updated.pairwise.json"))
-    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1", judged=True)] == [("bad answer 0", "good answer 0")]
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1", judged=True)] == [
+        ("bad answer 0", "good answer 0")
+    ]
     status = client.get("/status").json
     assert status["projects"]["1"]["annotations"] == 1 and status["projects"]["1"]["pairs"] == 1
     assert client.post("/webhook", json=payload("webhook-annotations-deleted.pairwise.json")).json["deleted"] == 1
@@ -51,9 +56,16 @@ def test_deleted_tasks_and_projects_leave_the_store_and_the_counts(client, setti
     counts = client.get("/status").json["projects"]["1"]
     assert (counts["annotations"], counts["pairs"]) == (1, 1)
     store = Store(settings.sqlalchemy_url)
-    assert 77 not in store.tasks([77]) and [p["chosen"] for p in store.pairs("project-1", judged=True)] == ["good answer 0"]
-    assert client.post("/webhook", json={"action": "TASKS_DELETED", "tasks": ["x"], "project": project}).status_code == 400
-    assert client.post("/webhook", json={"action": "PROJECT_DELETED", "project": {"id": 1}}).json["deleted_annotations"] == 1
+    assert 77 not in store.tasks([77]) and [p["chosen"] for p in store.pairs("project-1", judged=True)] == [
+        "good answer 0"
+    ]
+    assert (
+        client.post("/webhook", json={"action": "TASKS_DELETED", "tasks": ["x"], "project": project}).status_code == 400
+    )
+    assert (
+        client.post("/webhook", json={"action": "PROJECT_DELETED", "project": {"id": 1}}).json["deleted_annotations"]
+        == 1
+    )
     assert "1" not in client.get("/status").json["projects"] and store.project(1) is None
     assert store.project(2) is not None  # other projects are untouched
 
@@ -81,8 +93,9 @@ def test_cancelled_and_empty_annotations_give_no_pairs(client) -> None:
 def test_predict_answers_in_order_and_queues_generation(client, settings) -> None:
     setup_project(client)
     body = payload("predict.pairwise.json")
-    body["tasks"] = [dict(body["tasks"][0], id=10 + i, data={"prompt": f"Q{i}?", "answer1": "", "answer2": ""})
-                     for i in range(3)]
+    body["tasks"] = [
+        dict(body["tasks"][0], id=10 + i, data={"prompt": f"Q{i}?", "answer1": "", "answer2": ""}) for i in range(3)
+    ]
     answer = client.post("/predict", json=body).json
     assert len(answer["results"]) == 3
     assert answer["results"] == [[], [], []]  # nothing scored yet: no prediction (no empty tab in Label Studio)
@@ -121,19 +134,25 @@ def test_retrain_threshold_from_store(client, settings) -> None:
 
 
 BAD_REQUESTS = [
-    ("/webhook", "not json", 400), ("/webhook", [], 400), ("/webhook", {"action": 5}, 400),
+    ("/webhook", "not json", 400),
+    ("/webhook", [], 400),
+    ("/webhook", {"action": 5}, 400),
     ("/webhook", {"action": "ANNOTATION_CREATED"}, 400),
     ("/webhook", {"action": "ANNOTATION_CREATED", "annotation": {"id": "x"}, "project": {"id": 1}}, 400),
     ("/webhook", {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": "1"}], "project": {"id": 1}}, 400),
     ("/webhook", {"action": "TASKS_CREATED", "tasks": "x", "project": {"id": 1}}, 400),
-    ("/predict", {"tasks": [], "project": "1.1"}, 400), ("/predict", {"tasks": [{"id": 1}], "project": "1.1"}, 400),
+    ("/predict", {"tasks": [], "project": "1.1"}, 400),
+    ("/predict", {"tasks": [{"id": 1}], "project": "1.1"}, 400),
     ("/predict", {"tasks": [{"id": 1, "data": {"answer1": "", "answer2": ""}}], "project": "1.1"}, 422),
     ("/predict", {"tasks": [{"id": 1, "data": {}}], "project": "x"}, 400),
     ("/setup", {"project": "1.1", "schema": 5}, 400),
     ("/setup", {"project": "1.1", "schema": "<View><Text name='t' value='$t'/></View>"}, 422),
     ("/setup", {"project": "1.1", "schema": (ROOT / "label_config.xml").read_text(), "extra_params": "{not"}, 400),
-    ("/setup", {"project": "1.1", "schema": (ROOT / "label_config.xml").read_text(),
-                "extra_params": '{"algorithm": "magic"}'}, 400),
+    (
+        "/setup",
+        {"project": "1.1", "schema": (ROOT / "label_config.xml").read_text(), "extra_params": '{"algorithm": "magic"}'},
+        400,
+    ),
 ]
 
 
@@ -199,8 +218,13 @@ def test_versions_are_listed_per_project(client, settings) -> None:
     assert client.get("/versions?project=2").json == two
     assert set(client.get("/versions").json["versions"]) == set(one["versions"]) | set(two["versions"])
     time.sleep(settings.model_poll_seconds + 0.1)  # the served versions are re-read after a poll period
-    assert client.post("/projects/2/setup", json=payload("setup.pairwise.json") | {
-        "project": None, "hostname": "", "access_token": ""}).json["model_version"] == "policy-v0.reward-v3"
+    assert (
+        client.post(
+            "/projects/2/setup",
+            json=payload("setup.pairwise.json") | {"project": None, "hostname": "", "access_token": ""},
+        ).json["model_version"]
+        == "policy-v0.reward-v3"
+    )
 
 
 def test_a_promotion_a_worker_announces_is_served_before_the_next_poll(tmp_path, tiny_model, redis) -> None:
@@ -215,8 +239,10 @@ def test_a_promotion_a_worker_announces_is_served_before_the_next_poll(tmp_path,
     channel = workers.queue.models_channel
 
     def served() -> str:
-        return client.post("/projects/1/setup", json=payload("setup.pairwise.json") | {
-            "project": None, "hostname": "", "access_token": ""}).json["model_version"]
+        return client.post(
+            "/projects/1/setup",
+            json=payload("setup.pairwise.json") | {"project": None, "hostname": "", "access_token": ""},
+        ).json["model_version"]
 
     (settings.model_dir / "policy" / "v0").mkdir(parents=True)
     setup_project(client)
@@ -262,21 +288,37 @@ def test_cancel_a_queued_training_from_the_cli(client, settings) -> None:
     setup_project(client)
     client.post("/webhook", json=payload("webhook-annotation-created.pairwise.json"))
     reward_job, _ = client.post("/webhook", json=payload("webhook-start-training.pairwise.json")).json["training"]
-    out = subprocess.run([sys.executable, "-m", "backend", "cancel", reward_job], env=settings_env(settings),
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "backend", "cancel", reward_job],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and "cancelled" in out.stdout, out.stderr
     jobs = {j["id"]: j for j in client.get("/status").json["jobs"]}
     assert jobs[reward_job]["status"] == "canceled"
-    missing = subprocess.run([sys.executable, "-m", "backend", "cancel", "no-such-job"], env=settings_env(settings),
-                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "backend", "cancel", "no-such-job"],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode != 0 and "no job" in missing.stderr
 
 
 def test_projects_pool_into_one_lineage_only_when_asked(client, settings) -> None:
     pooled = '{"lineage": "support-bot"}'
     for project in ("1.1", "2.1"):
-        body = payload("setup.pairwise.json") | {"project": project, "hostname": "", "access_token": "",
-                                                 "extra_params": pooled}
+        body = payload("setup.pairwise.json") | {
+            "project": project,
+            "hostname": "",
+            "access_token": "",
+            "extra_params": pooled,
+        }
         assert client.post("/setup", json=body).status_code == 200
     setup_project(client, project="3.1")
     (settings.model_dir / "policy" / "v0").mkdir(parents=True)
@@ -284,7 +326,10 @@ def test_projects_pool_into_one_lineage_only_when_asked(client, settings) -> Non
     one, two, three = (client.get(f"/projects/{p}/versions").json["current"] for p in (1, 2, 3))
     assert one == two == "policy-v0.reward-v0" and three == "policy-v0"
     status = client.get("/status?project=2").json
-    assert status["projects"]["2"]["lineage"] == "support-bot" and status["lineages"]["support-bot"]["projects"] == [1, 2]
+    assert status["projects"]["2"]["lineage"] == "support-bot" and status["lineages"]["support-bot"]["projects"] == [
+        1,
+        2,
+    ]
     bad = payload("setup.pairwise.json") | {"extra_params": '{"lineage": "../../etc"}'}
     answer = client.post("/setup", json=bad)
     assert answer.status_code == 400 and "lineage" in answer.json["error"]
@@ -294,7 +339,9 @@ def test_predict_answers_thousands_of_tasks_in_order(client, settings) -> None:
     """Label Studio sends every selected task in one /predict: all are stored and answered, none capped."""
     setup_project(client)
     body = payload("predict.pairwise.json")
-    body["tasks"] = [{"id": 10_000 + i, "data": {"prompt": f"Q{i}?", "answer1": "", "answer2": ""}} for i in range(6000)]
+    body["tasks"] = [
+        {"id": 10_000 + i, "data": {"prompt": f"Q{i}?", "answer1": "", "answer2": ""}} for i in range(6000)
+    ]
     answer = client.post("/predict", json=body).json
     assert len(answer["results"]) == 6000
     body["tasks"][0]["data"]["prompt"] = "changed"
@@ -310,14 +357,37 @@ def test_the_cli_says_in_one_line_what_is_unreachable(tmp_path, tiny_model, redi
     from tests.support.settings import settings_env
 
     settings = make_settings(tmp_path, tiny_model, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    out = subprocess.run([sys.executable, "-m", "backend", "status"], env=settings_env(settings), cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "backend", "status"],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("error: Redis at redis://127.0.0.1:")
     ok = make_settings(tmp_path, tiny_model)
     prompts = tmp_path / "p.txt"
     prompts.write_text("hello\n")
-    out = subprocess.run([sys.executable, "-m", "backend", "import", "--project", "1", str(prompts), "--url",
-                          f"http://127.0.0.1:{free_port()}", "--api-key", "x"], env=settings_env(ok), cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backend",
+            "import",
+            "--project",
+            "1",
+            str(prompts),
+            "--url",
+            f"http://127.0.0.1:{free_port()}",
+            "--api-key",
+            "x",
+        ],
+        env=settings_env(ok),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr and "Label Studio did not answer" in out.stderr

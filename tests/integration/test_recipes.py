@@ -1,4 +1,5 @@
 """Each recipe trains a tiny local model a couple of steps for real; evaluation and progress reporting work on it."""
+
 from __future__ import annotations
 
 import math
@@ -27,9 +28,14 @@ from workers.runtime import progress
 from workers.runtime.progress import JobProgress
 
 PROMPTS = [
-    "What is the capital of France?", "Write a short poem about the sea.", "What is the boiling point of water?",
-    "Explain reinforcement learning in one sentence.", "Why do annotators rank answers?", "Say hello.",
-    "What does a reward model score?", "Where is Paris?",
+    "What is the capital of France?",
+    "Write a short poem about the sea.",
+    "What is the boiling point of water?",
+    "Explain reinforcement learning in one sentence.",
+    "Why do annotators rank answers?",
+    "Say hello.",
+    "What does a reward model score?",
+    "Where is Paris?",
 ]
 CHOSEN, REJECTED = "The capital of France is Paris.", "The quick brown fox."
 PAIRS = [{"prompt": p, "chosen": CHOSEN, "rejected": REJECTED} for p in PROMPTS]
@@ -72,8 +78,14 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 def make_inputs(models: SimpleNamespace, out_dir: Path, **changes: object) -> RecipeInputs:
     """Inputs with every kind of data filled, so any recipe finds what it needs."""
     inputs = RecipeInputs(
-        policy_dir=models.policy, reference_dir=models.policy, out_dir=out_dir, reward_dir=models.reward,
-        pairs=PAIRS, eval_pairs=PAIRS[:4], prompts=PROMPTS, sft_rows=SFT_ROWS,
+        policy_dir=models.policy,
+        reference_dir=models.policy,
+        out_dir=out_dir,
+        reward_dir=models.reward,
+        pairs=PAIRS,
+        eval_pairs=PAIRS[:4],
+        prompts=PROMPTS,
+        sft_rows=SFT_ROWS,
     )
     for key, value in changes.items():
         setattr(inputs, key, value)
@@ -119,8 +131,9 @@ def test_recipe_trains_saves_and_reports(name: str, use_lora: bool, models: Simp
 
 
 def test_overrides_apply_known_fields_and_ignore_others(caplog: pytest.LogCaptureFixture) -> None:
-    inputs = RecipeInputs(policy_dir=Path(), reference_dir=Path(), out_dir=Path(),
-                          overrides={"num_generations": 2, "not_a_field": 1})
+    inputs = RecipeInputs(
+        policy_dir=Path(), reference_dir=Path(), out_dir=Path(), overrides={"num_generations": 2, "not_a_field": 1}
+    )
     config = build_config(GRPORecipeConfig, inputs)
     assert config.num_generations == 2 and hyperparameters("grpo", inputs)["num_generations"] == 2
     assert "not_a_field" in caplog.text
@@ -177,8 +190,9 @@ def test_ppo_progress_tells_rollouts_from_optimising(
     job = running_job
     stages = []
     real_record = progress.record
-    monkeypatch.setattr(progress, "record", lambda j=None, **f: (stages.append((f["stage"], f["step"])),
-                                                                  real_record(j, **f)))
+    monkeypatch.setattr(
+        progress, "record", lambda j=None, **f: (stages.append((f["stage"], f["step"])), real_record(j, **f))
+    )
     RECIPES["ppo"].train(make_inputs(models, tmp_path / "out", overrides=OVERRIDES["ppo"]))
     assert stages[0] == ("ppo: generating rollouts", 1) and ("ppo: optimising", 1) in stages
     assert Job.fetch(job.id, connection=redis).meta["progress"]["stage"].startswith("ppo: ")
@@ -220,11 +234,29 @@ def test_reward_is_read_at_the_eos_token_as_ppo_reads_it(models: SimpleNamespace
 
 
 def test_policy_metrics_are_finite_and_in_range(models: SimpleNamespace) -> None:
-    args = dict(reference_dir=models.policy, judge_dir=models.reward, own_dir=None, prompts=PROMPTS[:4],
-                max_new_tokens=8, missing_eos_penalty=1.0)
+    args = dict(
+        reference_dir=models.policy,
+        judge_dir=models.reward,
+        own_dir=None,
+        prompts=PROMPTS[:4],
+        max_new_tokens=8,
+        missing_eos_penalty=1.0,
+    )
     metrics = policy_metrics(models.other, models.policy, **args)
-    assert set(metrics) == {"reward_before", "reward_after", "win_rate", "win_rate_low", "win_rate_high", "n_prompts",
-                            "wins", "losses", "ties", "kl", "truncated_before", "truncated_after"}
+    assert set(metrics) == {
+        "reward_before",
+        "reward_after",
+        "win_rate",
+        "win_rate_low",
+        "win_rate_high",
+        "n_prompts",
+        "wins",
+        "losses",
+        "ties",
+        "kl",
+        "truncated_before",
+        "truncated_after",
+    }
     assert all(math.isfinite(v) for v in metrics.values())
     assert metrics["n_prompts"] == 4 and metrics["wins"] + metrics["losses"] + metrics["ties"] == 4
     assert 0.0 <= metrics["win_rate_low"] <= metrics["win_rate"] <= metrics["win_rate_high"] <= 1.0
@@ -235,7 +267,8 @@ def test_policy_metrics_are_finite_and_in_range(models: SimpleNamespace) -> None
 
 
 def test_launched_training_saves_once_and_reports_back(models: SimpleNamespace, tmp_path: Path) -> None:
-    """TRAIN_PROCESSES > 1 goes through `accelerate launch -m workers.runtime.launch` (one CPU process here, DDP on GPUs)."""
+    """TRAIN_PROCESSES > 1 goes through `accelerate launch -m workers.runtime.launch` (one CPU process here,
+    DDP on GPUs)."""
     from workers.runtime.launch import run_recipe
 
     inputs = make_inputs(models, tmp_path / "out", overrides=OVERRIDES["sft"])
@@ -252,7 +285,9 @@ class MasterWeights(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs) -> None:
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.dtypes = {p.dtype for p in self.params.values()}
-        self.start = {n: p.detach().clone() for n, p in self.params.items() if not n.endswith(("wte.weight", "wpe.weight"))}
+        self.start = {
+            n: p.detach().clone() for n, p in self.params.items() if not n.endswith(("wte.weight", "wpe.weight"))
+        }
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
         if state.global_step == 1:
@@ -287,8 +322,9 @@ def test_training_from_a_bf16_checkpoint_updates_fp32_master_weights(
 def test_rollout_lengths_follow_max_new_tokens_unless_overridden(models: SimpleNamespace) -> None:
     from workers.recipes.ppo import PPORecipeConfig
 
-    inputs = RecipeInputs(policy_dir=Path(), reference_dir=Path(), out_dir=Path(), max_new_tokens=77,
-                          missing_eos_penalty=2.5)
+    inputs = RecipeInputs(
+        policy_dir=Path(), reference_dir=Path(), out_dir=Path(), max_new_tokens=77, missing_eos_penalty=2.5
+    )
     ppo, grpo = build_config(PPORecipeConfig, inputs), build_config(GRPORecipeConfig, inputs)
     assert (ppo.response_length, ppo.missing_eos_penalty, grpo.max_completion_length) == (77, 2.5, 77)
     assert grpo.mask_truncated_completions
@@ -306,9 +342,18 @@ def test_a_cut_off_answer_is_not_scored_as_if_finished(models: SimpleNamespace) 
     [as_finished, as_cut] = score(model, tokenizer, PROMPTS[:1] * 2, [answer] * 2, [True, False], 0.0)
     assert as_cut != as_finished
     assert score(model, tokenizer, PROMPTS[:1] * 2, [answer] * 2, [True, False], 1.5) == pytest.approx(
-        [as_finished, as_cut - 1.5], abs=1e-5)
-    one_token = policy_metrics(models.other, models.policy, models.policy, models.reward, None, PROMPTS[:4],
-                               max_new_tokens=1, missing_eos_penalty=1.0)
+        [as_finished, as_cut - 1.5], abs=1e-5
+    )
+    one_token = policy_metrics(
+        models.other,
+        models.policy,
+        models.policy,
+        models.reward,
+        None,
+        PROMPTS[:4],
+        max_new_tokens=1,
+        missing_eos_penalty=1.0,
+    )
     assert one_token["truncated_after"] == one_token["truncated_before"] == 1.0  # no answer ends in one token
 
 
@@ -334,21 +379,25 @@ def test_one_reading_of_a_cut_and_a_finished_answer_in_every_stage(models: Simpl
     pair = {"prompt": prompt, "chosen": answer, "rejected": answer, "chosen_finished": True, "rejected_finished": False}
     row = reward_dataset([pair], tokenizer)[0]
     with torch.no_grad():
-        trained = [model(input_ids=torch.tensor([row[f"{side}_ids"]])).logits[0, 0].item()
-                   for side in ("chosen", "rejected")]
+        trained = [
+            model(input_ids=torch.tensor([row[f"{side}_ids"]])).logits[0, 0].item() for side in ("chosen", "rejected")
+        ]
     assert [trained[0], trained[1] - penalty] == pytest.approx(expected, abs=1e-5)
     assert row["rejected_ids"][-1] != tokenizer.eos_token_id
 
     # what the policy generated: the answer's tokens after the prompt, with or without its EOS
     query = tokenizer(prompt_texts(tokenizer, [prompt]), add_special_tokens=False)["input_ids"][0]
     full = reward_ids(tokenizer, prompt, answer, True)
-    assert full[:len(query)] == query
-    finished_ids, cut_ids = full[len(query):], full[len(query):-1]
+    assert full[: len(query)] == query
+    finished_ids, cut_ids = full[len(query) :], full[len(query) : -1]
 
     # GRPO / RLOO: trl hands the reward function each completion's ids, ending with EOS when it ended
     group = reward_function(models.reward, tokenizer.eos_token_id, penalty)
-    got = group(prompts=[[{"role": "user", "content": prompt}]] * 2,
-                completions=[[{"role": "assistant", "content": answer}]] * 2, completion_ids=[finished_ids, cut_ids])
+    got = group(
+        prompts=[[{"role": "user", "content": prompt}]] * 2,
+        completions=[[{"role": "assistant", "content": answer}]] * 2,
+        completion_ids=[finished_ids, cut_ids],
+    )
     assert got == pytest.approx(expected, abs=1e-5)
 
     # PPO (trl 1.12): responses truncated after the stop token, right-padded, read by get_reward, penalised
@@ -356,8 +405,9 @@ def test_one_reading_of_a_cut_and_a_finished_answer_in_every_stage(models: Simpl
     response = truncate_response(tokenizer.eos_token_id, tokenizer.pad_token_id, response)
     assert first_true_indices(response == tokenizer.pad_token_id).tolist() == [len(finished_ids), len(cut_ids)]
     with torch.no_grad():
-        _, ppo, _ = get_reward(model, torch.cat([torch.tensor([query] * 2), response], 1), tokenizer.pad_token_id,
-                               len(query))
+        _, ppo, _ = get_reward(
+            model, torch.cat([torch.tensor([query] * 2), response], 1), tokenizer.pad_token_id, len(query)
+        )
     ppo[~torch.any(response == tokenizer.eos_token_id, dim=-1)] -= penalty
     assert ppo.tolist() == pytest.approx(expected, abs=1e-5)
 
@@ -381,10 +431,16 @@ def test_group_rl_kl_anchors_to_the_reference_not_the_starting_policy(
     """A later round starts from v1 but its KL term is to v0, as PPO's and DPO's are: at the first step, before
     any update, the KL to v0 is already there (to the starting policy it is trl's numerical floor, ~0.002)."""
     overrides = OVERRIDES[name] | {"max_steps": 1, "beta": 0.1}
-    later = RECIPES[name].train(make_inputs(models, tmp_path / "later", policy_dir=models.other,
-                                            reference_dir=models.policy, overrides=overrides))
-    first = RECIPES[name].train(make_inputs(models, tmp_path / "first", policy_dir=models.other,
-                                            reference_dir=models.other, overrides=overrides))
+    later = RECIPES[name].train(
+        make_inputs(
+            models, tmp_path / "later", policy_dir=models.other, reference_dir=models.policy, overrides=overrides
+        )
+    )
+    first = RECIPES[name].train(
+        make_inputs(
+            models, tmp_path / "first", policy_dir=models.other, reference_dir=models.other, overrides=overrides
+        )
+    )
     assert later["kl"] > 5 * first["kl"], (later["kl"], first["kl"])  # tiny models: 0.031 against 0.0017
 
 
@@ -399,8 +455,9 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().float() for n, p in model.named_parameters()}
 
 
-def test_a_bf16_mixed_policy_round_saves_the_update_the_next_round_starts_from(bf16_models: SimpleNamespace,
-                                                                                tmp_path: Path) -> None:
+def test_a_bf16_mixed_policy_round_saves_the_update_the_next_round_starts_from(
+    bf16_models: SimpleNamespace, tmp_path: Path
+) -> None:
     """TRAIN_PRECISION=bf16-mixed (bf16 autocast, as on a GPU; a CPU runs it too), from a policy whose weights
     bf16 holds exactly (the embedded model's, or any version a bf16 save wrote): a DPO round's update is below
     half a bf16 step for most weights, and the file the next round loads keeps >= 99 % of it."""
@@ -416,15 +473,17 @@ def test_a_bf16_mixed_policy_round_saves_the_update_the_next_round_starts_from(b
     small = sum(int((update[n].abs() < half_step[n]).sum()) for n in start) / sum(t.numel() for t in start.values())
     assert small > 0.5, f"only {small:.0%} of the update is below half a bf16 step: the test proves nothing"
     kept = sum(float(((saved[n] - start[n]) * update[n]).sum()) for n in start) / sum(
-        float((update[n] ** 2).sum()) for n in start)
+        float((update[n] ** 2).sum()) for n in start
+    )
     assert kept >= 0.99, f"the saved model keeps {kept:.1%} of the round's update"
 
 
 def test_a_bf16_mixed_reward_version_reloads_as_trained(models: SimpleNamespace, tmp_path: Path) -> None:
     """PPO's value model starts from the reward version: it must be the fp32 weights training ended with."""
     final = FinalWeights()
-    RECIPES["reward"].train(make_inputs(models, tmp_path / "out", bf16=True, callbacks=[final],
-                                        overrides=OVERRIDES["reward"]))
+    RECIPES["reward"].train(
+        make_inputs(models, tmp_path / "out", bf16=True, callbacks=[final], overrides=OVERRIDES["reward"])
+    )
     loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "out"), num_labels=1, dtype="auto")
     assert loaded.dtype == torch.float32
     saved = _weights(loaded)

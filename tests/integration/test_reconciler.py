@@ -1,4 +1,5 @@
 """No trigger is ever lost: what the store says is due gets queued, whatever happened to Redis or to a chain."""
+
 from __future__ import annotations
 
 import shutil
@@ -45,8 +46,9 @@ def annotate(client, task_id: int, annotation_id: int) -> dict:
     return response.json
 
 
-def test_webhooks_are_acknowledged_with_redis_down_and_their_triggers_queued_later(tmp_path, tiny_model,
-                                                                                    own_redis) -> None:
+def test_webhooks_are_acknowledged_with_redis_down_and_their_triggers_queued_later(
+    tmp_path, tiny_model, own_redis
+) -> None:
     url, start, stop = own_redis
     settings = make_settings(tmp_path, tiny_model, redis_url=url, retrain_every=2)
     app = create_app(settings)
@@ -103,8 +105,9 @@ def test_a_failed_chain_keeps_its_trigger_and_is_retried_with_backoff(tmp_path, 
 def test_readiness_follows_redis(tmp_path, tiny_model, own_redis) -> None:
     """/health says the process lives; /ready, which compose's healthcheck asks, says whether it can work."""
     url, start, stop = own_redis
-    client = create_app(make_settings(tmp_path, tiny_model, redis_url=url, basic_auth_user="u",
-                                      basic_auth_pass="p")).test_client()
+    client = create_app(
+        make_settings(tmp_path, tiny_model, redis_url=url, basic_auth_user="u", basic_auth_pass="p")
+    ).test_client()
     assert client.get("/ready").status_code == 200  # open, like /health
     stop()
     answer = client.get("/ready")

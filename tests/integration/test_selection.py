@@ -1,5 +1,6 @@
 """Choosing what annotators label: the Bayesian head learns from every label, Pairwise tasks show the two of K
 answers worth most, SELECTION=random is random, and each pair records the selection it was labelled under."""
+
 from __future__ import annotations
 
 import itertools
@@ -93,13 +94,19 @@ def test_pairwise_shows_the_two_of_k_worth_most(tmp_path, tiny_model, redis) -> 
 def test_selection_random_picks_pairs_at_random_and_is_recorded(tmp_path, tiny_model, redis) -> None:
     settings = make_settings(tmp_path, tiny_model, num_candidates=4, generation_batch_size=64, max_new_tokens=6)
     client = create_app(settings).test_client()
-    body = payload("setup.pairwise.json") | {"project": "1.1", "hostname": "", "access_token": "",
-                                             "extra_params": '{"selection": "random"}'}
+    body = payload("setup.pairwise.json") | {
+        "project": "1.1",
+        "hostname": "",
+        "access_token": "",
+        "extra_params": '{"selection": "random"}',
+    }
     assert client.post("/setup", json=body).status_code == 200
     bad = body | {"extra_params": '{"selection": "clever"}'}
     assert client.post("/setup", json=bad).status_code == 400
-    client.post("/webhook", json=tasks_created(1, [(i, {"prompt": f"Word {i}?", "answer1": "", "answer2": ""})
-                                                    for i in range(1, 61)]))
+    client.post(
+        "/webhook",
+        json=tasks_created(1, [(i, {"prompt": f"Word {i}?", "answer1": "", "answer2": ""}) for i in range(1, 61)]),
+    )
     run_worker(settings)
     store = Store(settings.sqlalchemy_url)
     tasks = store.project_tasks(1)

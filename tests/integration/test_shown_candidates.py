@@ -1,5 +1,6 @@
 """A label belongs to the text the annotator saw: candidates regenerated while a task was open are not
 credited with a choice made on the old ones."""
+
 from __future__ import annotations
 
 import copy
@@ -31,9 +32,13 @@ def pairwise_annotation(task_id: int, data: dict, selected: str, created: dateti
     body = payload("webhook-annotation-created.pairwise.json")
     body["project"]["label_config"] = (ROOT / "label_config.xml").read_text()
     body["task"] = {"id": task_id, "data": data, "project": 1}
-    body["annotation"].update(id=1000 + task_id, task=task_id, created_at=iso(created), lead_time=lead_time,
-                              result=[{"from_name": "comparison", "to_name": "answer1", "type": "pairwise",
-                                       "value": {"selected": selected}}])
+    body["annotation"].update(
+        id=1000 + task_id,
+        task=task_id,
+        created_at=iso(created),
+        lead_time=lead_time,
+        result=[{"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": selected}}],
+    )
     return body
 
 
@@ -66,10 +71,18 @@ def test_ranker_ids_name_the_generation_that_was_ranked(client, settings) -> Non
     body["project"]["label_config"] = RANKER_CONFIG
     body["task"] = {"id": 7, "data": now, "project": 2}
     ranked = [i["id"] for i in old["items"]][::-1]  # a2 > a1 > a0, ranked on the old items
-    body["annotation"].update(id=77, task=7, project=2, result=[
-        {"from_name": "rank", "to_name": "answers", "type": "ranker", "value": {"ranker": {"rank": ranked}}}])
+    body["annotation"].update(
+        id=77,
+        task=7,
+        project=2,
+        result=[{"from_name": "rank", "to_name": "answers", "type": "ranker", "value": {"ranker": {"rank": ranked}}}],
+    )
     assert client.post("/webhook", json=body).json["pairs"] == 3
-    assert {(p["chosen"], p["rejected"]) for p in store.pairs("project-2", judged=True)} == {("a2", "a1"), ("a2", "a0"), ("a1", "a0")}
+    assert {(p["chosen"], p["rejected"]) for p in store.pairs("project-2", judged=True)} == {
+        ("a2", "a1"),
+        ("a2", "a0"),
+        ("a1", "a0"),
+    }
 
 
 def test_a_choice_on_candidates_no_longer_known_is_counted_not_learned(client, settings) -> None:
@@ -80,9 +93,19 @@ def test_a_choice_on_candidates_no_longer_known_is_counted_not_learned(client, s
     body = payload("webhook-annotation-created.ranker.json")
     body["project"]["label_config"] = RANKER_CONFIG
     body["task"] = {"id": 8, "data": now, "project": 2}
-    body["annotation"].update(id=88, task=8, project=2, result=[
-        {"from_name": "rank", "to_name": "answers", "type": "ranker",
-         "value": {"ranker": {"rank": ["p0-gone-1", "p0-gone-0"]}}}])
+    body["annotation"].update(
+        id=88,
+        task=8,
+        project=2,
+        result=[
+            {
+                "from_name": "rank",
+                "to_name": "answers",
+                "type": "ranker",
+                "value": {"ranker": {"rank": ["p0-gone-1", "p0-gone-0"]}},
+            }
+        ],
+    )
     answer = client.post("/webhook", json=body)
     assert answer.status_code == 200 and answer.json["pairs"] == 0
     assert store.pairs("project-2", judged=True) == []

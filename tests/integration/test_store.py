@@ -1,4 +1,5 @@
 """The store on real SQLite (WAL) and real PostgreSQL: idempotent annotations, pairs, the retrain counter."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -49,9 +50,15 @@ def test_update_replaces_and_delete_removes(store: Store) -> None:
     store.save_annotation(1, 10, 100, [], [Pair("p", "a", "b"), Pair("p", "a", "c")], skipped=False)
     store.save_annotation(1, 10, 100, [], [Pair("p", "c", "a")], skipped=False)
     assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-1", judged=True)] == [("c", "a")]
-    assert store.counts()[1] == {"lineage": "project-1", "annotations": 1, "pairs": 1, "new_pairs": 1,
-                                 "stale_annotations": 0, "skipped_annotations": 0,
-                                 "pairs_by_selection": {"informative": 1}}
+    assert store.counts()[1] == {
+        "lineage": "project-1",
+        "annotations": 1,
+        "pairs": 1,
+        "new_pairs": 1,
+        "stale_annotations": 0,
+        "skipped_annotations": 0,
+        "pairs_by_selection": {"informative": 1},
+    }
     assert store.delete_annotations([10]) == 1
     assert store.pairs("project-1", judged=True) == [] and store.counts().get(1, {}).get("annotations", 0) == 0
 
@@ -68,8 +75,9 @@ def test_a_repeated_annotation_changes_nothing(store: Store) -> None:
     assert store.save_annotation(4, 40, 400, result, pairs, skipped=False, generation="g", annotator=7)[0] == 0
     assert [p["id"] for p in store.pairs("project-4", judged=True)] == ids
     changed = [{**result[0], "value": {"selected": "right"}}]
-    replaced = store.save_annotation(4, 40, 400, changed, [Pair("p", "c", "a")], skipped=False, generation="g",
-                                     annotator=7)
+    replaced = store.save_annotation(
+        4, 40, 400, changed, [Pair("p", "c", "a")], skipped=False, generation="g", annotator=7
+    )
     assert [(p["chosen"], p["rejected"]) for p in store.pairs("project-4", judged=True)] == [("c", "a")]
     # the replacement's pair is new to training: its id is never one handed out before (SQLite reused them)
     assert replaced[0] == 1 and store.pairs("project-4", judged=True)[0]["id"] > max(ids)
@@ -117,21 +125,49 @@ def test_webhooks_persist_on_postgresql(tmp_path, tiny_model, redis) -> None:
 # The tables the first release created with create_all (backend/store.py before migrations), kept verbatim here
 # so that the upgrade is tested from what users' stores really hold.
 PREVIOUS = MetaData()
-Table("projects", PREVIOUS, Column("id", Integer, primary_key=True, autoincrement=False), Column("label_config", Text),
-      Column("ls_url", String(512)), Column("ls_token", String(512)), Column("algorithm", String(16)),
-      Column("trained_pair_id", Integer, nullable=False), Column("updated_at", DateTime, nullable=False))
-Table("tasks", PREVIOUS, Column("id", Integer, primary_key=True, autoincrement=False),
-      Column("project_id", Integer, nullable=False, index=True), Column("data", JSON, nullable=False),
-      Column("candidates", JSON), Column("policy_version", Integer), Column("scores", JSON),
-      Column("reward_version", Integer), Column("updated_at", DateTime, nullable=False))
-Table("annotations", PREVIOUS, Column("id", Integer, primary_key=True, autoincrement=False),
-      Column("project_id", Integer, nullable=False, index=True), Column("task_id", Integer, nullable=False, index=True),
-      Column("result", JSON, nullable=False), Column("skipped", Boolean, nullable=False),
-      Column("updated_at", DateTime, nullable=False))
-Table("pairs", PREVIOUS, Column("id", Integer, primary_key=True, autoincrement=True),
-      Column("annotation_id", Integer, ForeignKey("annotations.id", ondelete="CASCADE"), nullable=False, index=True),
-      Column("project_id", Integer, nullable=False, index=True), Column("prompt", Text, nullable=False),
-      Column("chosen", Text, nullable=False), Column("rejected", Text, nullable=False))
+Table(
+    "projects",
+    PREVIOUS,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("label_config", Text),
+    Column("ls_url", String(512)),
+    Column("ls_token", String(512)),
+    Column("algorithm", String(16)),
+    Column("trained_pair_id", Integer, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+Table(
+    "tasks",
+    PREVIOUS,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("project_id", Integer, nullable=False, index=True),
+    Column("data", JSON, nullable=False),
+    Column("candidates", JSON),
+    Column("policy_version", Integer),
+    Column("scores", JSON),
+    Column("reward_version", Integer),
+    Column("updated_at", DateTime, nullable=False),
+)
+Table(
+    "annotations",
+    PREVIOUS,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("project_id", Integer, nullable=False, index=True),
+    Column("task_id", Integer, nullable=False, index=True),
+    Column("result", JSON, nullable=False),
+    Column("skipped", Boolean, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+Table(
+    "pairs",
+    PREVIOUS,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("annotation_id", Integer, ForeignKey("annotations.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("project_id", Integer, nullable=False, index=True),
+    Column("prompt", Text, nullable=False),
+    Column("chosen", Text, nullable=False),
+    Column("rejected", Text, nullable=False),
+)
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
@@ -141,22 +177,36 @@ def test_a_store_from_the_previous_release_is_upgraded_and_keeps_its_data(databa
     PREVIOUS.create_all(engine)
     now = datetime(2026, 11, 1)
     with engine.begin() as conn:
-        conn.execute(PREVIOUS.tables["projects"].insert(), [{"id": 1, "label_config": "<View/>", "trained_pair_id": 0,
-                                                              "updated_at": now}])
-        conn.execute(PREVIOUS.tables["tasks"].insert(), [{"id": 5, "project_id": 1, "data": {"prompt": "p"},
-                                                           "candidates": ["a", "b"], "updated_at": now}])
-        conn.execute(PREVIOUS.tables["annotations"].insert(), [{"id": 9, "project_id": 1, "task_id": 5, "result": [],
-                                                                 "skipped": False, "updated_at": now}])
-        conn.execute(PREVIOUS.tables["pairs"].insert(), [{"annotation_id": 9, "project_id": 1, "prompt": "p",
-                                                           "chosen": "a", "rejected": "b"}])
+        conn.execute(
+            PREVIOUS.tables["projects"].insert(),
+            [{"id": 1, "label_config": "<View/>", "trained_pair_id": 0, "updated_at": now}],
+        )
+        conn.execute(
+            PREVIOUS.tables["tasks"].insert(),
+            [{"id": 5, "project_id": 1, "data": {"prompt": "p"}, "candidates": ["a", "b"], "updated_at": now}],
+        )
+        conn.execute(
+            PREVIOUS.tables["annotations"].insert(),
+            [{"id": 9, "project_id": 1, "task_id": 5, "result": [], "skipped": False, "updated_at": now}],
+        )
+        conn.execute(
+            PREVIOUS.tables["pairs"].insert(),
+            [{"annotation_id": 9, "project_id": 1, "prompt": "p", "chosen": "a", "rejected": "b"}],
+        )
     engine.dispose()
     store = Store(url)
     assert migrate.current(store.engine) == migrate.head() != migrate.BASE_REVISION
     assert store.lineage_of(1) == "legacy"  # projects that shared the one registry keep sharing it
     assert [(p["chosen"], p["rejected"]) for p in store.pairs("legacy", judged=True)] == [("a", "b")]
-    assert store.counts()[1] == {"lineage": "legacy", "annotations": 1, "pairs": 1, "new_pairs": 1,
-                                 "stale_annotations": 0, "skipped_annotations": 0,
-                                 "pairs_by_selection": {"unrecorded": 1}}  # labelled before SELECTION existed
+    assert store.counts()[1] == {
+        "lineage": "legacy",
+        "annotations": 1,
+        "pairs": 1,
+        "new_pairs": 1,
+        "stale_annotations": 0,
+        "skipped_annotations": 0,
+        "pairs_by_selection": {"unrecorded": 1},
+    }  # labelled before SELECTION existed
     assert store.tasks([5])[5].candidates == ["a", "b"]
     store.save_project(2)  # new projects get their own lineage, and the new columns work
     store.save_annotation(2, 10, 6, [], [Pair("q", "x", "y")], skipped=False, generation="p0-abc")

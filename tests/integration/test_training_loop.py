@@ -1,5 +1,6 @@
 """The whole loop on CPU: webhooks -> coalesced trigger -> reward job -> policy job (real RQ worker, real trl)
 -> versions promoted -> the served model_version changes -> stale candidates regenerated and scored."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ PROMPTS = [f"Tell me fact number {i} about the sea." for i in range(10)]
 def loop(tmp_path, tiny_model, redis):
     # GATES=false: these tests follow the loop's mechanics, and a tiny random model's two steps need not raise its
     # own objective (the gate would reject the round; test_gates and the rejection test below cover gating)
-    settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4, preselect_choice=True,
-                             gates=False)
+    settings = make_settings(
+        tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4, preselect_choice=True, gates=False
+    )
     client = create_app(settings).test_client()
     return settings, client, Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
 
@@ -46,8 +48,12 @@ def annotate(client, store: Store, task_id: int, annotation_id: int, selected: s
 
 
 def project_with_candidates(settings, client, store: Store, extra_params: str | None = None) -> None:
-    body = payload("setup.pairwise.json") | {"schema": (ROOT / "label_config.xml").read_text(), "hostname": "",
-                                              "access_token": "", "extra_params": extra_params}
+    body = payload("setup.pairwise.json") | {
+        "schema": (ROOT / "label_config.xml").read_text(),
+        "hostname": "",
+        "access_token": "",
+        "extra_params": extra_params,
+    }
     assert client.post("/setup", json=body).status_code == 200
     tasks = [(i + 1, {"prompt": p, "answer1": "", "answer2": ""}) for i, p in enumerate(PROMPTS)]
     created = tasks_created(1, tasks)
@@ -67,8 +73,11 @@ def served_version(client, expected: str, timeout: float = 5.0) -> str:
     seen: list[str] = []
 
     def version() -> str | None:
-        seen.append(client.post("/setup", json=payload("setup.pairwise.json") | {
-            "hostname": "", "access_token": "", "project": "1.1"}).json["model_version"])
+        seen.append(
+            client.post(
+                "/setup", json=payload("setup.pairwise.json") | {"hostname": "", "access_token": "", "project": "1.1"}
+            ).json["model_version"]
+        )
         return seen[-1] if seen[-1] == expected else None
 
     return wait_for(version, timeout, 0.1, lambda: f"{expected} to be served (last served: {seen[-1]})")
@@ -77,8 +86,9 @@ def served_version(client, expected: str, timeout: float = 5.0) -> str:
 def test_ppo_loop_end_to_end(loop) -> None:
     settings, client, store, registry = loop
     project_with_candidates(settings, client, store)
-    answers = [annotate(client, store, task_id, 100 + task_id, "left" if task_id % 2 else "right")
-               for task_id in range(1, 5)]
+    answers = [
+        annotate(client, store, task_id, 100 + task_id, "left" if task_id % 2 else "right") for task_id in range(1, 5)
+    ]
     assert ["training" in a for a in answers] == [False, False, False, True]  # RETRAIN_EVERY=4
     chain = queued_training(client, store)
     assert "training" not in annotate(client, store, 5, 105, "left")
@@ -109,8 +119,17 @@ def test_ppo_loop_end_to_end(loop) -> None:
         assert task.finished == task.data["finished"] and {type(f) for f in task.finished} == {bool}
         # (bf16 where the CPU runs it natively: a batch of other lengths moves a score by a bf16 step, 0.008 at
         # most here, far below the penalty of 1.0 a wrong reading would add)
-        assert task.scores == pytest.approx(score(reward, tokenizer, [task.data["prompt"]] * 2, task.candidates,
-                                                  task.finished, settings.missing_eos_penalty), abs=1e-2)
+        assert task.scores == pytest.approx(
+            score(
+                reward,
+                tokenizer,
+                [task.data["prompt"]] * 2,
+                task.candidates,
+                task.finished,
+                settings.missing_eos_penalty,
+            ),
+            abs=1e-2,
+        )
     answers = status["projects"]["1"]["answers"]
     assert answers["unknown"] == 0 and set(answers["by_policy"]) == {"v0", "v1"}, answers
     unlabeled = next(t for t in store.project_tasks(1) if t.id not in labeled)
@@ -135,8 +154,7 @@ def test_dpo_chosen_per_project(loop) -> None:
 
 def dpo_chain(tmp_path, tiny_model, **overrides):
     """A project whose four labels have run one DPO chain (reward, then policy) with these settings."""
-    settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4, algorithm="dpo",
-                             **overrides)
+    settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4, algorithm="dpo", **overrides)
     client = create_app(settings).test_client()
     store, registry = Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
     project_with_candidates(settings, client, store)
@@ -167,16 +185,23 @@ def test_a_rejected_policy_is_kept_never_served_and_force_serves_it(tmp_path, ti
     env, cli = settings_env(settings), [sys.executable, "-m", "backend"]
     text = subprocess.run([*cli, "status", "--project", "1"], env=env, cwd=ROOT, capture_output=True, text=True)
     assert "policy v1 dpo REJECTED" in text.stdout and "KL_BUDGET" in text.stdout, text.stderr
-    refused = subprocess.run([*cli, "promote", "--project", "1", "policy", "v1"], env=env, cwd=ROOT,
-                             capture_output=True, text=True)
+    refused = subprocess.run(
+        [*cli, "promote", "--project", "1", "policy", "v1"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
     assert refused.returncode == 2 and "--force" in refused.stderr
-    forced = subprocess.run([*cli, "promote", "--force", "--project", "1", "policy", "v1"], env=env, cwd=ROOT,
-                            capture_output=True, text=True)
+    forced = subprocess.run(
+        [*cli, "promote", "--force", "--project", "1", "policy", "v1"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert forced.returncode == 0, forced.stderr
     assert served_version(client, "policy-v1.reward-v0") == "policy-v1.reward-v0"
     assert registry.meta("policy", 1)["gate"]["forced"] is True
-    back = subprocess.run([*cli, "rollback", "--project", "1", "policy", "v0"], env=env, cwd=ROOT, capture_output=True,
-                          text=True)
+    back = subprocess.run(
+        [*cli, "rollback", "--project", "1", "policy", "v0"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
     assert back.returncode == 0 and served_version(client, "policy-v0.reward-v0") == "policy-v0.reward-v0"
 
 
@@ -196,7 +221,9 @@ def test_human_judged_tasks_pair_new_and_previous_policy_blind(tmp_path, tiny_mo
     assert len({tuple(p) for p in policies.values()}) == 2  # the new policy's answer is not always on one side
     for i, task in enumerate(judged[:3]):  # the annotator prefers the new policy's answer twice out of three
         new_side = "left" if policies[task.id][0] == 1 else "right"
-        annotate(client, store, task.id, 900 + task.id, new_side if i < 2 else {"left": "right", "right": "left"}[new_side])
+        annotate(
+            client, store, task.id, 900 + task.id, new_side if i < 2 else {"left": "right", "right": "left"}[new_side]
+        )
     human = client.get("/status").json["lineages"]["project-1"]["human_judged"]
     assert human["policy v1 vs v0"]["k"] == 2 and human["policy v1 vs v0"]["n"] == 3
     assert human["policy v1 vs v0"]["low"] < 2 / 3 < human["policy v1 vs v0"]["high"]
@@ -219,7 +246,11 @@ def test_human_judged_tasks_pair_new_and_previous_policy_blind(tmp_path, tiny_mo
 def test_failing_policy_job_keeps_the_old_policy_serving(tmp_path, tiny_model, redis) -> None:
     broken = {**TINY_TRAIN, "ppo": {**TINY_TRAIN["ppo"], "per_device_train_batch_size": 64}}  # more than the prompts
     settings = make_settings(tmp_path, tiny_model, train_args=broken, retrain_every=4)
-    client, store, registry = create_app(settings).test_client(), Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
+    client, store, registry = (
+        create_app(settings).test_client(),
+        Store(settings.sqlalchemy_url),
+        Registries(settings.model_dir).lineage("project-1"),
+    )
     project_with_candidates(settings, client, store)
     for task_id in range(1, 5):
         annotate(client, store, task_id, 300 + task_id)
@@ -249,13 +280,24 @@ def children(pid: int) -> list[int]:
 def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> None:
     slow = {**TINY_TRAIN, "reward": {**TINY_TRAIN["reward"], "max_steps": 100000}}
     settings = make_settings(tmp_path, tiny_model, train_args=slow, retrain_every=4)
-    client, store, registry = create_app(settings).test_client(), Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
+    client, store, registry = (
+        create_app(settings).test_client(),
+        Store(settings.sqlalchemy_url),
+        Registries(settings.model_dir).lineage("project-1"),
+    )
     project_with_candidates(settings, client, store)
     for task_id in range(1, 5):
         annotate(client, store, task_id, 400 + task_id)
-    worker = subprocess.Popen([sys.executable, "-m", "workers", "--queues", "train"], env=settings_env(settings),
-                              cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "workers", "--queues", "train"],
+        env=settings_env(settings),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+
         def reward_jobs() -> list[dict]:
             return [j for j in client.get("/status").json["jobs"] if j["kind"] == "reward"]
 
@@ -265,8 +307,12 @@ def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> No
         assert list(settings.model_dir.rglob(".tmp-*")), "the job trains into a staging directory"
         for pid in horses:
             os.kill(pid, signal.SIGKILL)  # the job dies mid-training
-        wait_for(lambda: any(j["status"] == "failed" for j in reward_jobs()), 120, 0.2,
-                 "the worker to notice its work-horse died")
+        wait_for(
+            lambda: any(j["status"] == "failed" for j in reward_jobs()),
+            120,
+            0.2,
+            "the worker to notice its work-horse died",
+        )
     finally:
         for pid in children(worker.pid):
             os.kill(pid, signal.SIGKILL)
@@ -290,13 +336,15 @@ def test_rollback_and_report_cli(loop, tmp_path) -> None:
     run_worker(settings)
     env = settings_env(settings)
     cli = [sys.executable, "-m", "backend"]
-    out = subprocess.run([*cli, "rollback", "--project", "1", "policy", "v0"], env=env, cwd=ROOT, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [*cli, "rollback", "--project", "1", "policy", "v0"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert served_version(client, "policy-v0.reward-v0") == "policy-v0.reward-v0"
     png = tmp_path / "report.png"
-    out = subprocess.run([*cli, "report", "--project", "1", "--out", str(png)], env=env, cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [*cli, "report", "--project", "1", "--out", str(png)], env=env, cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "held-out accuracy" in out.stdout
     status = subprocess.run([*cli, "status", "--project", "1"], env=env, cwd=ROOT, capture_output=True, text=True)
@@ -307,8 +355,13 @@ def test_sft_from_a_file_makes_a_new_policy_version(tmp_path, tiny_model, redis)
     settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN)
     rows = tmp_path / "sft.jsonl"
     rows.write_text("\n".join(json.dumps({"prompt": p, "response": "The sea is salty."}) for p in PROMPTS))
-    out = subprocess.run([sys.executable, "-m", "backend", "train", "sft", "--data", str(rows), "--lineage", "project-1"],
-                         env=settings_env(settings), cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "backend", "train", "sft", "--data", str(rows), "--lineage", "project-1"],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and "queued SFT job" in out.stdout, out.stderr
     worker = run_worker(settings)
     registry = Registries(settings.model_dir).lineage("project-1")
@@ -317,6 +370,11 @@ def test_sft_from_a_file_makes_a_new_policy_version(tmp_path, tiny_model, redis)
     assert registry.meta("policy", 1)["data"]["rows"] == len(PROMPTS)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": 1}\n')
-    out = subprocess.run([sys.executable, "-m", "backend", "train", "sft", "--data", str(bad), "--lineage", "project-1"],
-                         env=settings_env(settings), cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "backend", "train", "sft", "--data", str(bad), "--lineage", "project-1"],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0 and "prompt" in out.stderr

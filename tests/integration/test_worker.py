@@ -1,4 +1,5 @@
 """The worker process itself: first run on the embedded model, the stall guard, the CPU thread budget."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,9 @@ from workers.runtime.worker import process_tree_cpu, thread_budget
 def test_first_generation_on_a_fresh_model_dir_with_the_embedded_model(tmp_path, tiny_model, redis) -> None:
     """The first `make run`: v0 is converted from the embedded SmolLM2, then the first job runs in a forked
     work-horse. Converting in the worker's own process hung that horse in OpenMP (0 % CPU, forever)."""
-    settings = make_settings(tmp_path, tiny_model, policy_model="", max_new_tokens=6, job_stall_seconds=60,
-                             generation_dtype="float32")
+    settings = make_settings(
+        tmp_path, tiny_model, policy_model="", max_new_tokens=6, job_stall_seconds=60, generation_dtype="float32"
+    )
     client = create_app(settings).test_client()
     assert client.get("/").json["base"] == "policy-pending"  # nothing served before v0 exists
     setup_project(client)

@@ -1,4 +1,5 @@
 """The workers' container healthcheck (`python -m workers.health`) against a real worker process and Redis."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,14 @@ HEALTHCHECK_TIMEOUT = 10.0  # docker-compose.yml's timeout for the workers' heal
 def health(settings: Settings, queues: str) -> tuple[int, str]:
     """Run the check as the container runs it; (exit status, stderr)."""
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "workers.health", "--queues", queues], env=settings_env(settings),
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers.health", "--queues", queues],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     took = time.monotonic() - started
     assert took < HEALTHCHECK_TIMEOUT, f"the check took {took:.1f} s"
     return proc.returncode, proc.stderr
@@ -37,16 +44,26 @@ def test_healthy_only_while_a_live_worker_of_this_host_serves_the_queue(settings
     assert code == 1 and "unhealthy: no RQ worker of this host" in err, err
 
     log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen([sys.executable, "-m", "workers", "--queues", "generate", "--no-preload"],
-                              env=settings_env(settings), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "workers", "--queues", "generate", "--no-preload"],
+        env=settings_env(settings),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         queue = JobQueue(settings)
+
         def serving() -> bool:
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
             return problem(queue, "generate", socket.gethostname()) is None
 
-        wait_for(serving, 300, 0.5,  # it converts policy v0 first
-                 lambda: "the worker to serve the queue:\n" + (tmp_path / "worker.log").read_text()[-3000:])
+        wait_for(
+            serving,
+            300,
+            0.5,  # it converts policy v0 first
+            lambda: "the worker to serve the queue:\n" + (tmp_path / "worker.log").read_text()[-3000:],
+        )
 
         code, err = health(settings, "generate")
         assert code == 0, err

@@ -1,6 +1,7 @@
 """Hostile input for the endpoints: the bodies Label Studio really sent (the fuzz's seeds) and mutations of them
 the way a fuzzer makes them (types, depth, 2^63, surrogates, NUL, missing keys), plus raw bodies no JSON parser
 should choke on. tests/integration/test_fuzz.py sends them through the Flask app, bench/faults.py over HTTP."""
+
 from __future__ import annotations
 
 import copy
@@ -11,21 +12,59 @@ from typing import Any
 from tests.support.payloads import payload
 from tests.support.settings import ROOT
 
-HOSTILE: list[Any] = [None, True, False, 0, -1, 2**63, -(2**63) - 1, 10**40, 1.5, "", "x", "\ud800", "a\x00b", [], {},
-                      [[[]]], {"id": "1"}, "1.1", "-5", "9" * 30, ["\udfff"], {"\ud800": 1}, {"id": 2**64}]
+HOSTILE: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63,
+    -(2**63) - 1,
+    10**40,
+    1.5,
+    "",
+    "x",
+    "\ud800",
+    "a\x00b",
+    [],
+    {},
+    [[[]]],
+    {"id": "1"},
+    "1.1",
+    "-5",
+    "9" * 30,
+    ["\udfff"],
+    {"\ud800": 1},
+    {"id": 2**64},
+]
 
 
 def seeds() -> list[tuple[str, dict[str, Any]]]:
     """The endpoints and the real bodies the fuzz starts from."""
     config = (ROOT / "label_config.xml").read_text()
-    bodies = [("/setup", payload("setup.pairwise.json") | {"hostname": "", "access_token": ""}),
-              ("/predict", payload("predict.pairwise.json") | {"label_config": config})]
-    for name in ("webhook-annotation-created.pairwise.json", "webhook-annotation-updated.pairwise.json",
-                 "webhook-annotations-deleted.pairwise.json", "webhook-start-training.pairwise.json",
-                 "webhook-annotations-created.ranker.json", "webhook-annotation-created.ranker.json"):
+    bodies = [
+        ("/setup", payload("setup.pairwise.json") | {"hostname": "", "access_token": ""}),
+        ("/predict", payload("predict.pairwise.json") | {"label_config": config}),
+    ]
+    for name in (
+        "webhook-annotation-created.pairwise.json",
+        "webhook-annotation-updated.pairwise.json",
+        "webhook-annotations-deleted.pairwise.json",
+        "webhook-start-training.pairwise.json",
+        "webhook-annotations-created.ranker.json",
+        "webhook-annotation-created.ranker.json",
+    ):
         bodies.append(("/webhook", payload(name)))
-    bodies.append(("/webhook", {"action": "TASKS_CREATED", "project": {"id": 1, "label_config": config},
-                                "tasks": [{"id": 3, "data": {"prompt": "p", "answer1": "", "answer2": ""}}]}))
+    bodies.append(
+        (
+            "/webhook",
+            {
+                "action": "TASKS_CREATED",
+                "project": {"id": 1, "label_config": config},
+                "tasks": [{"id": 3, "data": {"prompt": "p", "answer1": "", "answer2": ""}}],
+            },
+        )
+    )
     bodies.append(("/webhook", {"action": "TASKS_DELETED", "project": {"id": 1}, "tasks": [{"id": 3}]}))
     bodies.append(("/webhook", {"action": "PROJECT_DELETED", "project": {"id": 9}}))
     return bodies
@@ -67,6 +106,16 @@ def mutate(body: dict[str, Any], rng: random.Random) -> Any:
 
 def raw_bodies() -> list[bytes]:
     """Bodies that are not (sane) JSON: empty, truncated, 10,000 levels deep, NaN, Infinity, bad UTF-8."""
-    return [b"", b"{", b"[]", b"null", b'"x"', b"{" * 10000 + b"}" * 10000, b"[" * 10000 + b"]" * 10000,
-            b'{"action": NaN}', b'{"action": "ANNOTATION_CREATED", "annotation": {"id": Infinity}}', b"\xff\xfe",
-            json.dumps({"tasks": [{"id": 1, "data": {"prompt": "\ud800"}}]}).encode()]
+    return [
+        b"",
+        b"{",
+        b"[]",
+        b"null",
+        b'"x"',
+        b"{" * 10000 + b"}" * 10000,
+        b"[" * 10000 + b"]" * 10000,
+        b'{"action": NaN}',
+        b'{"action": "ANNOTATION_CREATED", "annotation": {"id": Infinity}}',
+        b"\xff\xfe",
+        json.dumps({"tasks": [{"id": 1, "data": {"prompt": "\ud800"}}]}).encode(),
+    ]

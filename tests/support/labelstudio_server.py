@@ -179,8 +179,20 @@ def _init_template(exe: Path, target: Path) -> None:
         LABEL_STUDIO_PASSWORD=creds["password"],
         LABEL_STUDIO_USER_TOKEN=creds["token"],
     )
-    cmd = [str(exe), "init", "--data-dir", str(data), "--username", creds["email"], "--password",
-           creds["password"], "--user-token", creds["token"], "--enable-legacy-api-token", "-q"]
+    cmd = [
+        str(exe),
+        "init",
+        "--data-dir",
+        str(data),
+        "--username",
+        creds["email"],
+        "--password",
+        creds["password"],
+        "--user-token",
+        creds["token"],
+        "--enable-legacy-api-token",
+        "-q",
+    ]
     log_path = build / "init.log"
     logger.info("initialising Label Studio %s data template in %s", version, target)
     with open(log_path, "wb") as log:
@@ -250,12 +262,30 @@ def _die_with_parent() -> None:
 
 def _launch(exe: Path, data_dir: Path, home: Path, log_path: Path, port: int) -> subprocess.Popen:
     url = f"http://127.0.0.1:{port}"
-    cmd = [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
-           "--host", url, "--data-dir", str(data_dir), "--enable-legacy-api-token"]
+    cmd = [
+        str(exe),
+        "start",
+        "--no-browser",
+        "--internal-host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--host",
+        url,
+        "--data-dir",
+        str(data_dir),
+        "--enable-legacy-api-token",
+    ]
     with open(log_path, "wb") as log:  # one log per attempt: the bound-port line must be this one
-        return subprocess.Popen(cmd, env=_base_env(home, data_dir), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        return subprocess.Popen(
+            cmd,
+            env=_base_env(home, data_dir),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
 
 
 def start_label_studio(tmp_dir: Path, *, timeout: float = START_TIMEOUT_S) -> LabelStudioServer:
@@ -271,8 +301,9 @@ def start_label_studio(tmp_dir: Path, *, timeout: float = START_TIMEOUT_S) -> La
     for _attempt in range(3):
         port = free_port()
         proc = _launch(exe, data_dir, tmp_dir / "home", log_path, port)
-        server = LabelStudioServer(f"http://127.0.0.1:{port}", creds["token"], creds["email"], creds["password"],
-                                   data_dir, log_path, proc)
+        server = LabelStudioServer(
+            f"http://127.0.0.1:{port}", creds["token"], creds["email"], creds["password"], data_dir, log_path, proc
+        )
         atexit.register(server.stop)  # a no-op once stopped
         try:
             bound = _wait_ready(proc, log_path, port, timeout)
@@ -290,8 +321,13 @@ def start_label_studio(tmp_dir: Path, *, timeout: float = START_TIMEOUT_S) -> La
         server.stop()
         raise LabelStudioUnavailable(f"the template's legacy token is refused; delete {TEMPLATE_DIR}")
     server.timings = {"prepare_s": t1 - t0, "start_s": time.monotonic() - t1}
-    logger.info("Label Studio %s ready at %s (prepare %.1f s, start %.1f s)", creds["version"], server.url,
-                server.timings["prepare_s"], server.timings["start_s"])
+    logger.info(
+        "Label Studio %s ready at %s (prepare %.1f s, start %.1f s)",
+        creds["version"],
+        server.url,
+        server.timings["prepare_s"],
+        server.timings["start_s"],
+    )
     return server
 
 
@@ -311,6 +347,7 @@ def running_label_studio(tmp_dir: Path) -> Iterator[LabelStudioServer]:
 
 
 # --- what a running server says (through the SDK client) -------------------------------------------------------
+
 
 def ml_backend_id(client: Any, project_id: int, url: str) -> int | None:
     """The id of the project's ML backend registered at url (through the SDK), or None."""

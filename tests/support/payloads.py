@@ -1,5 +1,6 @@
 """Requests Label Studio 1.23.2 really sent (tests/payloads), the bodies built from them, and the exchanges with
 the Flask app most protocol tests start with."""
+
 from __future__ import annotations
 
 import copy
@@ -32,18 +33,25 @@ def setup_project(client, config: str | None = None, project: str = "1.179586166
 def tasks_created(project: int, tasks: list[tuple[int, dict]]) -> dict:
     """A TASKS_CREATED webhook for these (id, data) tasks."""
     body = payload("webhook-annotation-created.pairwise.json")
-    return {"action": "TASKS_CREATED", "project": copy.deepcopy(body["project"]) | {"id": project},
-            "tasks": [{"id": i, "data": d, "project": project} for i, d in tasks]}
+    return {
+        "action": "TASKS_CREATED",
+        "project": copy.deepcopy(body["project"]) | {"id": project},
+        "tasks": [{"id": i, "data": d, "project": project} for i, d in tasks],
+    }
 
 
-def annotation_created(task_id: int, annotation_id: int, data: dict[str, Any], selected: str = "left",
-                       project: int = 1) -> dict[str, Any]:
+def annotation_created(
+    task_id: int, annotation_id: int, data: dict[str, Any], selected: str = "left", project: int = 1
+) -> dict[str, Any]:
     """An ANNOTATION_CREATED webhook as Label Studio sends it for the shipped Pairwise config."""
     body = payload("webhook-annotation-created.pairwise.json")
     body["project"]["label_config"] = (ROOT / "label_config.xml").read_text()
     body["task"] = {"id": task_id, "data": data, "project": project}
-    body["annotation"].update(id=annotation_id, task=task_id, result=[
-        {"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": selected}}])
+    body["annotation"].update(
+        id=annotation_id,
+        task=task_id,
+        result=[{"from_name": "comparison", "to_name": "answer1", "type": "pairwise", "value": {"selected": selected}}],
+    )
     return body
 
 
@@ -54,8 +62,9 @@ def queued_training(client, store, project: int = 1, timeout: float = 15.0) -> l
 
     def queued() -> bool:
         jobs.clear()
-        jobs.update((j["id"], j["kind"]) for j in client.get("/status").json["jobs"]
-                    if j["kind"] not in ("generate", "refit"))
+        jobs.update(
+            (j["id"], j["kind"]) for j in client.get("/status").json["jobs"] if j["kind"] not in ("generate", "refit")
+        )
         return store.untrained_pairs(project)[0] == 0 and len(set(jobs.values())) >= 2  # reward and policy
 
     wait_for(queued, timeout, 0.05, lambda: f"project {project}'s training chain in /status (jobs {jobs})")

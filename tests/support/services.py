@@ -1,5 +1,6 @@
 """Real processes and databases the tests drive: an RQ worker in burst mode, a Redis of one's own, an empty
 PostgreSQL database."""
+
 from __future__ import annotations
 
 import shutil
@@ -13,8 +14,14 @@ from tests.support.wait import wait_for
 
 def run_worker(settings: Settings, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """A real RQ worker in burst mode, as `python -m workers --burst` runs it."""
-    proc = subprocess.run([sys.executable, "-m", "workers", "--burst", *extra], env=settings_env(settings), cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers", "--burst", *extra],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise AssertionError(f"worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -28,8 +35,10 @@ def start_redis(port: int, timeout: float = 10) -> subprocess.Popen:
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server is not on the PATH")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
 
     def answers() -> bool:
         try:
@@ -55,8 +64,10 @@ def postgres_url() -> str:
         with create_engine(url).connect() as conn:
             conn.execute(text("select 1"))
     except Exception as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {TEST_POSTGRES_URL} ({type(exc).__name__}): "
-                    "set TEST_POSTGRES_URL to run the store tests on PostgreSQL")
+        pytest.skip(
+            f"PostgreSQL is not reachable at {TEST_POSTGRES_URL} ({type(exc).__name__}): "
+            "set TEST_POSTGRES_URL to run the store tests on PostgreSQL"
+        )
     empty_postgres(url)
     return url
 

@@ -1,4 +1,5 @@
 """Where things are and which services the tests use: paths, the test Redis and PostgreSQL, Settings for a test."""
+
 from __future__ import annotations
 
 import os
@@ -17,10 +18,21 @@ AUTH = ("ls-backend", "s3cret")  # the basic auth of the backend fixture under g
 
 def make_settings(tmp_path: Path, tiny_model: Path, **overrides: Any) -> Settings:
     """Settings for one test: the test Redis, stores under tmp_path, the tiny policy, small generation sizes."""
-    values = dict(redis_url=TEST_REDIS_URL, data_dir=tmp_path / "data", model_dir=tmp_path / "models",
-                  policy_model=str(tiny_model), queue_prefix="rlhf-test", max_new_tokens=12, num_candidates=3,
-                  generation_batch_size=16, model_poll_seconds=0.2, retrain_every=4, label_studio_url="",
-                  label_studio_api_key="", reconcile_seconds=0)  # tests run the reconciler's passes themselves
+    values = dict(
+        redis_url=TEST_REDIS_URL,
+        data_dir=tmp_path / "data",
+        model_dir=tmp_path / "models",
+        policy_model=str(tiny_model),
+        queue_prefix="rlhf-test",
+        max_new_tokens=12,
+        num_candidates=3,
+        generation_batch_size=16,
+        model_poll_seconds=0.2,
+        retrain_every=4,
+        label_studio_url="",
+        label_studio_api_key="",
+        reconcile_seconds=0,
+    )  # tests run the reconciler's passes themselves
     values.update(overrides)
     return Settings(**values)
 

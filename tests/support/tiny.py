@@ -1,17 +1,23 @@
 """Tiny random causal LMs with a locally trained tokenizer: real transformers models, no hub access."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
 CORPUS = [
-    "The capital of France is Paris.", "Write a short poem about the sea.", "What is the boiling point of water?",
-    "Explain reinforcement learning from human feedback in one sentence.", "A reward model scores answers.",
-    "Annotators rank candidate answers in Label Studio.", "The quick brown fox jumps over the lazy dog.",
+    "The capital of France is Paris.",
+    "Write a short poem about the sea.",
+    "What is the boiling point of water?",
+    "Explain reinforcement learning from human feedback in one sentence.",
+    "A reward model scores answers.",
+    "Annotators rank candidate answers in Label Studio.",
+    "The quick brown fox jumps over the lazy dog.",
     "Numbers: 0 1 2 3 4 5 6 7 8 9. Punctuation: , . ; : ! ? ' \" ( ) [ ] { }",
     "user assistant system hello thanks please answer question why how what when where who",
 ]
@@ -29,17 +35,28 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(
         CORPUS * 4,
-        trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
     )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
         unk_token="<|endoftext|>",
     )
     tokenizer.chat_template = CHATML
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=512, n_embd=64, n_layer=2, n_head=2,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        n_positions=512,
+        n_embd=64,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     model = GPT2LMHeadModel(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id

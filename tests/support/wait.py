@@ -1,4 +1,5 @@
 """The one poll loop the tests (and benches) wait with."""
+
 from __future__ import annotations
 
 import time
@@ -12,8 +13,12 @@ class TimedOut(AssertionError):
     """wait_for's condition did not hold in time (an AssertionError, so pytest reports it as a failed check)."""
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.2,
-             message: str | Callable[[], str] = "the condition") -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.2,
+    message: str | Callable[[], str] = "the condition",
+) -> T:
     """Call predicate every `interval` seconds until it returns something truthy, and return that.
 
     After `timeout` seconds raise TimedOut, saying what was awaited: `message`, or what it returns when it is

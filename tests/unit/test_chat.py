@@ -1,5 +1,6 @@
 """SYSTEM_PROMPT reaches every stage through one conversation builder: generation's prompts, the trainers'
 datasets and the reward contract all start with it."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,10 +25,14 @@ def test_every_stage_starts_with_the_system_prompt(system_prompt: str, tiny_mode
     [text] = prompt_texts(tokenizer, ["Where is Paris?"])
     assert text.startswith(f"<|im_start|>system\n{system_prompt}<|im_end|>") and text.endswith("assistant\n")
     ids = reward_ids(tokenizer, "Where is Paris?", "France.", True)
-    assert ids[:len(tokenizer(text, add_special_tokens=False)["input_ids"])] == \
-        tokenizer(text, add_special_tokens=False)["input_ids"]  # the reward reads the conversation generation saw
-    for row in (prompt_dataset(["Where is Paris?"])[0], preference_dataset(
-            [{"prompt": "Where is Paris?", "chosen": "France.", "rejected": "Rome."}])[0]):
+    assert (
+        ids[: len(tokenizer(text, add_special_tokens=False)["input_ids"])]
+        == tokenizer(text, add_special_tokens=False)["input_ids"]
+    )  # the reward reads the conversation generation saw
+    for row in (
+        prompt_dataset(["Where is Paris?"])[0],
+        preference_dataset([{"prompt": "Where is Paris?", "chosen": "France.", "rejected": "Rome."}])[0],
+    ):
         assert row["prompt"][0] == {"role": "system", "content": system_prompt}
 
 

@@ -1,4 +1,5 @@
 """docs/configuration.md's settings table is generated from Settings: the page and the code cannot disagree."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,6 @@
 """Promotion gates and the statistics behind them, from counts (the integration with real training is in
 test_training_loop.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -60,9 +61,13 @@ def test_policy_gate() -> None:
 
 
 def test_agreement_counts_only_comparisons_two_annotators_made() -> None:
-    rows = [(1, "g", 7, "a", "b"), (1, "g", 8, "a", "b"),  # agree
-            (2, "g", 7, "c", "d"), (2, "g", 8, "d", "c"),  # disagree
-            (3, "g", 7, "e", "f")]  # one annotator: not a comparison
+    rows = [
+        (1, "g", 7, "a", "b"),
+        (1, "g", 8, "a", "b"),  # agree
+        (2, "g", 7, "c", "d"),
+        (2, "g", 8, "d", "c"),  # disagree
+        (3, "g", 7, "e", "f"),
+    ]  # one annotator: not a comparison
     result = agreement(rows)
     assert (result["k"], result["n"], result["tasks"]) == (1, 2, 2)
 

@@ -1,4 +1,5 @@
 """The queue names jobs by dotted path (the backend never imports workers): every such name must resolve."""
+
 from __future__ import annotations
 
 from importlib import import_module

@@ -1,4 +1,5 @@
 """The model registry: numbered versions, atomic promotion, and its failure modes."""
+
 from __future__ import annotations
 
 import tempfile

@@ -1,4 +1,5 @@
 """backend.core.stats.clustered_difference: the paired cluster bootstrap bench/loop.py's verdict rests on."""
+
 from __future__ import annotations
 
 import pytest

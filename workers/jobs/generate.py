@@ -1,5 +1,6 @@
 """RQ job: give every task of a project K candidate answers from its lineage's current policy, write them
 back to Label Studio, and score them with the lineage's current reward model (for predictions)."""
+
 from __future__ import annotations
 
 import logging
@@ -37,16 +38,23 @@ def refresh_candidates(project_id: int, task_ids: list[int] | None = None) -> di
     return {"project": project_id, "generated": generated, "scored": scored, "policy_version": policy_version}
 
 
-def _needing_candidates(ctx: JobContext, client: Any, project_id: int, layout: Layout, tasks: list[Task],
-                        policy_version: int | None) -> list[Task]:
+def _needing_candidates(
+    ctx: JobContext, client: Any, project_id: int, layout: Layout, tasks: list[Task], policy_version: int | None
+) -> list[Task]:
     """Tasks without candidates, and unlabeled tasks showing an older policy's (REGENERATE_STALE) unless an
     annotator has a draft of them: replacing what someone is comparing would invalidate their work."""
     missing = [t for t in tasks if layout.candidates_from_data(t.data) is None]
     if not ctx.settings.regenerate_stale:
         return missing
     labeled = ctx.store.labeled_task_ids(project_id)
-    stale = [t for t in tasks if t not in missing and t.id not in labeled
-             and t.policy_version is not None and t.policy_version != policy_version]
+    stale = [
+        t
+        for t in tasks
+        if t not in missing
+        and t.id not in labeled
+        and t.policy_version is not None
+        and t.policy_version != policy_version
+    ]
     if stale and client is not None:
         busy = labelstudio.tasks_with_drafts(client, project_id)
         if busy & {t.id for t in stale}:
@@ -55,8 +63,15 @@ def _needing_candidates(ctx: JobContext, client: Any, project_id: int, layout: L
     return missing + stale
 
 
-def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project, layout: Layout, tasks: list[Task],
-              policy_version: int | None) -> int:
+def _generate(
+    ctx: JobContext,
+    client: Any,
+    registry: Registry,
+    project: Project,
+    layout: Layout,
+    tasks: list[Task],
+    policy_version: int | None,
+) -> int:
     s = ctx.settings
     cfg = SamplingConfig.from_settings(s, s.num_candidates)
     shown = layout.num_candidates(s.num_candidates)
@@ -68,19 +83,22 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
     done = 0
     chunk = max(cfg.batch_size // cfg.k, 1)
     for start in range(0, len(tasks), chunk):  # write back chunk by chunk: annotators see tasks fill in
-        part = tasks[start:start + chunk]
+        part = tasks[start : start + chunk]
         prompts = [layout.prompt_of(t.data) for t in part]
         answers = candidates(model, tokenizer, prompts, cfg)
         features = None
         if weigher is not None:
             flat = [x for a in answers for x in a]
-            features = weigher.features([p for p, a in zip(prompts, answers, strict=True) for _ in a], [x.text for x in flat],
-                                        [x.finished for x in flat])
+            features = weigher.features(
+                [p for p, a in zip(prompts, answers, strict=True) for _ in a],
+                [x.text for x in flat],
+                [x.finished for x in flat],
+            )
             if weigher.head is None:  # fitted once per job, in units of the first chunk's spread
                 weigher.fit(features)
         for i, (task, pool) in enumerate(zip(part, answers, strict=True)):
             generation = f"p{policy_version}-{secrets.token_hex(4)}"
-            mine = features[i * cfg.k:(i + 1) * cfg.k] if features is not None else None
+            mine = features[i * cfg.k : (i + 1) * cfg.k] if features is not None else None
             picked = [pool[j] for j in choose(weigher, mine, cfg.k, shown, task.id, policy_version)]
             policies = None
             if task.id in old:  # blind: new against previous, in an order the task id decides
@@ -98,9 +116,17 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
                     log.warning("project %s: task %s was deleted in Label Studio; dropped", project.id, task.id)
                     ctx.store.delete_tasks([task.id])
                     continue
-            ctx.store.set_candidates(task.id, texts, policy_version, data, generation, shown_at, policies,
-                                     pool=[a.text for a in pool] if len(pool) > len(texts) else None,
-                                     finished=finished)
+            ctx.store.set_candidates(
+                task.id,
+                texts,
+                policy_version,
+                data,
+                generation,
+                shown_at,
+                policies,
+                pool=[a.text for a in pool] if len(pool) > len(texts) else None,
+                finished=finished,
+            )
         done += len(part)
         ctx.progress(stage="generate", step=done, total=len(tasks))
     try:  # the queue's order: every task of the project weighed on one scale (as a refit does), or random
@@ -111,13 +137,19 @@ def _generate(ctx: JobContext, client: Any, registry: Registry, project: Project
             publish(ctx, client, project, selection, {})
     except labelstudio.LabelStudioError as exc:  # the candidates are written; the order catches up at a refit
         log.warning("project %s: %s", project.id, exc)
-    log.info("project %s: generated candidates for %d tasks with policy v%s (%s selection)", project.id, done,
-             policy_version, selection)
+    log.info(
+        "project %s: generated candidates for %d tasks with policy v%s (%s selection)",
+        project.id,
+        done,
+        policy_version,
+        selection,
+    )
     return done
 
 
-def _judged_answers(ctx: JobContext, registry: Registry, layout: Layout, tasks: list[Task],
-                    policy_version: int | None) -> dict[int, tuple[int, Answer]]:
+def _judged_answers(
+    ctx: JobContext, registry: Registry, layout: Layout, tasks: list[Task], policy_version: int | None
+) -> dict[int, tuple[int, Answer]]:
     """Human judging (HUMAN_JUDGE_FRACTION of Pairwise tasks): the previous policy's answer for each task
     drawn, which then stands beside the new policy's, so annotators' choices give a human win-rate."""
     fraction = ctx.settings.human_judge_fraction

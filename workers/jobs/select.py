@@ -2,6 +2,7 @@
 on the lineage's labels in milliseconds, weighs every comparison; Pairwise tasks show the two of K answers
 worth most, and Label Studio's queue serves the tasks worth most first. SELECTION=random is the control:
 a random two of K, a random queue. The full reward model still comes from the trl job."""
+
 from __future__ import annotations
 
 import logging
@@ -34,24 +35,34 @@ class Weigher:
         self._source = str(ctx.registries.base.meta("policy", 0).get("source", ""))
         self._dtype = inference_dtype(ctx.settings.generation_dtype)
         pairs = ctx.store.pairs(lineage, judged=ctx.settings.human_judge_train)
-        chosen, rejected = (self.features([p["prompt"] for p in pairs], [p[side] for p in pairs],
-                                          [p[f"{side}_finished"] for p in pairs]) for side in ("chosen", "rejected"))
+        chosen, rejected = (
+            self.features(
+                [p["prompt"] for p in pairs], [p[side] for p in pairs], [p[f"{side}_finished"] for p in pairs]
+            )
+            for side in ("chosen", "rejected")
+        )
         self._scale: torch.Tensor | None = None
         self._chosen, self._rejected = chosen, rejected
         self.head: BayesianHead | None = None
 
     def features(self, prompts: list[str], answers: list[str], finished: list[bool | None]) -> torch.Tensor:
         """[n, hidden] float64 features of each (prompt, answer, finished), computing and caching the missing ones."""
-        keys = [feature_key(self._source, self._dtype, p, a, f) for p, a, f in zip(prompts, answers, finished, strict=True)]
+        keys = [
+            feature_key(self._source, self._dtype, p, a, f) for p, a, f in zip(prompts, answers, finished, strict=True)
+        ]
         cached = self.ctx.store.features(set(keys))
         missing = {k: (p, a, f) for k, p, a, f in zip(keys, prompts, answers, finished, strict=True) if k not in cached}
         if missing:
             model, tokenizer = self._reference()
             todo = list(missing.items())
-            vectors = eos_features(model, tokenizer, [p for _, (p, _, _) in todo], [a for _, (_, a, _) in todo],
-                                   [f for _, (_, _, f) in todo],
-                                   progress=lambda done, total: self.ctx.progress(stage="features", step=done,
-                                                                                   total=total))
+            vectors = eos_features(
+                model,
+                tokenizer,
+                [p for _, (p, _, _) in todo],
+                [a for _, (_, a, _) in todo],
+                [f for _, (_, _, f) in todo],
+                progress=lambda done, total: self.ctx.progress(stage="features", step=done, total=total),
+            )
             fresh = {k: v.numpy().astype("<f4").tobytes() for (k, _), v in zip(todo, vectors, strict=True)}
             self.ctx.store.save_features(fresh)
             cached.update(fresh)
@@ -71,7 +82,9 @@ class Weigher:
         self._scale = pool.std(0).nan_to_num(0.0) + 1e-6 if len(pool) > 1 else torch.ones(pool.shape[-1])
         typical = (pool[1:] - pool[:-1]) / self._scale  # neighbours: mostly answers to the same prompt
         self.head = BayesianHead(pool.shape[-1], self.config, typical=typical)
-        labelled = (self._chosen - self._rejected) / self._scale if self._chosen.numel() else torch.zeros(0, pool.shape[-1])
+        labelled = (
+            (self._chosen - self._rejected) / self._scale if self._chosen.numel() else torch.zeros(0, pool.shape[-1])
+        )
         self.head.fit(labelled.to(torch.float64))
         return self.head
 
@@ -81,8 +94,9 @@ class Weigher:
         return self.head.worth(x)
 
 
-def choose(weigher: Weigher | None, features: torch.Tensor | None, k: int, shown: int, task_id: int,
-           version: int | None) -> list[int]:
+def choose(
+    weigher: Weigher | None, features: torch.Tensor | None, k: int, shown: int, task_id: int, version: int | None
+) -> list[int]:
     """Which `shown` of k candidates a task shows: with a head, the pair worth most (a Ranker shows all);
     without one (SELECTION=random), two drawn at random, fixed per task."""
     if shown >= k:
@@ -114,24 +128,29 @@ def refit(project_id: int) -> dict[str, Any]:
     if ctx.store.untrained_pairs(project_id)[1] > seen:  # labels came in while it ran
         ctx.queue.request_refit(project_id)
     labels = weigher.head.labels  # reweigh() fitted it
-    log.info("project %s: head refitted on %d labels; %d tasks reweighed, %d scores published", project_id,
-             labels, len(tasks), published)
+    log.info(
+        "project %s: head refitted on %d labels; %d tasks reweighed, %d scores published",
+        project_id,
+        labels,
+        len(tasks),
+        published,
+    )
     return {"project": project_id, "labels": labels, "tasks": len(tasks), "published": published}
 
 
-def reweigh(ctx: JobContext, client: Any, weigher: Weigher, project: Project, layout: Layout,
-            tasks: list[Task]) -> int:
+def reweigh(ctx: JobContext, client: Any, weigher: Weigher, project: Project, layout: Layout, tasks: list[Task]) -> int:
     """Fit the head with these tasks' shown candidates as the pool, store each task's worth (what its shown
     comparisons teach the head: a ranking answers all of its K), and publish the scores when there is a
     client (without one /predict serves them). One scale for every task of the project: scores compare."""
     shown = [layout.candidates_from_data(t.data) or [] for t in tasks]
     prompts = [layout.prompt_of(t.data) for t, c in zip(tasks, shown, strict=True) for _ in c]
-    features = weigher.features(prompts, [a for c in shown for a in c],
-                                [f for t in tasks for f in layout.finished_from_data(t.data)])
+    features = weigher.features(
+        prompts, [a for c in shown for a in c], [f for t in tasks for f in layout.finished_from_data(t.data)]
+    )
     weigher.fit(features)
     worth, start = {}, 0
     for task, cands in zip(tasks, shown, strict=True):
-        mine = features[start:start + len(cands)]
+        mine = features[start : start + len(cands)]
         start += len(cands)
         worth[task.id] = float(weigher.worth(mine, list(combinations(range(len(cands)), 2))).sum())
     ctx.store.set_worth(worth)

@@ -1,4 +1,5 @@
 """RQ jobs: reward model, then policy (PPO / DPO / GRPO / RLOO), and SFT; each promotes atomically or not at all."""
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,13 @@ def train_reward(lineage: str) -> dict[str, Any]:
     pairs = ctx.store.pairs(lineage, judged=ctx.settings.human_judge_train)
     train, held = split(pairs, lambda p: p["prompt"], ctx.settings.seed)
     policy, current = registry.current("policy"), registry.current("reward")
-    data = {"pairs": len(train), "held_out_pairs": len(held), "lineage": lineage,
-            "projects": ctx.store.lineage_projects(lineage), "upto_pair_id": max((p["id"] for p in pairs), default=0)}
+    data = {
+        "pairs": len(train),
+        "held_out_pairs": len(held),
+        "lineage": lineage,
+        "projects": ctx.store.lineage_projects(lineage),
+        "upto_pair_id": max((p["id"] for p in pairs), default=0),
+    }
 
     def assess(staging: Path) -> Assessment:
         ctx.progress(stage="evaluate")
@@ -59,14 +65,28 @@ def train_reward(lineage: str) -> dict[str, Any]:
         new = reward_correct(staging, held, penalty)
         old = reward_correct(registry.path("reward", current), held, penalty) if current is not None else None
         accuracy = rate(sum(new), len(new))
-        metrics = {"accuracy": accuracy.value, "accuracy_low": accuracy.low, "accuracy_high": accuracy.high,
-                   "n_pairs": len(new)}
+        metrics = {
+            "accuracy": accuracy.value,
+            "accuracy_low": accuracy.low,
+            "accuracy_high": accuracy.high,
+            "n_pairs": len(new),
+        }
         if old is not None:
             metrics["current_accuracy"] = rate(sum(old), len(old)).value
         return metrics, reward_verdict(new, old, current, ctx.settings)
 
-    return _run(ctx, registry, lineage, "reward", "reward", {"pairs": train, "eval_pairs": held}, {"policy": policy},
-                data, verify=load_reward, assess=assess)
+    return _run(
+        ctx,
+        registry,
+        lineage,
+        "reward",
+        "reward",
+        {"pairs": train, "eval_pairs": held},
+        {"policy": policy},
+        data,
+        verify=load_reward,
+        assess=assess,
+    )
 
 
 def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
@@ -89,28 +109,46 @@ def train_policy(lineage: str, algorithm: str) -> dict[str, Any]:
     optimises_reward = algorithm in REWARD_OPTIMISERS
     judge = _judge(registry, algorithm, reward)
     parents = {"policy": previous, "reward": reward, "reference": 0}
-    data = {"prompts": len(train_prompts), "held_out_prompts": 0 if assessed_on_train else len(eval_prompts),
-            "pairs": len(pairs), "lineage": lineage, "assessed_on_train": assessed_on_train}
+    data = {
+        "prompts": len(train_prompts),
+        "held_out_prompts": 0 if assessed_on_train else len(eval_prompts),
+        "pairs": len(pairs),
+        "lineage": lineage,
+        "assessed_on_train": assessed_on_train,
+    }
 
     def assess(staging: Path) -> Assessment:
         ctx.progress(stage="evaluate")
         scorer = judge if judge is not None else reward  # numbers still shown; the verdict says it is no judge
-        metrics = policy_metrics(staging, registry.path("policy", previous), registry.path("policy", 0),
-                                 registry.path("reward", scorer),
-                                 registry.path("reward", reward) if optimises_reward else None, eval_prompts,
-                                 max_new_tokens=ctx.settings.max_new_tokens,
-                                 missing_eos_penalty=ctx.settings.missing_eos_penalty, seed=ctx.settings.seed)
+        metrics = policy_metrics(
+            staging,
+            registry.path("policy", previous),
+            registry.path("policy", 0),
+            registry.path("reward", scorer),
+            registry.path("reward", reward) if optimises_reward else None,
+            eval_prompts,
+            max_new_tokens=ctx.settings.max_new_tokens,
+            missing_eos_penalty=ctx.settings.missing_eos_penalty,
+            seed=ctx.settings.seed,
+        )
         metrics["judge_reward_version"] = scorer
         own = (metrics["own_reward_before"], metrics["own_reward_after"]) if optimises_reward else None
-        verdict = policy_verdict(int(metrics["wins"]), int(metrics["losses"]), int(metrics["ties"]), metrics["kl"],
-                                 None if judge is None else f"reward v{judge}", previous, ctx.settings,
-                                 held_out=not assessed_on_train, own=own,
-                                 judge_favours_baseline=_trained_against(registry, previous, judge))
+        verdict = policy_verdict(
+            int(metrics["wins"]),
+            int(metrics["losses"]),
+            int(metrics["ties"]),
+            metrics["kl"],
+            None if judge is None else f"reward v{judge}",
+            previous,
+            ctx.settings,
+            held_out=not assessed_on_train,
+            own=own,
+            judge_favours_baseline=_trained_against(registry, previous, judge),
+        )
         return metrics, verdict
 
     inputs = {"prompts": train_prompts, "pairs": pairs, "reward_dir": registry.path("reward", reward)}
-    result = _run(ctx, registry, lineage, "policy", algorithm, inputs, parents, data, verify=load_policy,
-                  assess=assess)
+    result = _run(ctx, registry, lineage, "policy", algorithm, inputs, parents, data, verify=load_policy, assess=assess)
     ctx.store.mark_trained(lineage, upto)  # the chain succeeded: its trigger is cleared, not before
     ctx.queue.reset_attempts(lineage)
     return result
@@ -148,8 +186,9 @@ def _chain_reward(registry: Registry, pairs: list[dict[str, Any]]) -> tuple[int,
     if isinstance(result, dict) and isinstance(result.get("version"), int):
         upto = int((result.get("data") or {}).get("upto_pair_id") or 0)
         if (result.get("gate") or {}).get("status") == "rejected" and current is not None:
-            log.info("reward v%s was rejected; the policy trains against the current reward v%s",
-                     result["version"], current)
+            log.info(
+                "reward v%s was rejected; the policy trains against the current reward v%s", result["version"], current
+            )
             return current, upto
         return result["version"], upto
     if current is None:
@@ -163,8 +202,9 @@ def _task_prompts(ctx: JobContext, lineage: str) -> set[str]:
     for project_id in ctx.store.lineage_projects(lineage):
         project = ctx.store.project(project_id)
         key = parse_layout(project.label_config).prompt_key if project and project.label_config else "prompt"
-        prompts |= {t.data[key] for t in ctx.store.project_tasks(project_id)
-                    if isinstance(t.data.get(key), str) and t.data[key]}
+        prompts |= {
+            t.data[key] for t in ctx.store.project_tasks(project_id) if isinstance(t.data.get(key), str) and t.data[key]
+        }
     return prompts
 
 
@@ -173,17 +213,34 @@ def train_sft(rows: list[dict[str, str]], lineage: str) -> dict[str, Any]:
     ctx = context()
     registry = ctx.registry(lineage)
     parents = {"policy": registry.current("policy")}
-    return _run(ctx, registry, lineage, "policy", "sft", {"sft_rows": rows}, parents,
-                {"rows": len(rows), "lineage": lineage}, verify=load_policy)
+    return _run(
+        ctx,
+        registry,
+        lineage,
+        "policy",
+        "sft",
+        {"sft_rows": rows},
+        parents,
+        {"rows": len(rows), "lineage": lineage},
+        verify=load_policy,
+    )
 
 
 def _inputs(ctx: JobContext, registry: Registry, recipe: str, out_dir: Path, **fields: Any) -> RecipeInputs:
     s = ctx.settings
-    return RecipeInputs(policy_dir=registry.path("policy", registry.current("policy")),
-                        reference_dir=registry.path("policy", 0), out_dir=out_dir,
-                        bf16=train_in_bf16(s.train_precision), use_lora=s.use_lora, seed=s.seed, callbacks=[JobProgress(stage=recipe)],
-                        max_new_tokens=s.max_new_tokens, missing_eos_penalty=s.missing_eos_penalty,
-                        overrides=dict(s.train_args.get(recipe, {})), **fields)
+    return RecipeInputs(
+        policy_dir=registry.path("policy", registry.current("policy")),
+        reference_dir=registry.path("policy", 0),
+        out_dir=out_dir,
+        bf16=train_in_bf16(s.train_precision),
+        use_lora=s.use_lora,
+        seed=s.seed,
+        callbacks=[JobProgress(stage=recipe)],
+        max_new_tokens=s.max_new_tokens,
+        missing_eos_penalty=s.missing_eos_penalty,
+        overrides=dict(s.train_args.get(recipe, {})),
+        **fields,
+    )
 
 
 def _current_job_id() -> str | None:
@@ -193,9 +250,18 @@ def _current_job_id() -> str | None:
     return job.id if job else None
 
 
-def _run(ctx: JobContext, registry: Registry, lineage: str, kind: Kind, recipe: str, fields: dict[str, Any],
-         parents: dict[str, Any], data: dict[str, Any], verify: Callable[[Path], Any],
-         assess: Callable[[Path], Assessment] | None = None) -> dict[str, Any]:
+def _run(
+    ctx: JobContext,
+    registry: Registry,
+    lineage: str,
+    kind: Kind,
+    recipe: str,
+    fields: dict[str, Any],
+    parents: dict[str, Any],
+    data: dict[str, Any],
+    verify: Callable[[Path], Any],
+    assess: Callable[[Path], Assessment] | None = None,
+) -> dict[str, Any]:
     """Train into staging, verify it loads, assess it, then promote and announce, or keep it unserved as a
     rejected version when its gate says it is worse; on any failure the staging directory is deleted and
     the previous version keeps serving."""
@@ -212,9 +278,18 @@ def _run(ctx: JobContext, registry: Registry, lineage: str, kind: Kind, recipe: 
             assessed, verdict = assess(staging)
             metrics = {**metrics, **assessed}
         verdict = enforced(verdict, ctx.settings)
-        meta = {"recipe": recipe, "parents": parents, "data": data, "hyperparameters": hyperparameters(recipe, inputs),
-                "use_lora": inputs.use_lora, "bf16": inputs.bf16, "metrics": metrics, "gate": verdict.as_dict(),
-                "started_at": started, "seconds": round(time.time() - started, 2)}
+        meta = {
+            "recipe": recipe,
+            "parents": parents,
+            "data": data,
+            "hyperparameters": hyperparameters(recipe, inputs),
+            "use_lora": inputs.use_lora,
+            "bf16": inputs.bf16,
+            "metrics": metrics,
+            "gate": verdict.as_dict(),
+            "started_at": started,
+            "seconds": round(time.time() - started, 2),
+        }
         version = registry.promote(kind, staging, meta, serve=verdict.status != "rejected")
     finally:
         shutil.rmtree(staging, ignore_errors=True)

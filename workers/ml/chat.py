@@ -1,5 +1,6 @@
 """Prompts and answers through the model's chat template, as generation, the trainers and the reward contract
 build them: one place, so every stage sees the same conversation (SYSTEM_PROMPT included)."""
+
 from __future__ import annotations
 
 from transformers import BatchEncoding, PreTrainedTokenizerBase

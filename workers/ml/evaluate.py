@@ -1,5 +1,6 @@
 """Held-out evaluation: a new policy against the previous one under a judge (reward before/after, wins, losses,
 ties, KL to the reference), and a reward model's per-pair correctness, the counts promotion gates decide on."""
+
 from __future__ import annotations
 
 import gc
@@ -56,8 +57,13 @@ def policy_metrics(
     ties = len(prompts) - wins - losses
     win_rate = rate(wins + ties / 2, len(prompts))
     metrics = {
-        "n_prompts": len(prompts), "wins": wins, "losses": losses, "ties": ties,
-        "win_rate": win_rate.value, "win_rate_low": win_rate.low, "win_rate_high": win_rate.high,
+        "n_prompts": len(prompts),
+        "wins": wins,
+        "losses": losses,
+        "ties": ties,
+        "win_rate": win_rate.value,
+        "win_rate_low": win_rate.low,
+        "win_rate_high": win_rate.high,
         "reward_before": sum(rewards_before) / len(prompts),
         "reward_after": sum(rewards_after) / len(prompts),
         "kl": kl,
@@ -65,15 +71,19 @@ def policy_metrics(
         "truncated_after": after.finished.count(False) / len(prompts),
     }
     if own_dir is not None:
-        own = _rewards(own_dir, prompts, (before, after), missing_eos_penalty) if own_dir != judge_dir \
+        own = (
+            _rewards(own_dir, prompts, (before, after), missing_eos_penalty)
+            if own_dir != judge_dir
             else (rewards_before, rewards_after)
+        )
         metrics["own_reward_before"], metrics["own_reward_after"] = (sum(r) / len(prompts) for r in own)
     log.info("policy %s on %d prompts: %s", policy_dir, len(prompts), metrics)
     return metrics
 
 
-def _rewards(reward_dir: str | Path, prompts: list[str], rollouts: tuple[Rollout, ...],
-             missing_eos_penalty: float) -> list[list[float]]:
+def _rewards(
+    reward_dir: str | Path, prompts: list[str], rollouts: tuple[Rollout, ...], missing_eos_penalty: float
+) -> list[list[float]]:
     """Each rollout's rewards under one reward model, read by the reward contract."""
     model, tokenizer = load_reward(reward_dir)
     result = [score(model, tokenizer, prompts, r.answers, r.finished, missing_eos_penalty) for r in rollouts]
@@ -90,17 +100,23 @@ def reward_correct(reward_dir: str | Path, pairs: list[dict[str, Any]], missing_
         return []
     model, tokenizer = load_reward(reward_dir)
     prompts = [p["prompt"] for p in pairs]
-    chosen, rejected = (score(model, tokenizer, prompts, [p[side] for p in pairs],
-                              [p.get(f"{side}_finished") for p in pairs], missing_eos_penalty)
-                        for side in ("chosen", "rejected"))
+    chosen, rejected = (
+        score(
+            model,
+            tokenizer,
+            prompts,
+            [p[side] for p in pairs],
+            [p.get(f"{side}_finished") for p in pairs],
+            missing_eos_penalty,
+        )
+        for side in ("chosen", "rejected")
+    )
     del model
     _release()
     return [c > r for c, r in zip(chosen, rejected, strict=True)]
 
 
-def sample(
-    policy_dir: str | Path, prompts: list[str], max_new_tokens: int, seed: int, batch_size: int = 16
-) -> Rollout:
+def sample(policy_dir: str | Path, prompts: list[str], max_new_tokens: int, seed: int, batch_size: int = 16) -> Rollout:
     """Seeded plain sampling (temperature 1): the tokens are draws from the policy, so the KL estimate is unbiased."""
     model, tokenizer = load_policy(policy_dir)
     torch.manual_seed(seed)
@@ -114,19 +130,29 @@ def sample(
 
 @torch.no_grad()
 def _generate(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_new_tokens: int,
     rollout: Rollout,
 ) -> None:
     """Generate one left-padded batch and append its answers and tensors to the rollout."""
     inputs = encode_prompts(tokenizer, prompts).to(model.device)
     output = model.generate(
-        **inputs, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
         pad_token_id=tokenizer.pad_token_id,
     ).cpu()
     response = output[:, inputs["input_ids"].shape[1] :]
     eos = model.generation_config.eos_token_id
     mask = _until_eos(response, eos)
-    rollout.answers.extend(tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(response, mask, strict=True))
+    rollout.answers.extend(
+        tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(response, mask, strict=True)
+    )
     rollout.finished.extend(ended(response, eos).tolist())
     attention = torch.cat([inputs["attention_mask"].cpu(), mask.long()], dim=1)
     rollout.batches.append({"input_ids": output, "attention_mask": attention, "response_mask": mask})

@@ -1,5 +1,6 @@
 """Frozen features of (prompt, answer): the reference policy's last hidden state at the answer's EOS, read
 through the reward-token contract (workers.ml.scoring), so the Bayesian head sees what a reward model would."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,9 +25,16 @@ def feature_key(model: str, dtype: torch.dtype, prompt: str, answer: str, finish
 
 
 @torch.no_grad()
-def eos_features(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], answers: list[str],
-                 finished: list[bool | None], batch_size: int = 8, max_length: int = MAX_LENGTH,
-                 progress=None) -> torch.Tensor:
+def eos_features(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    answers: list[str],
+    finished: list[bool | None],
+    batch_size: int = 8,
+    max_length: int = MAX_LENGTH,
+    progress=None,
+) -> torch.Tensor:
     """[n, hidden] float32: the last layer's hidden state at the token where each (prompt, answer, finished)'s
     reward is read. Rows are batched by length (little padding) and cut from the left at max_length, keeping
     the answer's end."""
@@ -34,9 +42,10 @@ def eos_features(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pro
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out = torch.zeros(len(rows), model.config.hidden_size)
     for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        batch = tokenizer.pad([{"input_ids": rows[i]} for i in index], return_tensors="pt",
-                              padding_side="right").to(model.device)
+        index = order[start : start + batch_size]
+        batch = tokenizer.pad([{"input_ids": rows[i]} for i in index], return_tensors="pt", padding_side="right").to(
+            model.device
+        )
         hidden = model(**batch, output_hidden_states=True).hidden_states[-1]
         last = batch["attention_mask"].sum(dim=1) - 1
         out[index] = hidden[torch.arange(len(index), device=hidden.device), last].float().cpu()

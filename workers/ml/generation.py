@@ -1,4 +1,5 @@
 """Batched candidate generation: all prompts x K samples through the chat template, one generate() per batch."""
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,13 @@ class SamplingConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings, k: int) -> SamplingConfig:
-        return cls(k=k, temperature=settings.temperature, top_p=settings.top_p,
-                   max_new_tokens=settings.max_new_tokens, batch_size=settings.generation_batch_size)
+        return cls(
+            k=k,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens,
+            batch_size=settings.generation_batch_size,
+        )
 
 
 class TopKSampler(LogitsProcessor):
@@ -86,15 +92,25 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) 
     new_tokens = 0
     sampler = LogitsProcessorList([TopKSampler(cfg.temperature, cfg.top_p, cfg.top_k)])
     for start in tqdm(range(0, len(order), cfg.batch_size), desc="generate", disable=len(order) <= cfg.batch_size):
-        index = order[start:start + cfg.batch_size]
+        index = order[start : start + cfg.batch_size]
         batch = tokenizer([texts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(model.device)
-        out = model.generate(**batch, do_sample=False, logits_processor=sampler, top_k=None, top_p=None,
-                             temperature=None, max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-        generated = out[:, batch["input_ids"].shape[1]:]
+        out = model.generate(
+            **batch,
+            do_sample=False,
+            logits_processor=sampler,
+            top_k=None,
+            top_p=None,
+            temperature=None,
+            max_new_tokens=cfg.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        generated = out[:, batch["input_ids"].shape[1] :]
         new_tokens += int((generated != tokenizer.pad_token_id).sum())
         done = ended(generated, model.generation_config.eos_token_id).tolist()
-        for i, text, finished in zip(index, tokenizer.batch_decode(generated, skip_special_tokens=True), done, strict=True):
+        for i, text, finished in zip(
+            index, tokenizer.batch_decode(generated, skip_special_tokens=True), done, strict=True
+        ):
             # NUL: no database (nor Label Studio on PostgreSQL) stores it
             answers[i] = Answer(text.replace("\x00", "").strip(), finished)
     return answers, new_tokens

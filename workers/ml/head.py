@@ -5,6 +5,7 @@ The head is a logistic regression on feature differences, P(a preferred to b) = 
 a Gaussian prior w ~ N(0, I / alpha), fitted by Newton's method; the Laplace approximation gives the posterior
 covariance S. For a comparison x = f_a - f_b the predicted reward difference has mean w . x and variance x' S x.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,7 +36,9 @@ class BayesianHead:
         self.config = config or HeadConfig()
         alpha = self.config.prior_precision
         if alpha is None:
-            alpha = float((typical.to(torch.float64) ** 2).sum(1).mean()) if typical is not None and len(typical) else 1.0
+            alpha = (
+                float((typical.to(torch.float64) ** 2).sum(1).mean()) if typical is not None and len(typical) else 1.0
+            )
         self.alpha = max(alpha, 1e-6)
         self.w = torch.zeros(dim, dtype=torch.float64)
         self.cov = torch.eye(dim, dtype=torch.float64) / self.alpha

@@ -1,4 +1,5 @@
 """Load policy and reward versions on the right device and dtype (inside jobs: the worker never touches CUDA)."""
+
 from __future__ import annotations
 
 import logging
@@ -64,7 +65,8 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 
 
 def _spare_pad_token(tokenizer: PreTrainedTokenizerBase) -> str:
-    """Prefer a pad distinct from EOS: trl's PPO masks every pad id, so pad == EOS would hide the prompt's <|im_end|>."""
+    """Prefer a pad distinct from EOS: trl's PPO masks every pad id, so pad == EOS would hide the prompt's
+    <|im_end|>."""
     spare = tokenizer.unk_token
     if spare is not None and spare not in (tokenizer.eos_token, tokenizer.bos_token):
         return spare

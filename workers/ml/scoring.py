@@ -6,6 +6,7 @@ a finished answer ends at its EOS token; an answer cut off at MAX_NEW_TOKENS bef
 token (no EOS it never wrote) and loses MISSING_EOS_PENALTY. `finished=None` (candidates stored before the
 flag was recorded) reads as finished, as every stage did before.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -51,11 +52,15 @@ def score(
     """The reward of each (prompt, answer, finished) by the contract; right padding keeps positions as in
     reward training."""
     if not len(prompts) == len(answers) == len(finished):
-        raise ValueError(f"score() got {len(prompts)} prompts, {len(answers)} answers and {len(finished)} finished "
-                         "flags; pass one answer and one flag per prompt.")
+        raise ValueError(
+            f"score() got {len(prompts)} prompts, {len(answers)} answers and {len(finished)} finished "
+            "flags; pass one answer and one flag per prompt."
+        )
     rows = [{"input_ids": reward_ids(tokenizer, p, a, f)} for p, a, f in zip(prompts, answers, finished, strict=True)]
     raw: list[float] = []
     for start in range(0, len(rows), batch_size):
-        batch = tokenizer.pad(rows[start : start + batch_size], return_tensors="pt", padding_side="right").to(model.device)
+        batch = tokenizer.pad(rows[start : start + batch_size], return_tensors="pt", padding_side="right").to(
+            model.device
+        )
         raw.extend(model(**batch).logits[:, 0].float().tolist())
     return [penalised(r, f, missing_eos_penalty) for r, f in zip(raw, finished, strict=True)]

@@ -1,4 +1,5 @@
 """The recipe registry: every name in backend.core.algorithms, loaded from its module (KIND, CONFIG, train)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict

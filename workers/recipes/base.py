@@ -1,4 +1,5 @@
 """What every recipe receives and returns, so that jobs can run any of them the same way."""
+
 from __future__ import annotations
 
 import logging
@@ -75,8 +76,11 @@ def build_config(cls: type[C], inputs: RecipeInputs) -> C:
     unknown = sorted(set(inputs.overrides) - names)
     if unknown:
         log.warning("ignoring overrides %s: not fields of %s", unknown, cls.__name__)
-    shared = {"response_length": inputs.max_new_tokens, "max_completion_length": inputs.max_new_tokens,
-              "missing_eos_penalty": inputs.missing_eos_penalty}  # settings first, TRAIN_ARGS may override
+    shared = {
+        "response_length": inputs.max_new_tokens,
+        "max_completion_length": inputs.max_new_tokens,
+        "missing_eos_penalty": inputs.missing_eos_penalty,
+    }  # settings first, TRAIN_ARGS may override
     values = {k: v for k, v in shared.items() if k in names} | {k: v for k, v in inputs.overrides.items() if k in names}
     config = cls(**values)
     log.info("%s: %s", cls.__name__, asdict(config))
@@ -90,9 +94,16 @@ def trl_args(args_cls: type[C], config: Any, inputs: RecipeInputs, output_dir: P
     if "model_init_kwargs" in accepted:  # fp32 master weights whatever dtype the checkpoint was saved in
         own["model_init_kwargs"] = {"dtype": torch.float32}
     return args_cls(
-        output_dir=str(output_dir), bf16=inputs.bf16, report_to="none", save_strategy="no", seed=inputs.seed,
-        logging_steps=1, activation_checkpointing=config.gradient_checkpointing,
-        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(), **own,
+        output_dir=str(output_dir),
+        bf16=inputs.bf16,
+        report_to="none",
+        save_strategy="no",
+        seed=inputs.seed,
+        logging_steps=1,
+        activation_checkpointing=config.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **own,
     )
 
 
@@ -116,21 +127,30 @@ def assistant_turn(text: str) -> list[dict[str, str]]:
 
 def preference_dataset(pairs: list[dict[str, str]]) -> Dataset:
     """Conversational {prompt, chosen, rejected} rows, the format the Reward and DPO trainers expect."""
-    return Dataset.from_list([
-        {"prompt": user_message(p["prompt"]), "chosen": assistant_turn(p["chosen"]),
-         "rejected": assistant_turn(p["rejected"])}
-        for p in pairs
-    ])
+    return Dataset.from_list(
+        [
+            {
+                "prompt": user_message(p["prompt"]),
+                "chosen": assistant_turn(p["chosen"]),
+                "rejected": assistant_turn(p["rejected"]),
+            }
+            for p in pairs
+        ]
+    )
 
 
 def reward_dataset(pairs: list[dict[str, Any]], tokenizer: Any) -> Dataset:
     """Pre-tokenized {chosen_ids, rejected_ids}: exactly the tokens every stage's reward reads
     (workers.ml.scoring), a cut answer ending where it was cut, with no EOS appended."""
-    return Dataset.from_list([
-        {f"{side}_ids": reward_ids(tokenizer, p["prompt"], p[side], p.get(f"{side}_finished"))
-         for side in ("chosen", "rejected")}
-        for p in pairs
-    ])
+    return Dataset.from_list(
+        [
+            {
+                f"{side}_ids": reward_ids(tokenizer, p["prompt"], p[side], p.get(f"{side}_finished"))
+                for side in ("chosen", "rejected")
+            }
+            for p in pairs
+        ]
+    )
 
 
 def prompt_dataset(prompts: list[str]) -> Dataset:
@@ -152,8 +172,12 @@ def lora_config(
     if not inputs.use_lora:
         return None
     return LoraConfig(
-        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
-        task_type=task_type, modules_to_save=modules_to_save,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type=task_type,
+        modules_to_save=modules_to_save,
     )
 
 

@@ -1,4 +1,5 @@
 """Direct preference optimisation of the policy on preference pairs, anchored to the reference policy."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -44,8 +45,12 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
     eval_dataset = preference_dataset(inputs.eval_pairs) if inputs.eval_pairs else None
     with scratch_dir() as tmp:
         trainer = DPOTrainer(
-            model=str(inputs.policy_dir), ref_model=reference, args=trl_args(DPOConfig, config, inputs, tmp),
-            train_dataset=preference_dataset(inputs.pairs), processing_class=tokenizer, callbacks=inputs.callbacks,
+            model=str(inputs.policy_dir),
+            ref_model=reference,
+            args=trl_args(DPOConfig, config, inputs, tmp),
+            train_dataset=preference_dataset(inputs.pairs),
+            processing_class=tokenizer,
+            callbacks=inputs.callbacks,
             peft_config=lora_config(inputs, config),
         )
         return train_and_save(trainer, tokenizer, inputs, eval_dataset)

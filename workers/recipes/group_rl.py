@@ -1,4 +1,5 @@
 """The group-sampling family (GRPO, RLOO): shared knobs, and one trainer run rewarded by the learned model."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,12 +38,17 @@ class GroupRLConfig(TrainConfig):
         default=MAX_NEW_TOKENS, metadata={"help": "Token budget of each sampled completion; default: MAX_NEW_TOKENS."}
     )
     mask_truncated_completions: bool = field(
-        default=True, metadata={"help": "Leave completions cut at max_completion_length out of the loss (their "
-                                        "reward, read as cut and penalised, still counts in the group's baseline)."}
+        default=True,
+        metadata={
+            "help": "Leave completions cut at max_completion_length out of the loss (their "
+            "reward, read as cut and penalised, still counts in the group's baseline)."
+        },
     )
     temperature: float = field(default=0.9, metadata={"help": "Sampling temperature of the completions."})
-    beta: float = field(default=0.04, metadata={"help": "KL coefficient to the lineage's reference policy v0, as in "
-                                                        "PPO and DPO (0 disables it)."})
+    beta: float = field(
+        default=0.04,
+        metadata={"help": "KL coefficient to the lineage's reference policy v0, as in PPO and DPO (0 disables it)."},
+    )
 
 
 def train_group_rl(inputs: RecipeInputs, config: GroupRLConfig, trainer_cls: Any, args_cls: Any) -> dict[str, float]:
@@ -55,8 +61,11 @@ def train_group_rl(inputs: RecipeInputs, config: GroupRLConfig, trainer_cls: Any
         trainer = trainer_cls(
             model=str(inputs.policy_dir),
             reward_funcs=reward_function(inputs.reward_dir, tokenizer.eos_token_id, inputs.missing_eos_penalty),
-            args=trl_args(args_cls, config, inputs, tmp), train_dataset=prompt_dataset(inputs.prompts),
-            processing_class=tokenizer, callbacks=inputs.callbacks, peft_config=lora_config(inputs, config),
+            args=trl_args(args_cls, config, inputs, tmp),
+            train_dataset=prompt_dataset(inputs.prompts),
+            processing_class=tokenizer,
+            callbacks=inputs.callbacks,
+            peft_config=lora_config(inputs, config),
         )
         anchor_to_reference(trainer, inputs)
         return train_and_save(trainer, tokenizer, inputs)
@@ -78,8 +87,9 @@ def reward_function(reward_dir: Path, eos_token_id: int, missing_eos_penalty: fl
     ends with EOS as finished, one cut at max_completion_length at its last token, penalised."""
     model, tokenizer = load_reward(reward_dir)
 
-    def reward_model(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]],
-                     **_: Any) -> list[float]:
+    def reward_model(
+        prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **_: Any
+    ) -> list[float]:
         texts = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
         answers = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         finished = [bool(ids) and ids[-1] == eos_token_id for ids in completion_ids]

@@ -1,4 +1,5 @@
 """GRPO: group-relative policy optimisation against the learned reward model."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

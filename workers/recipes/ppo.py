@@ -1,4 +1,5 @@
 """PPO against the learned reward model, with a value model and a KL penalty to the reference policy."""
+
 from __future__ import annotations
 
 import logging
@@ -48,7 +49,8 @@ class PPORecipeConfig(TrainConfig):
         default=None, metadata={"help": "Prompts to roll out in all; None = num_train_epochs × prompts (or max_steps)."}
     )
     response_length: int = field(
-        default=MAX_NEW_TOKENS, metadata={"help": "Tokens sampled per response; default: MAX_NEW_TOKENS (shorter is faster)."}
+        default=MAX_NEW_TOKENS,
+        metadata={"help": "Tokens sampled per response; default: MAX_NEW_TOKENS (shorter is faster)."},
     )
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the rollouts."})
     kl_coef: float = field(default=0.05, metadata={"help": "Per-token KL penalty to the reference policy."})
@@ -58,12 +60,17 @@ class PPORecipeConfig(TrainConfig):
         default="eos", metadata={"help": "Truncate responses after EOS before scoring ('eos'), or None."}
     )
     missing_eos_penalty: float | None = field(
-        default=None, metadata={"help": "Subtracted from the score of responses cut before their EOS; filled from "
-                                        "MISSING_EOS_PENALTY, the one penalty every stage applies (workers.ml.scoring)."}
+        default=None,
+        metadata={
+            "help": "Subtracted from the score of responses cut before their EOS; filled from "
+            "MISSING_EOS_PENALTY, the one penalty every stage applies (workers.ml.scoring)."
+        },
     )
     local_rollout_forward_batch_size: int = field(default=16, metadata={"help": "Rollouts per no-grad forward."})
     num_sample_generations: int = field(default=0, metadata={"help": "Debug sample tables printed during training."})
-    max_prompt_length: int = field(default=MAX_PROMPT_LENGTH, metadata={"help": "Prompts with more tokens are left out."})
+    max_prompt_length: int = field(
+        default=MAX_PROMPT_LENGTH, metadata={"help": "Prompts with more tokens are left out."}
+    )
 
 
 CONFIG = PPORecipeConfig
@@ -81,11 +88,16 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
     config.total_episodes = episodes(config, len(dataset), batch)
     with scratch_dir() as tmp, _mixed_precision(inputs.bf16):
         trainer = PPOTrainer(
-            args=trl_args(PPOConfig, config, inputs, tmp), processing_class=tokenizer,
+            args=trl_args(PPOConfig, config, inputs, tmp),
+            processing_class=tokenizer,
             model=AutoModelForCausalLM.from_pretrained(str(inputs.policy_dir), dtype=torch.float32),
-            ref_model=load_policy(inputs.reference_dir)[0], reward_model=load_reward(inputs.reward_dir)[0],
-            value_model=value_model(inputs), train_dataset=dataset, eval_dataset=dataset,
-            callbacks=inputs.callbacks, peft_config=lora_config(inputs, config),
+            ref_model=load_policy(inputs.reference_dir)[0],
+            reward_model=load_reward(inputs.reward_dir)[0],
+            value_model=value_model(inputs),
+            train_dataset=dataset,
+            eval_dataset=dataset,
+            callbacks=inputs.callbacks,
+            peft_config=lora_config(inputs, config),
         )
         trainer.policy_model.register_forward_pre_hook(PhaseProgress("ppo", trainer.state))
         return train_and_save(trainer, tokenizer, inputs, model=trainer.policy_model)

@@ -1,4 +1,5 @@
 """Bradley-Terry reward model on preference pairs, initialised from the policy so it shares its tokenizer."""
+
 from __future__ import annotations
 
 import logging
@@ -32,7 +33,9 @@ class RewardRecipeConfig(TrainConfig):
 
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate of AdamW."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the preference pairs."})
-    max_length: int = field(default=MAX_LENGTH, metadata={"help": "Pairs with a longer chosen or rejected side are dropped."})
+    max_length: int = field(
+        default=MAX_LENGTH, metadata={"help": "Pairs with a longer chosen or rejected side are dropped."}
+    )
     center_rewards_coefficient: float | None = field(
         default=0.01, metadata={"help": "Pulls mean reward towards 0 so scores stay comparable across versions."}
     )
@@ -51,8 +54,11 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
         log.warning("no eval pairs: the reward model is trained without eval_accuracy/eval_loss")
     with scratch_dir() as tmp:
         trainer = RewardTrainer(
-            model=str(inputs.policy_dir), args=trl_args(RewardConfig, config, inputs, tmp),
-            train_dataset=reward_dataset(inputs.pairs, tokenizer), processing_class=tokenizer, callbacks=inputs.callbacks,
+            model=str(inputs.policy_dir),
+            args=trl_args(RewardConfig, config, inputs, tmp),
+            train_dataset=reward_dataset(inputs.pairs, tokenizer),
+            processing_class=tokenizer,
+            callbacks=inputs.callbacks,
             peft_config=lora_config(inputs, config, task_type="SEQ_CLS", modules_to_save=["score"]),
         )
         return train_and_save(trainer, tokenizer, inputs, eval_dataset)

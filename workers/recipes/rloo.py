@@ -1,4 +1,5 @@
 """RLOO: REINFORCE with a leave-one-out baseline against the learned reward model."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

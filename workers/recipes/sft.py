@@ -1,4 +1,5 @@
 """Supervised fine-tuning on (prompt, response) rows: the answers' loss only."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,8 +42,11 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
     tokenizer = load_tokenizer(inputs.policy_dir)
     with scratch_dir() as tmp:
         trainer = SFTTrainer(
-            model=str(inputs.policy_dir), args=trl_args(SFTConfig, config, inputs, tmp),
-            train_dataset=completion_dataset(inputs.sft_rows), processing_class=tokenizer, callbacks=inputs.callbacks,
+            model=str(inputs.policy_dir),
+            args=trl_args(SFTConfig, config, inputs, tmp),
+            train_dataset=completion_dataset(inputs.sft_rows),
+            processing_class=tokenizer,
+            callbacks=inputs.callbacks,
             peft_config=lora_config(inputs, config),
         )
         return train_and_save(trainer, tokenizer, inputs)

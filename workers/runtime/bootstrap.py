@@ -5,6 +5,7 @@ The conversion runs torch, so it runs in a child process of its own (`python -m 
 worker that ran torch compute itself and then let RQ fork a work-horse would hang that horse in the
 OpenMP pool it inherited (DESIGN.md §9).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,10 @@ def ensure_base_policy(registry: Registry, source: str) -> int:
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"could not create policy v0 from {source or 'the embedded model'}: "
-                           f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+        raise RuntimeError(
+            f"could not create policy v0 from {source or 'the embedded model'}: "
+            f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}"
+        )
     log.info("policy v0 ready after %.1f s", time.monotonic() - started)
     return 0
 
@@ -85,8 +88,12 @@ def _convert(registry: Registry, source: str) -> None:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        meta = {"recipe": "base", "source": source or f"embedded:{EMBEDDED_GGUF}", "parents": {},
-                "seconds": round(time.time() - started, 2)}
+        meta = {
+            "recipe": "base",
+            "source": source or f"embedded:{EMBEDDED_GGUF}",
+            "parents": {},
+            "seconds": round(time.time() - started, 2),
+        }
         registry.promote("policy", staging, meta, version=0)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

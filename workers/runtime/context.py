@@ -1,4 +1,5 @@
 """What every job needs, built once per process: the shared services, the base policy, job progress."""
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,9 @@ class JobContext(Services):
         from backend import labelstudio
 
         s = self.settings
-        found = labelstudio.access(project.ls_url, project.ls_token, s.label_studio_url, s.label_studio_api_key,
-                                   s.allowed_label_studio_hosts)
+        found = labelstudio.access(
+            project.ls_url, project.ls_token, s.label_studio_url, s.label_studio_api_key, s.allowed_label_studio_hosts
+        )
         if found is None:
             log.warning("project %s: no Label Studio URL/token; what workers prepare stays in the store", project.id)
             return None

@@ -4,6 +4,7 @@ With TRAIN_PROCESSES=N > 1 the job writes its RecipeInputs to a JSON spec and st
 `accelerate launch --num_processes N -m workers.runtime.launch SPEC`; every process trains its shard (DDP), the
 main one saves the model and the metrics, and the job carries on (verify, assess, promote) as usual.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,19 @@ def run_recipe(recipe: str, inputs: RecipeInputs, processes: int = 1, job_id: st
     spec = inputs.out_dir / "launch.json"  # inside staging: never promoted, gone with it on failure
     fields = {f.name: getattr(inputs, f.name) for f in dataclasses.fields(inputs) if f.name != "callbacks"}
     spec.write_text(json.dumps({"recipe": recipe, "job_id": job_id, "inputs": fields}, default=str))
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
-               "--num_machines", "1", *_launch_mode(), "-m", "workers.runtime.launch", str(spec)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        *_launch_mode(),
+        "-m",
+        "workers.runtime.launch",
+        str(spec),
+    ]
     log.info("launching %s on %d processes: %s", recipe, processes, " ".join(command))
     try:
         subprocess.run(command, check=True)
@@ -72,8 +84,9 @@ def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     inputs = _inputs_from_spec(spec)
     state = PartialState()
-    log.info("%s: process %d of %d (%s)", spec["recipe"], state.process_index, state.num_processes,
-             state.distributed_type)
+    log.info(
+        "%s: process %d of %d (%s)", spec["recipe"], state.process_index, state.num_processes, state.distributed_type
+    )
     if state.is_main_process and spec.get("job_id"):
         job = Job.fetch(spec["job_id"], connection=context().queue.redis)
         inputs.callbacks = [JobProgress(stage=spec["recipe"], job=job)]

@@ -1,4 +1,5 @@
 """Report training progress into the running RQ job's meta, so the backend can show it without touching torch."""
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,12 @@ class JobProgress(TrainerCallback):
         self._last_write = float("-inf")
 
     def on_log(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-        logs: dict[str, Any] | None = None, **kwargs: Any,
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         """Remember the latest loss (trainers name it differently) and report it."""
         loss = _loss_of(logs or {})

@@ -4,6 +4,7 @@ A work-horse that inherits a broken OpenMP pool blocks at 0 % CPU until the job 
 reads the horse's CPU time while RQ monitors it, and a horse whose process tree used no CPU for
 JOB_STALL_SECONDS is killed and its job failed with that reason.
 """
+
 from __future__ import annotations
 
 import logging
@@ -93,8 +94,10 @@ class RLHFWorker(Worker):
             self._fail_stalled(job, idle)
 
     def _fail_stalled(self, job: Job, idle: float) -> None:
-        reason = (f"stalled: the work-horse used no CPU for {idle:.0f} s (JOB_STALL_SECONDS={self.stall_seconds:g}); "
-                  f"killed it. If the job waits on something slow, raise JOB_STALL_SECONDS (0 turns the check off)")
+        reason = (
+            f"stalled: the work-horse used no CPU for {idle:.0f} s (JOB_STALL_SECONDS={self.stall_seconds:g}); "
+            f"killed it. If the job waits on something slow, raise JOB_STALL_SECONDS (0 turns the check off)"
+        )
         log.error("job %s %s", job.id, reason)
         job.meta["error"] = reason
         job.save_meta()

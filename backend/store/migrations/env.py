@@ -1,4 +1,5 @@
 """Alembic environment: migrations run on the connection `backend.store.migrate.upgrade` hands over (no alembic.ini)."""
+
 from __future__ import annotations
 
 from alembic import context

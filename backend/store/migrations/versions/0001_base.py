@@ -3,6 +3,7 @@
 Revision ID: 0001
 Revises:
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -48,8 +49,9 @@ def upgrade() -> None:
     op.create_table(
         "pairs",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("annotation_id", sa.Integer, sa.ForeignKey("annotations.id", ondelete="CASCADE"), nullable=False,
-                  index=True),
+        sa.Column(
+            "annotation_id", sa.Integer, sa.ForeignKey("annotations.id", ondelete="CASCADE"), nullable=False, index=True
+        ),
         sa.Column("project_id", sa.Integer, nullable=False, index=True),
         sa.Column("prompt", sa.Text, nullable=False),
         sa.Column("chosen", sa.Text, nullable=False),

@@ -6,6 +6,7 @@ Projects that existed before lineages shared one registry; they keep sharing it 
 Revision ID: 0002
 Revises: 0001
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa

@@ -4,6 +4,7 @@ a pending "Start Training" request, and when each project was last resynced from
 Revision ID: 0003
 Revises: 0002
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa

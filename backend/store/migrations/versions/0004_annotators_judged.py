@@ -4,6 +4,7 @@ task pairs two policies' answers), so agreement, exports and human win-rates can
 Revision ID: 0004
 Revises: 0003
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa

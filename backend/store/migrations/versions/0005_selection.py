@@ -4,6 +4,7 @@ task (Pairwise shows two of K), what labelling a task is worth, and the frozen f
 Revision ID: 0005
 Revises: 0004
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -23,5 +24,8 @@ def upgrade() -> None:
     with op.batch_alter_table("tasks") as batch:
         batch.add_column(sa.Column("pool", sa.JSON))
         batch.add_column(sa.Column("worth", sa.Float))
-    op.create_table("features", sa.Column("key", sa.String(64), primary_key=True),
-                    sa.Column("vector", sa.LargeBinary, nullable=False))
+    op.create_table(
+        "features",
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("vector", sa.LargeBinary, nullable=False),
+    )

@@ -5,6 +5,7 @@ a replaced annotation's new pairs count toward RETRAIN_EVERY (reused ids fell be
 Revision ID: 0006
 Revises: 0005
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -22,7 +23,8 @@ def upgrade() -> None:
     with op.batch_alter_table("generations") as batch:
         batch.add_column(sa.Column("finished", sa.JSON))
     sqlite = op.get_context().dialect.name == "sqlite"  # PostgreSQL's sequence never hands an id out twice
-    with op.batch_alter_table("pairs", recreate="always" if sqlite else "auto",
-                              table_kwargs={"sqlite_autoincrement": True}) as batch:
+    with op.batch_alter_table(
+        "pairs", recreate="always" if sqlite else "auto", table_kwargs={"sqlite_autoincrement": True}
+    ) as batch:
         batch.add_column(sa.Column("chosen_finished", sa.Boolean))
         batch.add_column(sa.Column("rejected_finished", sa.Boolean))
