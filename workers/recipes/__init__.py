@@ -1,4 +1,7 @@
-"""The recipe registry: every name in backend.core.algorithms, loaded from its module (KIND, CONFIG, train)."""
+"""The recipes, one trl-style module each (a Config beside its train function), and the registry that loads every
+name in backend.core.algorithms from its module (KIND, CONFIG, train). Recipes may import workers.ml, trl,
+transformers, peft, backend.core and the progress callbacks of workers.runtime.progress; never the jobs, Redis
+or the store."""
 
 from __future__ import annotations
 
