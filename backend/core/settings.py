@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.core.algorithms import POLICY_ALGORITHMS
@@ -21,10 +21,8 @@ CHECKOUT = Path(__file__).resolve().parents[2]
 HOME = CHECKOUT if (CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
 
 
-class Settings(BaseSettings):
-    """Every knob of the backend and the workers; field names map to upper-case env vars."""
-
-    model_config = SettingsConfigDict(env_file=HOME / ".env", extra="ignore")
+class Serving(BaseModel):
+    """How the backend answers: address, credentials, request size, model polling."""
 
     # serving
     host: str = Field(
@@ -41,6 +39,19 @@ class Settings(BaseSettings):
     basic_auth_pass: str = Field("", description="Password for HTTP basic auth.")
     max_body_bytes: int = Field(20 * 1024 * 1024, description="Requests larger than this get a 413.")
     model_poll_seconds: float = Field(5.0, description="Fallback polling period for new model versions.")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user and self.basic_auth_pass)
+
+    @property
+    def bind_host(self) -> str:
+        """HOST, else every interface only when requests need credentials, else loopback."""
+        return self.host or ("0.0.0.0" if self.auth_enabled else "127.0.0.1")
+
+
+class Storage(BaseModel):
+    """Where state lives: Redis, the SQL store, the model registry, and Label Studio's address."""
 
     # storage and queue
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for RQ queues and notifications.")
@@ -84,6 +95,27 @@ class Settings(BaseSettings):
         "`LABEL_STUDIO_URL` is unset); empty = any.",
     )
 
+    @field_validator("data_dir", "model_dir")
+    @classmethod
+    def _anchored(cls, value: Path) -> Path:
+        return value if value.is_absolute() else HOME / value
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The store's URL: DATABASE_URL, or SQLite under DATA_DIR."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'rlhf.sqlite3').resolve()}"
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        return url
+
+    @property
+    def allowed_label_studio_hosts(self) -> tuple[str, ...]:
+        return tuple(h.strip() for h in self.label_studio_hosts.split(",") if h.strip())
+
+
+class Generation(BaseModel):
+    """How candidates are written and shown."""
+
     # generation
     num_candidates: int = Field(
         4,
@@ -119,6 +151,10 @@ class Settings(BaseSettings):
         False, description="Predictions pre-select the reward model's pick or order (off: they only carry the score)."
     )
     regenerate_stale: bool = Field(True, description="Regenerate unlabeled tasks' candidates after a new policy.")
+
+
+class Training(BaseModel):
+    """When and how models train, and how workers run the jobs."""
 
     # training
     retrain_every: int = Field(50, description="Retrain once this many new preference pairs arrived.")
@@ -171,6 +207,15 @@ class Settings(BaseSettings):
     )
     seed: int = Field(0, description="Seed of the held-out splits and of training.")
 
+    @field_validator("train_args", mode="before")
+    @classmethod
+    def _parse_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) and value else (value or {})
+
+
+class Gating(BaseModel):
+    """Which versions are served (promotion gates) and which tasks annotators see first."""
+
     # promotion gates (docs/algorithms.md, "Promotion gates")
     gates: bool = Field(
         True,
@@ -201,33 +246,19 @@ class Settings(BaseSettings):
         'control. Per project: `extra_params` `{"selection": "random"}`.',
     )
 
+
+class Settings(Gating, Training, Generation, Storage, Serving, BaseSettings):  # fields in section order
+    """Every knob of the backend and the workers, by section; field names map to upper-case env vars."""
+
+    model_config = SettingsConfigDict(env_file=HOME / ".env", extra="ignore")
+
     @field_validator("algorithm", "selection", "train_precision")
     @classmethod
     def _one_of(cls, value: str, info: ValidationInfo) -> str:
-        allowed = {"algorithm": POLICY_ALGORITHMS, "selection": SELECTIONS, "train_precision": PRECISIONS}[
-            info.field_name
-        ]
-        if value not in allowed:
-            raise ValueError(f"{info.field_name.upper()} must be one of {allowed}, got {value!r}")
+        allowed = {"algorithm": POLICY_ALGORITHMS, "selection": SELECTIONS, "train_precision": PRECISIONS}
+        if value not in allowed[info.field_name]:
+            raise ValueError(f"{info.field_name.upper()} must be one of {allowed[info.field_name]}, got {value!r}")
         return value
-
-    @field_validator("data_dir", "model_dir")
-    @classmethod
-    def _anchored(cls, value: Path) -> Path:
-        return value if value.is_absolute() else HOME / value
-
-    @field_validator("train_args", mode="before")
-    @classmethod
-    def _parse_json(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) and value else (value or {})
-
-    @property
-    def sqlalchemy_url(self) -> str:
-        """The store's URL: DATABASE_URL, or SQLite under DATA_DIR."""
-        url = self.database_url or f"sqlite:///{(self.data_dir / 'rlhf.sqlite3').resolve()}"
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://") :]
-        return url
 
     def as_env(self) -> dict[str, str]:
         """These settings as environment variables, for a process started with them (worker, gunicorn, CLI)."""
@@ -236,19 +267,6 @@ class Settings(BaseSettings):
             for name, value in self.model_dump().items()
             if value is not None
         }
-
-    @property
-    def allowed_label_studio_hosts(self) -> tuple[str, ...]:
-        return tuple(h.strip() for h in self.label_studio_hosts.split(",") if h.strip())
-
-    @property
-    def auth_enabled(self) -> bool:
-        return bool(self.basic_auth_user and self.basic_auth_pass)
-
-    @property
-    def bind_host(self) -> str:
-        """HOST, else every interface only when requests need credentials, else loopback."""
-        return self.host or ("0.0.0.0" if self.auth_enabled else "127.0.0.1")
 
 
 @lru_cache(maxsize=1)

@@ -1,12 +1,14 @@
 """The durable store (SQLAlchemy over SQLite or PostgreSQL): one `Store` over one engine, its queries split by what
 they store: tasks and candidates (tasks.py), labels and pairs (labels.py), projects, lineages and trigger state
-(lineages.py); the tables in tables.py, the engine in database.py, migrations in migrate.py and migrations/, and the
-model registry on disk in registry.py. May import backend.core only (the labels domain's Pair for types)."""
+(lineages.py), and what people read (summaries.py). The tables are in tables.py, the engine in database.py,
+migrations in migrate.py and migrations/, the model registry on disk in registry.py. May import backend.core
+only (and the labels domain's Pair, for type hints)."""
 
 from __future__ import annotations
 
 from backend.store.database import make_engine
 from backend.store.labels import LabelQueries
+from backend.store.summaries import SummaryQueries
 from backend.store.tables import (
     Annotation,
     Base,
@@ -33,5 +35,5 @@ __all__ = [
 ]
 
 
-class Store(TaskQueries, LabelQueries):
+class Store(TaskQueries, LabelQueries, SummaryQueries):
     """All reads and writes of the backend's durable state, one short transaction each."""

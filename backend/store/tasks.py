@@ -137,30 +137,6 @@ class TaskQueries(Database):
             if task is not None:
                 task.scores, task.reward_version = scores, reward_version
 
-    def answer_endings(self) -> dict[int, dict[str, Any]]:
-        """Per project, how the candidates its tasks show ended: per policy version that wrote them, answers
-        that finished and that were cut at MAX_NEW_TOKENS, with the finished share; and answers whose ending
-        is not recorded (written before it was, or came with the task), read as finished until regenerated."""
-        with self.session() as s:
-            rows = s.execute(
-                select(Task.project_id, Task.policy_version, Task.candidates, Task.finished).where(
-                    Task.candidates.is_not(None)
-                )
-            ).all()
-        found: dict[int, dict[str, Any]] = {}
-        for project_id, version, candidates, finished in rows:
-            mine = found.setdefault(project_id, {"by_policy": {}, "unknown": 0})
-            if not finished:
-                mine["unknown"] += len(candidates)
-                continue
-            tally = mine["by_policy"].setdefault(f"v{version}", {"finished": 0, "cut": 0})
-            tally["finished"] += sum(1 for f in finished if f)
-            tally["cut"] += sum(1 for f in finished if not f)
-        for mine in found.values():
-            for tally in mine["by_policy"].values():
-                tally["finished_share"] = round(tally["finished"] / (tally["finished"] + tally["cut"]), 4)
-        return found
-
     def tasks_without_candidates(self) -> dict[int, list[int]]:
         """Per project, the tasks still waiting for candidates (a generation that was never queued or failed)."""
         with self.session() as s:
