@@ -50,7 +50,7 @@ def status_report(
     for pid, c in counts.items():
         c["model_version"] = lineages[c["lineage"]]["model_version"]
         c["synced_at"] = synced[pid].synced_at.isoformat() if synced[pid] and synced[pid].synced_at else None
-        c["selection"] = (synced[pid].selection if synced[pid] else None) or settings.selection
+        c["selection"] = store.selection_of(pid, settings.selection)
         c["answers"] = endings.get(pid, {"by_policy": {}, "unknown": 0})
     jobs = queue.recent_jobs()
     if project is not None:

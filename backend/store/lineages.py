@@ -58,7 +58,8 @@ class LineageQueries(Database):
             return list(s.scalars(select(Project.id).where(Project.lineage == lineage).order_by(Project.id)))
 
     def selection_of(self, project_id: int, default: str) -> str:
-        """The project's SELECTION (its connection's extra_params), else the backend's default."""
+        """The project's SELECTION (its connection's extra_params), else the backend's default: the one rule (the
+        webhook's pair insert applies it in SQL, labels._INSERT_PAIRS, to stay one statement)."""
         with self.session() as s:
             return s.scalar(select(Project.selection).where(Project.id == project_id)) or default
 

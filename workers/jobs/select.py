@@ -115,7 +115,7 @@ def refit(project_id: int) -> dict[str, Any]:
     project = ctx.store.project(project_id)
     if project is None or not project.label_config:
         return {"project": project_id, "skipped": "not set up"}
-    selection = project.selection or ctx.settings.selection
+    selection = ctx.store.selection_of(project_id, ctx.settings.selection)
     if selection != "informative":
         return {"project": project_id, "skipped": f"SELECTION={selection}"}
     layout = parse_layout(project.label_config)
