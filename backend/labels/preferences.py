@@ -81,7 +81,8 @@ class Layout:
         if finished is not None:
             tag[FINISHED_KEY] = list(finished)
         if self.kind == "pairwise":
-            return dict(zip(self.answer_keys, answers, strict=True)) | tag
+            # Pairwise shows the first two (a generation written under a Ranker config may hold K)
+            return dict(zip(self.answer_keys, answers, strict=False)) | tag
         prefix = f"{generation}-" if generation else "c"
         items = [{"id": f"{prefix}{i}", "title": f"Answer {i + 1}", "body": text} for i, text in enumerate(answers)]
         readable = {f"{READABLE_PREFIX}{i + 1}": text for i, text in enumerate(answers)}  # Data Manager columns

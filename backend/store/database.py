@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.core.defaults import SQLITE_BUSY_TIMEOUT
 from backend.core.locks import file_lock
 from backend.store.migrate import upgrade
 
@@ -31,7 +32,7 @@ def make_engine(url: str, checkpoint_in_commits: bool = True) -> Engine:
     `Store.checkpoint` off its request path."""
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn: Any, _record: Any) -> None:
