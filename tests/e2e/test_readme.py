@@ -100,7 +100,7 @@ def test_commands_name_make_targets_and_modules_that_exist() -> None:
     targets = set(re.findall(r"^([\w.-]+):", (ROOT / "Makefile").read_text(), flags=re.M))
     text = "\n".join(page.read_text() for page in PAGES)
     missing = {f"make {t}" for t in re.findall(r"(?:^|`)make ([a-z][\w-]*)", text, flags=re.M) if t not in targets}
-    modules = set(re.findall(r"python -m ([a-z_][\w.]*\w)", text))  # the checkout is on sys.path under pytest
+    modules = set(re.findall(r"python -m ([a-z_][\w.]*\w)", text))  # the checkout is importable under pytest
     missing |= {f"python -m {m}" for m in modules if importlib.util.find_spec(m) is None}
     assert not missing, f"the docs name what does not exist: {sorted(missing)}"
 

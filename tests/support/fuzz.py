@@ -1,6 +1,6 @@
 """Hostile input for the endpoints: the bodies Label Studio really sent (the fuzz's seeds) and mutations of them
 the way a fuzzer makes them (types, depth, 2^63, surrogates, NUL, missing keys), plus raw bodies no JSON parser
-should choke on. tests/integration/test_fuzz.py sends them through the Flask app, bench/faults.py over HTTP."""
+should choke on. tests/integration/backend/test_fuzz.py sends them through the Flask app, bench/faults.py over HTTP."""
 
 from __future__ import annotations
 
