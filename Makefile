@@ -71,7 +71,7 @@ bench: install redis
 	$(PY) -m bench.training
 	$(PY) -m bench.reward_accuracy  # needs ../shared/data/hh-rlhf-harmless-base-test.jsonl.gz or --data
 
-# The loop learns a known preference through a real Label Studio (bench/loop.py): DEMO_ARGS=--quick for 25-35 min on 2 cores,
+# The loop learns a known preference through a real Label Studio (bench/loop.py): DEMO_ARGS=--quick for about 14 min on 2 cores,
 # DEMO_ARGS="--recipe ppo --rounds 1" for PPO capped on a CPU.
 DEMO_ARGS ?=
 demo: install redis ls-venv

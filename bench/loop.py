@@ -18,7 +18,7 @@ policy that collapses or writes worse answers that happen to pass fails: the ser
 share of at least half v0's and a fluency proxy within FLUENCY_MARGIN of v0's (its comment says how the
 margin was measured).
 
-    .venv/bin/python -m bench.loop --quick          # 25-35 min on 2 cores; PASS: clustered CI above 0 + both guards
+    .venv/bin/python -m bench.loop --quick          # ~14 min on 2 idle cores; PASS: clustered CI above 0 + both guards
     .venv/bin/python -m bench.loop                  # DPO, 64 labels: goal +20 points within 45 min, same guards
     .venv/bin/python -m bench.loop --recipe ppo --rounds 1 --labels-per-round 48 --prompts 100   # PPO, capped
     .venv/bin/python -m bench.loop --quick --selection informative --candidates 4   # queue order, two of K shown
@@ -621,7 +621,7 @@ def _plot(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path) -> No
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="one round, fewer prompts: 25-35 minutes on 2 cores")
+    p.add_argument("--quick", action="store_true", help="one round, fewer prompts: about 14 minutes on 2 idle cores")
     p.add_argument("--recipe", default="dpo", choices=["dpo", "ppo", "grpo", "rloo"])
     p.add_argument("--rule", default="short", choices=sorted(RULES))
     p.add_argument("--noise", type=float, default=0.1, help="share of flipped labels")
