@@ -131,6 +131,18 @@ class Layout:
             return list(flags)
         return [None] * len(answers)
 
+    def readings(self, datas: list[dict[str, Any]]) -> tuple[list[str], list[str], list[bool | None]]:
+        """(prompts, answers, finished) of every candidate these tasks show, one entry per candidate: what the
+        reward contract reads (workers.ml.scoring), in the order the candidates stand."""
+        prompts, answers, finished = [], [], []
+        for data in datas:
+            shown = self.candidates_from_data(data)
+            if shown:
+                prompts += [self.prompt_of(data)] * len(shown)
+                answers += shown
+                finished += self.finished_from_data(data)
+        return prompts, answers, finished
+
     def prompt_of(self, data: dict[str, Any]) -> str:
         prompt = data.get(self.prompt_key)
         if not isinstance(prompt, str) or not prompt.strip():

@@ -75,7 +75,7 @@ def _generate(
     s = ctx.settings
     cfg = SamplingConfig.from_settings(s, s.num_candidates)
     shown = layout.num_candidates(s.num_candidates)
-    selection = project.selection or s.selection
+    selection = ctx.store.selection_of(project.id, s.selection)
     # the head weighs what a task shows: the pair of K (Pairwise), the whole ranking (Ranker)
     weigher = Weigher(ctx, ctx.store.lineage_of(project.id)) if selection == "informative" else None
     old = _judged_answers(ctx, registry, layout, tasks, policy_version)
@@ -178,9 +178,7 @@ def _score(ctx: JobContext, registry: Registry, layout: Layout, project_id: int,
         return 0
     dtype = inference_dtype(ctx.settings.generation_dtype)
     model, tokenizer = load_reward(registry.path("reward", reward_version), dtype)
-    prompts = [layout.prompt_of(t.data) for t, c in rows for _ in c]
-    answers = [a for _, c in rows for a in c]
-    finished = [f for t, _ in rows for f in layout.finished_from_data(t.data)]
+    prompts, answers, finished = layout.readings([t.data for t, _ in rows])
     scores = iter(score(model, tokenizer, prompts, answers, finished, ctx.settings.missing_eos_penalty))
     for task, cands in rows:
         if task.candidates != cands:  # candidates came with the task: record them as they are

@@ -143,10 +143,7 @@ def reweigh(ctx: JobContext, client: Any, weigher: Weigher, project: Project, la
     comparisons teach the head: a ranking answers all of its K), and publish the scores when there is a
     client (without one /predict serves them). One scale for every task of the project: scores compare."""
     shown = [layout.candidates_from_data(t.data) or [] for t in tasks]
-    prompts = [layout.prompt_of(t.data) for t, c in zip(tasks, shown, strict=True) for _ in c]
-    features = weigher.features(
-        prompts, [a for c in shown for a in c], [f for t in tasks for f in layout.finished_from_data(t.data)]
-    )
+    features = weigher.features(*layout.readings([t.data for t in tasks]))
     weigher.fit(features)
     worth, start = {}, 0
     for task, cands in zip(tasks, shown, strict=True):
