@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from backend.core.stats import rate
 from workers.ml.chat import encode_prompts
-from workers.ml.generation import ended, is_eos
+from workers.ml.generation import end_ids, ended, until_eos
 from workers.ml.loading import load_policy, load_reward
 from workers.ml.scoring import score
 
@@ -148,20 +148,14 @@ def _generate(
         pad_token_id=tokenizer.pad_token_id,
     ).cpu()
     response = output[:, inputs["input_ids"].shape[1] :]
-    eos = model.generation_config.eos_token_id
-    mask = _until_eos(response, eos)
+    eos = end_ids(model.generation_config, tokenizer)
+    mask = until_eos(response, eos)
     rollout.answers.extend(
         tokenizer.decode(r[m], skip_special_tokens=True) for r, m in zip(response, mask, strict=True)
     )
     rollout.finished.extend(ended(response, eos).tolist())
     attention = torch.cat([inputs["attention_mask"].cpu(), mask.long()], dim=1)
     rollout.batches.append({"input_ids": output, "attention_mask": attention, "response_mask": mask})
-
-
-def _until_eos(response: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
-    """Mask of the answer tokens: everything up to and including the first EOS."""
-    eos_at = is_eos(response, eos).long()
-    return (eos_at.cumsum(dim=1) - eos_at) == 0
 
 
 def _kl(rollout: Rollout, policy_dir: str | Path, reference_dir: str | Path) -> float:

@@ -80,6 +80,21 @@ def ended(response: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
     return is_eos(response, eos).any(dim=1) if eos is not None else torch.ones(len(response), dtype=torch.bool)
 
 
+def until_eos(response: torch.Tensor, eos: int | list[int] | None) -> torch.Tensor:
+    """Mask of the answer tokens: everything up to and including the first EOS."""
+    eos_at = is_eos(response, eos).long()
+    return (eos_at.cumsum(dim=1) - eos_at) == 0
+
+
+def end_ids(generation_config: Any, tokenizer: Any) -> list[int]:
+    """The ids that end an answer: the tokenizer's EOS and every EOS the model's generation config declares (an
+    end-of-turn token too), as trl's trainers read them."""
+    declared = generation_config.eos_token_id
+    ids = [] if declared is None else [declared] if isinstance(declared, int) else list(declared)
+    eos = tokenizer.eos_token_id
+    return ids if eos is None or eos in ids else [eos, *ids]
+
+
 @torch.inference_mode()
 def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) -> tuple[list[Answer], int]:
     """One sampled answer per entry of `prompts` (repeat a prompt for several); returns (answers, new tokens).
@@ -107,7 +122,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) 
         )
         generated = out[:, batch["input_ids"].shape[1] :]
         new_tokens += int((generated != tokenizer.pad_token_id).sum())
-        done = ended(generated, model.generation_config.eos_token_id).tolist()
+        done = ended(generated, end_ids(model.generation_config, tokenizer)).tolist()
         for i, text, finished in zip(
             index, tokenizer.batch_decode(generated, skip_special_tokens=True), done, strict=True
         ):

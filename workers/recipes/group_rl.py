@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM
-from trl.trainer.utils import disable_dropout_in_model
+from transformers import AutoModelForCausalLM, GenerationConfig
+from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
 
 from backend.core.defaults import MAX_NEW_TOKENS
+from workers.ml.generation import end_ids
 from workers.ml.loading import load_reward, load_tokenizer
 from workers.ml.scoring import score
 from workers.recipes.base import (
@@ -57,10 +58,11 @@ def train_group_rl(inputs: RecipeInputs, config: GroupRLConfig, trainer_cls: Any
     if inputs.reward_dir is None:
         raise ValueError(f"{trainer_cls.__name__} needs reward_dir: train a reward model first")
     tokenizer = load_tokenizer(inputs.policy_dir)
+    ends = end_ids(GenerationConfig.from_pretrained(str(inputs.policy_dir)), tokenizer)
     with scratch_dir() as tmp:
         trainer = trainer_cls(
             model=str(inputs.policy_dir),
-            reward_funcs=reward_function(inputs.reward_dir, tokenizer.eos_token_id, inputs.missing_eos_penalty),
+            reward_funcs=reward_function(inputs.reward_dir, ends, inputs.missing_eos_penalty),
             args=trl_args(args_cls, config, inputs, tmp),
             train_dataset=prompt_dataset(inputs.prompts),
             processing_class=tokenizer,
@@ -79,12 +81,14 @@ def anchor_to_reference(trainer: Any, inputs: RecipeInputs) -> None:
         return  # no KL term, or the round starts from v0 itself
     reference = AutoModelForCausalLM.from_pretrained(str(inputs.reference_dir), dtype=torch.float32)
     disable_dropout_in_model(reference)
+    add_fused_lm_head(reference, temperature=trainer.temperature)  # trl reads the reference's log-probs fused
     trainer.ref_model = trainer.accelerator.prepare_model(reference, evaluation_mode=True)
 
 
-def reward_function(reward_dir: Path, eos_token_id: int, missing_eos_penalty: float) -> Any:
+def reward_function(reward_dir: Path, ends: list[int], missing_eos_penalty: float) -> Any:
     """The reward model as a trl reward function, reading each completion by the reward contract: one that
-    ends with EOS as finished, one cut at max_completion_length at its last token, penalised."""
+    ends with one of `ends` (the ids trl stops at) as finished, one cut at max_completion_length at its last
+    token, penalised."""
     model, tokenizer = load_reward(reward_dir)
 
     def reward_model(
@@ -92,7 +96,7 @@ def reward_function(reward_dir: Path, eos_token_id: int, missing_eos_penalty: fl
     ) -> list[float]:
         texts = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
         answers = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        finished = [bool(ids) and ids[-1] == eos_token_id for ids in completion_ids]
+        finished = [bool(ids) and ids[-1] in ends for ids in completion_ids]
         return score(model, tokenizer, texts, answers, finished, missing_eos_penalty)
 
     return reward_model

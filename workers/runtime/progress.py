@@ -73,16 +73,13 @@ class JobProgress(TrainerCallback):
 
 class PhaseProgress:
     """Which half of an RL step is running, for trainers whose step is long (a PPO step on a CPU: minutes):
-    a forward pre-hook on the policy sees sampling (no grad: "rollouts") or optimisation (grad: "optimising"),
-    and records the phase with the step in progress when it changes."""
+    the trainer names the phase ("generating rollouts", "optimising") as it enters it, and the phase is
+    recorded with the step in progress when it changes."""
 
     def __init__(self, stage: str, state: TrainerState) -> None:
         self.stage, self.state, self.phase = stage, state, ""
 
-    def __call__(self, module: Any, args: Any) -> None:
-        import torch
-
-        phase = "optimising" if torch.is_grad_enabled() else "generating rollouts"
+    def __call__(self, phase: str) -> None:
         if phase != self.phase:
             self.phase = phase
             record(stage=f"{self.stage}: {phase}", step=self.state.global_step + 1, total=self.state.max_steps)

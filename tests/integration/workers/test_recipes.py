@@ -17,13 +17,13 @@ from transformers import (
     TrainerCallback,
 )
 
-from tests.support.tiny import build_tiny_model
 from workers.ml.evaluate import policy_metrics
 from workers.ml.loading import load_policy, load_reward, load_tokenizer
 from workers.ml.scoring import reward_ids, score
 from workers.recipes import RECIPES, hyperparameters
 from workers.recipes.base import RecipeInputs, build_config, reward_dataset
 from workers.recipes.grpo import GRPORecipeConfig
+from workers.recipes.ppo.trainer import read_answers
 from workers.runtime import progress
 from workers.runtime.progress import JobProgress
 
@@ -59,20 +59,6 @@ METRICS = {
     "rloo": {"train_loss", "train_runtime", "reward", "kl"},
     "sft": {"train_loss", "train_runtime"},
 }
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """A tiny policy, a different tiny policy, and an untrained reward model sharing their tokenizer."""
-    root = tmp_path_factory.mktemp("models")
-    policy = build_tiny_model(root / "policy")
-    other = build_tiny_model(root / "other", seed=1)
-    reward = root / "reward"
-    model = AutoModelForSequenceClassification.from_pretrained(str(policy), num_labels=1)
-    model.config.pad_token_id = model.config.eos_token_id
-    model.save_pretrained(reward)
-    AutoTokenizer.from_pretrained(str(policy)).save_pretrained(reward)
-    return SimpleNamespace(policy=policy, other=other, reward=reward)
 
 
 def make_inputs(models: SimpleNamespace, out_dir: Path, **changes: object) -> RecipeInputs:
@@ -359,11 +345,8 @@ def test_a_cut_off_answer_is_not_scored_as_if_finished(models: SimpleNamespace) 
 
 def test_one_reading_of_a_cut_and_a_finished_answer_in_every_stage(models: SimpleNamespace) -> None:
     """The same (prompt, answer), once finished and once cut at the limit, gets the same reward in reward
-    training's tokens, candidate scoring, GRPO/RLOO's reward function, trl's PPO reading, evaluation and the
+    training's tokens, candidate scoring, GRPO/RLOO's reward function, PPO's reading, evaluation and the
     reward gate; the selection features are read at the same token."""
-    from trl.experimental.ppo.ppo_trainer import truncate_response
-    from trl.experimental.utils import first_true_indices, get_reward
-
     from workers.ml.chat import prompt_texts
     from workers.ml.evaluate import reward_correct
     from workers.ml.features import eos_features
@@ -392,7 +375,7 @@ def test_one_reading_of_a_cut_and_a_finished_answer_in_every_stage(models: Simpl
     finished_ids, cut_ids = full[len(query) :], full[len(query) : -1]
 
     # GRPO / RLOO: trl hands the reward function each completion's ids, ending with EOS when it ended
-    group = reward_function(models.reward, tokenizer.eos_token_id, penalty)
+    group = reward_function(models.reward, [tokenizer.eos_token_id], penalty)
     got = group(
         prompts=[[{"role": "user", "content": prompt}]] * 2,
         completions=[[{"role": "assistant", "content": answer}]] * 2,
@@ -400,16 +383,16 @@ def test_one_reading_of_a_cut_and_a_finished_answer_in_every_stage(models: Simpl
     )
     assert got == pytest.approx(expected, abs=1e-5)
 
-    # PPO (trl 1.12): responses truncated after the stop token, right-padded, read by get_reward, penalised
-    response = torch.tensor([finished_ids, cut_ids + [tokenizer.pad_token_id]])  # one batch, right-padded
-    response = truncate_response(tokenizer.eos_token_id, tokenizer.pad_token_id, response)
-    assert first_true_indices(response == tokenizer.pad_token_id).tolist() == [len(finished_ids), len(cut_ids)]
-    with torch.no_grad():
-        _, ppo, _ = get_reward(
-            model, torch.cat([torch.tensor([query] * 2), response], 1), tokenizer.pad_token_id, len(query)
-        )
-    ppo[~torch.any(response == tokenizer.eos_token_id, dim=-1)] -= penalty
-    assert ppo.tolist() == pytest.approx(expected, abs=1e-5)
+    # PPO: the sampled tokens read back as (answer, finished), a finished one padded after its EOS, and scored
+    pad = tokenizer.pad_token_id
+    read = [
+        read_answers(tokenizer, torch.tensor([ids]), [tokenizer.eos_token_id])
+        for ids in (finished_ids + [pad], cut_ids)
+    ]
+    assert [int(mask.sum()) for mask, _, _ in read] == [len(finished_ids), len(cut_ids)]
+    assert [bool(done) for _, done, _ in read] == [True, False]
+    texts = [text for _, _, (text,) in read]
+    assert score(model, tokenizer, [prompt] * 2, texts, [True, False], penalty) == pytest.approx(expected, abs=1e-5)
 
     # evaluation and the reward gate read by the same contract
     assert reward_correct(models.reward, [pair], penalty) == [expected[0] > expected[1]]
