@@ -67,6 +67,8 @@ RECIPE_ARGS = {  # what the demo trains with on a CPU: one pass over the pairs, 
     "grpo": {"max_steps": 8, "num_generations": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-6},
     "rloo": {"max_steps": 8, "num_generations": 4, "per_device_train_batch_size": 4, "learning_rate": 1e-6},
 }
+# --train-minutes: the on-policy recipes plan more steps than the cap allows, so the cap decides their length
+UNCAPPED = {"ppo": {"total_episodes": 10_000}, "grpo": {"max_steps": 1_000}, "rloo": {"max_steps": 1_000}}
 
 # The verdict's fluency guard: the served policy's answers may be at most this much less likely under v0, per token
 # (nats), than v0's own answers. v0's proxy of a version's answers is about -H(version) - KL(version || v0): a policy
@@ -133,6 +135,9 @@ def start(args: argparse.Namespace, work: Path) -> Stack:
     train_args = {k: v for k, v in RECIPE_ARGS.items() if k in ("reward", args.recipe)}
     if args.learning_rate:
         train_args[args.recipe] = {**train_args[args.recipe], "learning_rate": args.learning_rate}
+    if args.train_minutes:  # the cap, not a planned length, ends an on-policy job (DPO keeps its one epoch)
+        capped = {**train_args[args.recipe], **UNCAPPED.get(args.recipe, {}), "max_train_minutes": args.train_minutes}
+        train_args[args.recipe] = capped
     # LOCAL_WORKERS=2 as in `make run`: a torch thread per job, so that jobs which overlap (scoring after a new
     # reward model, while the policy trains) never oversubscribe the cores; with 2 threads each, DPO steps took
     # 60 s instead of 20 s while the scoring ran. --quick uses 1: its only overlap, that scoring, lasts a minute,
@@ -403,6 +408,8 @@ def evaluate(args: argparse.Namespace, stack: Stack, project: int, held_out: lis
                 "kl_v0": float(sum((torch.expm1(x) - x).sum() for x in d) / tokens) if tokens else 0.0,
                 "fluency": float(sum(t.sum() for t in on_v0) / tokens) if tokens else 0.0,
                 "kl": (meta.get("metrics") or {}).get("kl", 0.0),
+                "train_min": (meta.get("metrics") or {}).get("train_runtime", 0.0) / 60,
+                "job_min": meta.get("seconds", 0.0) / 60,
                 "promoted_at": meta.get("promoted_at"),
             }
         )
@@ -510,13 +517,14 @@ def report(
     )
     print(
         f"{'version':<10} {'recipe':<7} {'gate':<11} {'labels':>6} {'min':>6}  {'rule pass rate [95% CI] n':<30} "
-        f"{'KL job':>7}"
+        f"{'KL job':>7} {'train min':>9} {'job min':>7}"
     )
     for r in policies:
         minutes = (r["promoted_at"] - started_wall) / 60 if r["promoted_at"] and r["version"] else 0.0
         print(
             f"policy v{r['version']:<2}{'*' if r['current'] else ' '}{r['recipe']:<7} {r['gate']:<11} "
-            f"{labels_of.get(r['version'], 0):>6} {minutes:>6.1f}  {r['pass']!s:<30} {r['kl']:>7.3f}"
+            f"{labels_of.get(r['version'], 0):>6} {minutes:>6.1f}  {r['pass']!s:<30} {r['kl']:>7.3f} "
+            f"{r['train_min']:>9.1f} {r['job_min']:>7.1f}"
         )
     for r in (r for r in rows if r["kind"] == "reward"):
         print(
@@ -525,6 +533,7 @@ def report(
         )
     print(
         "(* = served at the end; KL job: the policy job's own KL to the reference on temperature-1 samples; "
+        "train min: the recipe's training; job min: the whole policy job, evaluation and gate included; "
         "agreement: on held-out answer pairs of v0 and the last policy where exactly one passes)"
     )
     print(f"\nthe held-out answers themselves ({args.held_out} x {args.eval_samples} plain draws per version):")
@@ -638,6 +647,11 @@ def main() -> int:
     )
     p.add_argument("--learning-rate", type=float, help="the policy recipe's learning rate (default: RECIPE_ARGS)")
     p.add_argument("--kl-budget", type=float, default=0.5)
+    p.add_argument(
+        "--train-minutes",
+        type=float,
+        help="cap the policy job's training at this many minutes (max_train_minutes), for comparing recipes",
+    )
     p.add_argument(
         "--local-workers", type=int, default=2, help="LOCAL_WORKERS: each job gets cores / this many threads"
     )

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import torch
 from datasets import Dataset
 from peft import LoraConfig
-from transformers import GenerationConfig
+from transformers import GenerationConfig, TrainerCallback
 
 from backend.core.settings import Settings
 from workers.ml.chat import user_message
@@ -68,6 +68,10 @@ class TrainConfig:
     lr_scheduler_type: str = field(default="linear", metadata={"help": "Learning-rate schedule (transformers name)."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank, when USE_LORA=true."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (alpha / r scales the update)."})
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Stop at the first step that ends after this many minutes and save (None: no limit)."},
+    )
 
 
 def build_config(cls: type[C], inputs: RecipeInputs) -> C:
@@ -107,6 +111,28 @@ def trl_args(args_cls: type[C], config: Any, inputs: RecipeInputs, output_dir: P
         dataloader_pin_memory=torch.cuda.is_available(),
         **own,
     )
+
+
+class TimeLimit(TrainerCallback):
+    """max_train_minutes: asks the trainer to stop at the first step that ends past the deadline, so that jobs
+    (or a benchmark comparing recipes) get the same training time whatever a step costs."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds, self.deadline = minutes * 60, float("inf")
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.deadline = time.monotonic() + self.seconds
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if time.monotonic() >= self.deadline:
+            log.info("max_train_minutes reached after step %d of %d: stopping", state.global_step, state.max_steps)
+            control.should_training_stop = True
+
+
+def callbacks_of(inputs: RecipeInputs, config: TrainConfig) -> list[Any]:
+    """The job's callbacks (progress), plus the time limit when the config sets one."""
+    limit = [TimeLimit(config.max_train_minutes)] if config.max_train_minutes else []
+    return [*inputs.callbacks, *limit]
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from workers.recipes.base import (
     RecipeInputs,
     TrainConfig,
     build_config,
+    callbacks_of,
     lora_config,
     preference_dataset,
     require,
@@ -50,7 +51,7 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
             args=trl_args(DPOConfig, config, inputs, tmp),
             train_dataset=preference_dataset(inputs.pairs),
             processing_class=tokenizer,
-            callbacks=inputs.callbacks,
+            callbacks=callbacks_of(inputs, config),
             peft_config=lora_config(inputs, config),
         )
         return train_and_save(trainer, tokenizer, inputs, eval_dataset)

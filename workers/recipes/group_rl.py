@@ -17,6 +17,7 @@ from workers.ml.scoring import score
 from workers.recipes.base import (
     RecipeInputs,
     TrainConfig,
+    callbacks_of,
     lora_config,
     prompt_dataset,
     require,
@@ -66,7 +67,7 @@ def train_group_rl(inputs: RecipeInputs, config: GroupRLConfig, trainer_cls: Any
             args=trl_args(args_cls, config, inputs, tmp),
             train_dataset=prompt_dataset(inputs.prompts),
             processing_class=tokenizer,
-            callbacks=inputs.callbacks,
+            callbacks=callbacks_of(inputs, config),
             peft_config=lora_config(inputs, config),
         )
         anchor_to_reference(trainer, inputs)

@@ -13,6 +13,7 @@ from workers.recipes.base import (
     RecipeInputs,
     TrainConfig,
     build_config,
+    callbacks_of,
     lora_config,
     require,
     reward_dataset,
@@ -58,7 +59,7 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
             args=trl_args(RewardConfig, config, inputs, tmp),
             train_dataset=reward_dataset(inputs.pairs, tokenizer),
             processing_class=tokenizer,
-            callbacks=inputs.callbacks,
+            callbacks=callbacks_of(inputs, config),
             peft_config=lora_config(inputs, config, task_type="SEQ_CLS", modules_to_save=["score"]),
         )
         return train_and_save(trainer, tokenizer, inputs, eval_dataset)

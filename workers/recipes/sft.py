@@ -12,6 +12,7 @@ from workers.recipes.base import (
     RecipeInputs,
     TrainConfig,
     build_config,
+    callbacks_of,
     completion_dataset,
     lora_config,
     require,
@@ -46,7 +47,7 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
             args=trl_args(SFTConfig, config, inputs, tmp),
             train_dataset=completion_dataset(inputs.sft_rows),
             processing_class=tokenizer,
-            callbacks=inputs.callbacks,
+            callbacks=callbacks_of(inputs, config),
             peft_config=lora_config(inputs, config),
         )
         return train_and_save(trainer, tokenizer, inputs)

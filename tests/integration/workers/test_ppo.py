@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.integration.workers.test_recipes import OVERRIDES, PROMPTS, make_inputs
+from tests.integration.workers.test_recipes import OVERRIDES, PROMPTS, make_inputs, weights_changed
 from workers.ml.evaluate import policy_metrics
 from workers.recipes import RECIPES
 
@@ -43,3 +43,26 @@ def test_a_round_raises_the_reward_of_a_trivial_rule_with_bounded_kl(models: Sim
     )
     assert judged["own_reward_after"] > judged["own_reward_before"] + 0.05, judged
     assert judged["kl"] < 0.5 and metrics["objective/kl"] < 10, (judged["kl"], metrics["objective/kl"])
+
+
+def test_ppo_trains_through_accelerate_launch(models: SimpleNamespace, tmp_path: Path) -> None:
+    """TRAIN_PROCESSES > 1 runs PPO as every recipe runs: `accelerate launch -m workers.runtime.launch` (one CPU
+    process here; on GPUs its Accelerator wraps policy and value in one DDP module)."""
+    from workers.runtime.launch import run_recipe
+
+    inputs = make_inputs(models, tmp_path / "out", overrides=ONE_STEP)
+    metrics = run_recipe("ppo", inputs, processes=2)
+    assert {"objective/kl", "objective/scores", "loss/policy_avg"} <= set(metrics)
+    assert weights_changed(models.policy, inputs.out_dir)
+    assert not list(inputs.out_dir.glob("launch*.json"))
+
+
+@pytest.mark.parametrize("name", ["ppo", "sft"])
+def test_max_train_minutes_stops_at_the_first_step_past_the_deadline(
+    name: str, models: SimpleNamespace, tmp_path: Path
+) -> None:
+    """A time cap (TRAIN_ARGS' max_train_minutes), for our PPO and trl's trainers alike: the step that ends
+    past it is the last, and the model is saved."""
+    overrides = OVERRIDES[name] | {"max_steps": 3, "max_train_minutes": 1e-6}
+    metrics = RECIPES[name].train(make_inputs(models, tmp_path / "out", overrides=overrides))
+    assert metrics["step"] == 1 and (tmp_path / "out" / "model.safetensors").is_file()

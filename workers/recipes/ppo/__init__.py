@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from workers.ml.chat import prompt_texts
 from workers.ml.loading import load_reward, load_tokenizer
-from workers.recipes.base import RecipeInputs, build_config, lora_config, require, train_and_save
+from workers.recipes.base import RecipeInputs, build_config, callbacks_of, lora_config, require, train_and_save
 from workers.recipes.ppo.config import PPORecipeConfig
 from workers.recipes.ppo.trainer import PPOTrainer
 
@@ -51,7 +51,7 @@ def train(inputs: RecipeInputs) -> dict[str, float]:
         prompts=dataset,
         bf16=inputs.bf16,
         seed=inputs.seed,
-        callbacks=inputs.callbacks,
+        callbacks=callbacks_of(inputs, config),
     )
     return train_and_save(trainer, tokenizer, inputs, model=policy)
 

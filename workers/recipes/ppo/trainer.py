@@ -187,6 +187,8 @@ class PPOTrainer:
             self.state.epoch = self.state.global_step * self.batch_size / max(1, len(self.loader.dataset))
             self.log(self.metrics(rollout, stats, start))
             self.control = self.callbacks.on_step_end(self.config, self.state, self.control)
+            if self.control.should_training_stop:  # max_train_minutes
+                break
         self.control = self.callbacks.on_train_end(self.config, self.state, self.control)
 
     # --- rollouts -------------------------------------------------------------------------------------------
@@ -358,5 +360,15 @@ class PPOTrainer:
         )
 
     def log(self, metrics: dict[str, float]) -> None:
+        log.info(
+            "ppo step %d/%d: score %.3f, KL %.3f, policy loss %.4f, value loss %.4f, %.1f episodes/s",
+            self.state.global_step,
+            self.updates,
+            metrics["objective/scores"],
+            metrics["objective/kl"],
+            metrics["loss/policy_avg"],
+            metrics["loss/value_avg"],
+            metrics["eps"],
+        )
         self.state.log_history.append({**metrics, "step": self.state.global_step})
         self.control = self.callbacks.on_log(self.config, self.state, self.control, logs=metrics)
