@@ -62,6 +62,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward-pairs", type=int, default=192, help="HH pairs the rule's reward model trains on")
     p.add_argument("--eval-prompts", type=int, default=48)
     p.add_argument("--bf16", action="store_true", help="bf16-mixed for both (a GPU's TRAIN_PRECISION)")
+    p.add_argument(
+        "--ours-args",
+        type=json.loads,
+        default={},
+        help="JSON overriding our config only, e.g. '{\"learning_rate\": 5e-6}' to compare at a matched KL",
+    )
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "ppo-parity")
     p.add_argument("--ours", type=Path, help=argparse.SUPPRESS)  # internal: run our PPO from this spec
     return p
@@ -236,6 +242,8 @@ def main(argv: list[str] | None = None) -> bool:
     prompt_ids = tokenizer(prompt_texts(tokenizer, train_prompts), add_special_tokens=False)["input_ids"]
     config = ppo_config(args)
     print(f"model {v0} | reward {reward.name} | settings {json.dumps(config)} | bf16 {args.bf16}", flush=True)
+    if args.ours_args:
+        print(f"ours only: {json.dumps(args.ours_args)}", flush=True)
     rows: dict[str, list[dict[str, float]]] = {"trl 1.12": [], "ours": []}
     for seed in range(args.seeds):
         for implementation in ("trl", "ours"):  # alternating, so drift in machine load hits both alike
@@ -245,7 +253,7 @@ def main(argv: list[str] | None = None) -> bool:
                 "reward_dir": str(reward),
                 "prompts": train_prompts,
                 "prompt_ids": prompt_ids,
-                "config": config,
+                "config": config | (args.ours_args if implementation == "ours" else {}),
                 "seed": seed,
                 "bf16": args.bf16,
                 "out_dir": str(args.work / f"{implementation}-seed{seed}"),
