@@ -167,7 +167,7 @@ class Training(BaseModel):
         default_factory=dict,
         description="JSON overrides of recipe-config fields, per recipe name: "
         '`{"ppo": {"response_length": 64}}` (the fields are the dataclasses in '
-        "`workers/recipes/*.py`).",
+        "`workers/recipes/`: each `*RecipeConfig`, PPO's in `ppo/config.py`).",
     )
     train_processes: int = Field(
         1, description="GPUs one training job spans (`accelerate launch`, DDP); 1 = inside the job."

@@ -23,7 +23,7 @@ from workers.ml.scoring import reward_ids, score
 from workers.recipes import RECIPES, hyperparameters
 from workers.recipes.base import RecipeInputs, build_config, reward_dataset
 from workers.recipes.grpo import GRPORecipeConfig
-from workers.recipes.ppo.trainer import read_answers
+from workers.recipes.ppo.rollout import read_answers
 from workers.runtime import progress
 from workers.runtime.progress import JobProgress
 

@@ -9,7 +9,6 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,10 +26,9 @@ from transformers import (
     get_scheduler,
     set_seed,
 )
-from transformers.trainer_callback import CallbackHandler
 from trl.trainer.utils import disable_dropout_in_model
 
-from workers.ml.generation import TopKSampler, end_ids, ended, until_eos
+from workers.ml.generation import TopKSampler, end_ids
 from workers.ml.scoring import score
 from workers.recipes.ppo.config import PPORecipeConfig
 from workers.recipes.ppo.maths import (
@@ -42,70 +40,10 @@ from workers.recipes.ppo.maths import (
     token_rewards,
     value_loss,
 )
+from workers.recipes.ppo.rollout import PolicyAndValue, Rollout, read_answers, response_logits, token_logprobs
 from workers.runtime.progress import PhaseProgress
 
 log = logging.getLogger(__name__)
-
-
-def positions(attention: torch.Tensor) -> torch.Tensor:
-    """Position ids that skip left padding."""
-    return (attention.long().cumsum(1) - 1).clamp_min(0)
-
-
-def response_logits(lm: nn.Module, ids: torch.Tensor, attention: torch.Tensor, width: int) -> torch.Tensor:
-    """The logits that predict each of the last `width` tokens (the response)."""
-    out = lm(input_ids=ids, attention_mask=attention, position_ids=positions(attention), logits_to_keep=width + 1)
-    return out.logits[:, :-1]
-
-
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log p(token) under the tempered distribution the rollouts were sampled from, in fp32."""
-    logits = logits.float() / temperature
-    return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-
-
-def read_answers(
-    tokenizer: PreTrainedTokenizerBase, responses: torch.Tensor, ends: list[int] | None
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Sampled responses as the reward contract reads them: (mask of the answer's tokens, up to and including
-    its first end id; whether it ended; its text). Without end ids (stop_token=None) every sampled token is
-    the answer's, which reads as cut."""
-    if ends is None:
-        mask, finished = torch.ones_like(responses, dtype=torch.bool), torch.zeros(len(responses), dtype=torch.bool)
-    else:
-        mask, finished = until_eos(responses, ends), ended(responses, ends)
-    texts = tokenizer.batch_decode(responses.masked_fill(~mask, tokenizer.pad_token_id), skip_special_tokens=True)
-    return mask, finished.to(responses.device), [t.strip() for t in texts]
-
-
-class PolicyAndValue(nn.Module):
-    """Policy and value model as one module, so one `accelerator.prepare` (one DDP wrapper) trains both."""
-
-    def __init__(self, policy: PreTrainedModel, value_model: PreTrainedModel) -> None:
-        super().__init__()
-        self.policy, self.value_model = policy, value_model
-
-    def forward(self, ids: torch.Tensor, attention: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(response logits, the value before each response token)."""
-        backbone = getattr(self.value_model, self.value_model.base_model_prefix)
-        hidden = backbone(input_ids=ids, attention_mask=attention, position_ids=positions(attention)).last_hidden_state
-        values = self.value_model.score(hidden[:, -width - 1 : -1]).squeeze(-1)
-        return response_logits(self.policy, ids, attention, width), values
-
-
-@dataclass
-class Rollout:
-    """One batch of sampled answers and what PPO reads off them, [batch, response tokens] unless noted."""
-
-    ids: torch.Tensor  # [batch, prompt + response]: left-padded prompt, then the response
-    attention: torch.Tensor  # [batch, prompt + response]
-    responses: torch.Tensor
-    mask: torch.Tensor  # the answer's tokens, up to and including its EOS
-    logprobs: torch.Tensor
-    ref_logprobs: torch.Tensor
-    values: torch.Tensor
-    scores: torch.Tensor  # [batch]: the reward contract's reading, cut answers penalised
-    finished: torch.Tensor  # [batch]: ended with EOS within response_length
 
 
 class PPOTrainer:
@@ -156,7 +94,7 @@ class PPOTrainer:
         self.state = TrainerState(max_steps=self.updates, num_train_epochs=config.total_episodes / len(prompts))
         self.state.logging_steps = 1
         self.control = TrainerControl()
-        self.callbacks = CallbackHandler(callbacks or [], policy, tokenizer, optimizer, self.scheduler)
+        self.callbacks = list(callbacks or [])
         self.phase = PhaseProgress("ppo", self.state)
 
     def _collate(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -174,7 +112,7 @@ class PPOTrainer:
     def train(self) -> None:
         """num total updates of: rollouts, advantages, num_ppo_epochs passes of clipped updates."""
         start = time.perf_counter()
-        self.control = self.callbacks.on_train_begin(self.config, self.state, self.control)
+        self.event("on_train_begin")
         batches = self._batches()
         for _ in range(self.updates):
             self.phase("generating rollouts")
@@ -186,10 +124,10 @@ class PPOTrainer:
             self.state.global_step += 1
             self.state.epoch = self.state.global_step * self.batch_size / max(1, len(self.loader.dataset))
             self.log(self.metrics(rollout, stats, start))
-            self.control = self.callbacks.on_step_end(self.config, self.state, self.control)
+            self.event("on_step_end")
             if self.control.should_training_stop:  # max_train_minutes
                 break
-        self.control = self.callbacks.on_train_end(self.config, self.state, self.control)
+        self.event("on_train_end")
 
     # --- rollouts -------------------------------------------------------------------------------------------
 
@@ -359,6 +297,21 @@ class PPOTrainer:
             }
         )
 
+    def event(self, name: str, **kwargs: Any) -> None:
+        """Call each transformers TrainerCallback's `name` as a Trainer would (job progress, max_train_minutes)."""
+        for callback in self.callbacks:
+            answer = getattr(callback, name)(
+                self.config,
+                self.state,
+                self.control,
+                model=self.policy,
+                processing_class=self.tokenizer,
+                optimizer=self.optimizer,
+                lr_scheduler=self.scheduler,
+                **kwargs,
+            )
+            self.control = answer if answer is not None else self.control
+
     def log(self, metrics: dict[str, float]) -> None:
         log.info(
             "ppo step %d/%d: score %.3f, KL %.3f, policy loss %.4f, value loss %.4f, %.1f episodes/s",
@@ -371,4 +324,4 @@ class PPOTrainer:
             metrics["eps"],
         )
         self.state.log_history.append({**metrics, "step": self.state.global_step})
-        self.control = self.callbacks.on_log(self.config, self.state, self.control, logs=metrics)
+        self.event("on_log", logs=metrics)
