@@ -59,6 +59,15 @@ class TopKSampler(LogitsProcessor):
         return torch.full_like(scores, float("-inf")).scatter_(1, choice, 0.0)
 
 
+def sampling_kwargs(temperature: float, top_p: float, top_k: int) -> dict[str, Any]:
+    """generate() arguments that draw as candidates are drawn: among the top-k with TopKSampler, or, with
+    top_k=0, from the whole vocabulary by generate's own sampling (as trl's PPO drew)."""
+    if top_k > 0:
+        sampler = LogitsProcessorList([TopKSampler(temperature, top_p, top_k)])
+        return {"do_sample": False, "logits_processor": sampler, "top_k": None, "top_p": None, "temperature": None}
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+
+
 @dataclass(frozen=True)
 class Answer:
     """A sampled answer, and whether it ended (its EOS within max_new_tokens) or was cut off at the limit: how
@@ -105,18 +114,13 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], cfg: SamplingConfig) 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     answers: list[Answer] = [Answer("", True)] * len(texts)
     new_tokens = 0
-    sampler = LogitsProcessorList([TopKSampler(cfg.temperature, cfg.top_p, cfg.top_k)])
     for start in tqdm(range(0, len(order), cfg.batch_size), desc="generate", disable=len(order) <= cfg.batch_size):
         index = order[start : start + cfg.batch_size]
         batch = tokenizer([texts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(model.device)
         out = model.generate(
             **batch,
-            do_sample=False,
-            logits_processor=sampler,
-            top_k=None,
-            top_p=None,
-            temperature=None,
+            **sampling_kwargs(cfg.temperature, cfg.top_p, cfg.top_k),
             max_new_tokens=cfg.max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
         )

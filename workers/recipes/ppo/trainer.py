@@ -18,7 +18,6 @@ from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import (
-    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     TrainerControl,
@@ -28,7 +27,7 @@ from transformers import (
 )
 from trl.trainer.utils import disable_dropout_in_model
 
-from workers.ml.generation import TopKSampler, end_ids
+from workers.ml.generation import end_ids, sampling_kwargs
 from workers.ml.scoring import score
 from workers.recipes.ppo.config import PPORecipeConfig
 from workers.recipes.ppo.maths import (
@@ -139,16 +138,7 @@ class PPOTrainer:
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.ends if c.stop_token == "eos" else None,
         }
-        if c.top_k > 0:  # the draw among the top-k only, as candidates are drawn (workers.ml.generation)
-            sampler = LogitsProcessorList([TopKSampler(c.temperature, c.top_p, c.top_k)])
-            return common | {
-                "do_sample": False,
-                "logits_processor": sampler,
-                "top_k": None,
-                "top_p": None,
-                "temperature": None,
-            }
-        return common | {"do_sample": True, "temperature": c.temperature, "top_p": c.top_p, "top_k": 0}
+        return common | sampling_kwargs(c.temperature, c.top_p, c.top_k)
 
     @torch.no_grad()
     def rollout(self, batch: dict[str, Any]) -> Rollout:
