@@ -4,8 +4,8 @@ seeds and settings, several seeds each, side by side.
 trl's PPOTrainer runs in a side environment this bench builds once (.cache/bench-trl112: trl==1.12.0 with the
 product's own torch, transformers, accelerate and datasets versions; never a product dependency), through
 bench/ppo_trl_reference.py. The project's PPO runs as the jobs run it (`RECIPES["ppo"].train`). Each run is its
-own process, so peak memory is that run's. Both sample rollouts the way trl did (temperature 0.7, no top-k or
-top-p) and both keep the policy in fp32 (bf16-mixed with --bf16).
+own process, so peak memory is that run's. Both sample rollouts from the whole vocabulary at temperature 0.7
+(trl's way, and our PPO's default) and both keep the policy in fp32 (bf16-mixed with --bf16).
 
 The reward model is the reward recipe trained once (cached) on HH-RLHF pairs relabelled by the demo's rule "the
 answer ends properly within 60 words" (pairs where exactly one side passes): a clear, learnable preference.
@@ -175,7 +175,7 @@ def run_ours(spec_path: Path) -> None:
             bf16=spec["bf16"],
             seed=spec["seed"],
             missing_eos_penalty=spec["config"]["missing_eos_penalty"],
-            overrides=spec["config"] | {"top_k": 0, "top_p": 1.0, "max_prompt_length": 10_000},
+            overrides=spec["config"] | {"max_prompt_length": 10_000},
         )
     )
     peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else peak_rss()

@@ -238,7 +238,6 @@ def _inputs(ctx: JobContext, registry: Registry, recipe: str, out_dir: Path, **f
         callbacks=[JobProgress(stage=recipe)],
         max_new_tokens=s.max_new_tokens,
         missing_eos_penalty=s.missing_eos_penalty,
-        top_p=s.top_p,
         overrides=dict(s.train_args.get(recipe, {})),
         **fields,
     )

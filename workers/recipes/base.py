@@ -42,7 +42,6 @@ class RecipeInputs:
     bf16: bool = False  # TRAIN_PRECISION: bf16 autocast over fp32 master weights; the saved model stays fp32
     max_new_tokens: int = _DEFAULTS["max_new_tokens"].default  # MAX_NEW_TOKENS: candidates, rollouts, evaluation
     missing_eos_penalty: float = _DEFAULTS["missing_eos_penalty"].default  # MISSING_EOS_PENALTY (workers.ml.scoring)
-    top_p: float = _DEFAULTS["top_p"].default  # TOP_P: nucleus sampling of candidates, and of PPO's rollouts
     use_lora: bool = False  # train LoRA adapters and merge them before saving
     seed: int = 0
     callbacks: list[Any] = field(default_factory=list)  # transformers TrainerCallbacks (job progress)
@@ -85,7 +84,6 @@ def build_config(cls: type[C], inputs: RecipeInputs) -> C:
         "response_length": inputs.max_new_tokens,
         "max_completion_length": inputs.max_new_tokens,
         "missing_eos_penalty": inputs.missing_eos_penalty,
-        "top_p": inputs.top_p,
     }  # settings first, TRAIN_ARGS may override
     values = {k: v for k, v in shared.items() if k in names} | {k: v for k, v in inputs.overrides.items() if k in names}
     config = cls(**values)

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from backend.core.defaults import MAX_NEW_TOKENS, MAX_PROMPT_LENGTH, TOP_K
+from backend.core.defaults import MAX_NEW_TOKENS, MAX_PROMPT_LENGTH
 from workers.recipes.base import TrainConfig
 from workers.recipes.ppo.maths import KLEstimator
 
 
 @dataclass
 class PPORecipeConfig(TrainConfig):
-    """PPO knobs; names and defaults match trl 1.12's PPOConfig, except max_prompt_length, top_p, top_k and
-    max_grad_norm (trl's PPO sampled without top-k/top-p and never clipped gradients)."""
+    """PPO knobs; names and defaults match trl 1.12's PPOConfig, plus max_prompt_length, top_p and top_k (trl's
+    PPO always drew from the whole vocabulary, as these defaults do) and max_grad_norm (trl never clipped)."""
 
     learning_rate: float = field(default=3e-6, metadata={"help": "Peak learning rate of AdamW (policy and value)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the prompts (sizes total_episodes)."})
@@ -26,9 +26,13 @@ class PPORecipeConfig(TrainConfig):
     )
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the rollouts."})
     top_p: float = field(
-        default=1.0, metadata={"help": "Nucleus sampling of the rollouts; default: TOP_P, as candidates."}
+        default=1.0,
+        metadata={
+            "help": "Nucleus sampling of the rollouts; 1.0: the whole tempered distribution, whose log-probabilities "
+            "PPO optimises (a truncated draw lets probability drift to tokens rollouts never sample)."
+        },
     )
-    top_k: int = field(default=TOP_K, metadata={"help": "Top-k sampling of the rollouts (0: the whole vocabulary)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling of the rollouts (0: the whole vocabulary)."})
     kl_coef: float = field(default=0.05, metadata={"help": "Per-token KL penalty to the reference policy (v0)."})
     kl_estimator: KLEstimator = field(
         default="k1", metadata={"help": "Per-token KL estimator in the reward: 'k1' (log p - log q) or 'k3'."}
