@@ -159,8 +159,9 @@ class Training(BaseModel):
     # training
     retrain_every: int = Field(50, description="Retrain once this many new preference pairs arrived.")
     algorithm: str = Field(
-        "ppo",
-        description="Policy recipe after the reward model: `ppo`, `dpo`, `grpo` or `rloo`; "
+        "grpo",
+        description="Policy recipe after the reward model: `grpo` (chosen by measurement: docs/benchmarks.md), "
+        "`ppo`, `dpo` or `rloo`; "
         'per project: `extra_params` `{"algorithm": "dpo"}`.',
     )
     train_args: dict[str, Any] = Field(

@@ -79,7 +79,9 @@ def test_webhooks_are_acknowledged_with_redis_down_and_their_triggers_queued_lat
 
 def test_a_failed_chain_keeps_its_trigger_and_is_retried_with_backoff(tmp_path, tiny_model, redis) -> None:
     broken = {**TINY_TRAIN, "ppo": {**TINY_TRAIN["ppo"], "per_device_train_batch_size": 64}}  # more than the prompts
-    settings = make_settings(tmp_path, tiny_model, train_args=broken, retrain_every=2, reconcile_backoff_seconds=100)
+    settings = make_settings(
+        tmp_path, tiny_model, train_args=broken, retrain_every=2, reconcile_backoff_seconds=100, algorithm="ppo"
+    )
     app = create_app(settings)
     client, backend = app.test_client(), app.extensions["rlhf"]
     setup_project(client)

@@ -34,7 +34,13 @@ def loop(tmp_path, tiny_model, redis):
     # GATES=false: these tests follow the loop's mechanics, and a tiny random model's two steps need not raise its
     # own objective (the gate would reject the round; test_gates and the rejection test below cover gating)
     settings = make_settings(
-        tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4, preselect_choice=True, gates=False
+        tmp_path,
+        tiny_model,
+        train_args=TINY_TRAIN,
+        retrain_every=4,
+        preselect_choice=True,
+        gates=False,
+        algorithm="ppo",  # the recipe the project owns
     )
     client = create_app(settings).test_client()
     return settings, client, Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
@@ -245,7 +251,7 @@ def test_human_judged_tasks_pair_new_and_previous_policy_blind(tmp_path, tiny_mo
 
 def test_failing_policy_job_keeps_the_old_policy_serving(tmp_path, tiny_model, redis) -> None:
     broken = {**TINY_TRAIN, "ppo": {**TINY_TRAIN["ppo"], "per_device_train_batch_size": 64}}  # more than the prompts
-    settings = make_settings(tmp_path, tiny_model, train_args=broken, retrain_every=4)
+    settings = make_settings(tmp_path, tiny_model, train_args=broken, retrain_every=4, algorithm="ppo")
     client, store, registry = (
         create_app(settings).test_client(),
         Store(settings.sqlalchemy_url),
@@ -279,7 +285,7 @@ def children(pid: int) -> list[int]:
 
 def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> None:
     slow = {**TINY_TRAIN, "reward": {**TINY_TRAIN["reward"], "max_steps": 100000}}
-    settings = make_settings(tmp_path, tiny_model, train_args=slow, retrain_every=4)
+    settings = make_settings(tmp_path, tiny_model, train_args=slow, retrain_every=4, algorithm="ppo")
     client, store, registry = (
         create_app(settings).test_client(),
         Store(settings.sqlalchemy_url),
