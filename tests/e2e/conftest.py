@@ -34,7 +34,7 @@ def backend(tmp_path_factory, tiny_model):  # yields (Settings, url)
     """The backend under gunicorn, as `python -m backend serve` runs it, with basic auth on."""
     Redis.from_url(TEST_REDIS_URL).flushdb()
     port = free_port()
-    # GATES=false: these tests follow versions through Label Studio; a tiny random model's PPO steps need not
+    # GATES=false: these tests follow versions through Label Studio; a tiny random model's policy steps need not
     # raise its own objective, and the gate would keep the round unserved (test_gates covers gating)
     settings = make_settings(
         tmp_path_factory.mktemp("backend"),
