@@ -67,7 +67,7 @@ class Rollout:
     responses: torch.Tensor
     mask: torch.Tensor  # the answer's tokens, up to and including its EOS
     logprobs: torch.Tensor
-    ref_logprobs: torch.Tensor
+    kl: torch.Tensor  # per-token KL to the reference (kl_estimator), 0 after the answer
     values: torch.Tensor
     scores: torch.Tensor  # [batch]: the reward contract's reading, cut answers penalised
     finished: torch.Tensor  # [batch]: ended with EOS within response_length

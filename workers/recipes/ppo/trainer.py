@@ -78,7 +78,8 @@ class PPOTrainer:
             policy.gradient_checkpointing_enable()
             value_model.gradient_checkpointing_enable()
         self.policy = policy
-        self.ends = end_ids(policy.generation_config, tokenizer)
+        # the ids that end an answer; None (stop_token=None): every response runs the full response_length
+        self.ends = end_ids(policy.generation_config, tokenizer) if config.stop_token == "eos" else None
         model = PolicyAndValue(policy, value_model)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=0.0
@@ -136,7 +137,7 @@ class PPOTrainer:
         common = {
             "max_new_tokens": c.response_length,
             "pad_token_id": self.tokenizer.pad_token_id,
-            "eos_token_id": self.ends if c.stop_token == "eos" else None,
+            "eos_token_id": self.ends,
         }
         return common | sampling_kwargs(c.temperature, c.top_p, c.top_k)
 
@@ -160,9 +161,7 @@ class PPOTrainer:
         length = max(r.shape[1] for r in responses)
         pad = self.tokenizer.pad_token_id
         responses_t = torch.cat([nn.functional.pad(r, (0, length - r.shape[1]), value=pad) for r in responses])
-        mask, finished, answers = read_answers(
-            self.tokenizer, responses_t, self.ends if c.stop_token == "eos" else None
-        )
+        mask, finished, answers = read_answers(self.tokenizer, responses_t, self.ends)
         ids = torch.cat([prompt_ids, responses_t], 1)
         attention = torch.cat([prompt_attention, mask.long()], 1)
         logprobs, ref_logprobs, values = [], [], []
@@ -182,13 +181,14 @@ class PPOTrainer:
             finished.tolist(),
             c.missing_eos_penalty or 0.0,
         )
+        logprobs_t, ref_logprobs_t = torch.cat(logprobs) * mask, torch.cat(ref_logprobs) * mask
         rollout = Rollout(
             ids,
             attention,
             responses_t,
             mask,
-            torch.cat(logprobs) * mask,
-            torch.cat(ref_logprobs) * mask,
+            logprobs_t,
+            kl_estimate(logprobs_t, ref_logprobs_t, c.kl_estimator) * mask,
             torch.cat(values) * mask,
             torch.tensor(scores, device=ids.device),
             finished,
@@ -206,8 +206,7 @@ class PPOTrainer:
     def advantages(self, r: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token rewards (score at the last token, KL penalty on every token), GAE, whitened advantages."""
         c = self.config
-        kl = kl_estimate(r.logprobs, r.ref_logprobs, c.kl_estimator) * r.mask
-        rewards = token_rewards(r.scores, kl, r.mask, c.kl_coef)
+        rewards = token_rewards(r.scores, r.kl, r.mask, c.kl_coef)
         if c.whiten_rewards:
             rewards = masked_whiten(rewards, r.mask, shift_mean=False)
         advantages, returns = gae(rewards, r.values, r.mask, c.gamma, c.lam)
@@ -263,7 +262,7 @@ class PPOTrainer:
     def metrics(self, r: Rollout, stats: dict[str, list[float]], start: float) -> dict[str, float]:
         """trl's PPO metric names, each averaged over processes."""
         c = self.config
-        kl = (kl_estimate(r.logprobs, r.ref_logprobs, c.kl_estimator) * r.mask).sum(1)
+        kl = r.kl.sum(1)
         per_rollout = {
             "objective/kl": kl,
             "objective/entropy": (-r.logprobs * r.mask).sum(1),
