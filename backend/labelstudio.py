@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
+from backend.core.settings import QUEUE_BY_CHANCE
 from backend.labels.inputs import utc
 from backend.labels.preferences import parse_layout
 
@@ -293,16 +294,15 @@ def label_config_of(c: LabelStudio, project_id: int) -> str:
     return c.projects.get(project_id).label_config or ""
 
 
-SAMPLING = {"informative": "Uncertainty sampling", "random": "Uniform sampling"}  # per SELECTION
-
-
 def order_queue(c: LabelStudio, project_id: int, selection: str, model_version: str | None = None) -> list[str]:
     """Make the annotators' queue follow SELECTION: "Uncertainty sampling" serves the task with the lowest
     prediction score first, among predictions of the project's model version only (so that is set to the
     version whose scores were published; Label Studio refuses a version it holds no predictions of);
-    SELECTION=random uses "Uniform sampling". Returns what changed."""
+    a strategy that leaves the order to chance (SELECTION=random, dts) uses "Uniform sampling". Returns what
+    changed."""
     project = c.projects.get(project_id)
-    wanted = {"sampling": SAMPLING[selection]} | ({"model_version": model_version} if model_version else {})
+    sampling = "Uniform sampling" if selection in QUEUE_BY_CHANCE else "Uncertainty sampling"
+    wanted = {"sampling": sampling} | ({"model_version": model_version} if model_version else {})
     changed = {k: v for k, v in wanted.items() if getattr(project, k, None) != v}
     if changed:
         try:

@@ -1,226 +1,243 @@
-"""Fewer labels: does choosing which comparison to label next save labels, on real human preferences?
+"""Fewer labels: does choosing which comparison to label next save labels?
 
-Simulated annotators replay HH-RLHF harmless-base (../shared/data, one pair per prompt) in the order each
-strategy asks for. The reward head is a Bayesian logistic regression (Laplace approximation) on frozen
-features: the embedded SmolLM2-135M's last hidden state at each answer's EOS, read through the same reward-token
-contract the reward model uses (workers.ml.scoring). Features are computed once and cached; everything after
-that runs in seconds per seed.
+Two settings:
+  loop  the product's own: prompts with K candidates each, sampled once from the embedded policy v0 and
+        cached (bench/candidate_pool.py); a simulated annotator (bench/annotators.py: a gold reward model
+        trained on human preferences, three readable rules, or `--annotator FILE.py:FUNC`) labels the pair each
+        strategy (workers/ml/choice.py) shows, B per round, refitting the head between rounds
+        (bench/selection_loop.py). Metric: agreement with the annotator's preference on held-out prompts' pairs.
+  hh    the realism check: HH-RLHF harmless-base replayed (one fixed human pair per prompt), in the order
+        a per-comparison criterion asks for; metric: held-out accuracy.
 
-Strategies (each picks the next batch from the unlabelled pool):
-  random     the control
-  variance   posterior variance of the reward difference, x' S x
-  fisher     Fisher information of the comparison under the head, p(1-p) x' S x
-  ucb-gap    DeltaUCB-style optimism, |mean difference| + sd: favours large predicted differences
+The head is the product's Bayesian logistic regression (Laplace) on frozen v0 features: the last hidden
+state at each answer's reward token (workers.ml.features). Savings: labels a strategy needs to reach random's
+final mean agreement, against the labels random itself first needs, with a paired bootstrap over seeds.
 
-    .venv/bin/python -m bench.label_efficiency                 # 5 seeds, checkpoints 50..800 labels
-    .venv/bin/python -m bench.label_efficiency --seeds 10 --held-out 800
+    .venv/bin/python -m bench.label_efficiency --setting loop       # every built-in annotator, 10 seeds
+    .venv/bin/python -m bench.label_efficiency --setting loop --annotator my_rules.py:prefers
+    .venv/bin/python -m bench.label_efficiency --setting hh
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import math
 import sys
 import time
 from pathlib import Path
 
-from bench.common import MODEL_CACHE, ROOT, embedded_policy, header, hh_pairs, verdict
-from workers.ml.head import CRITERIA
+import torch
 
-CHECKPOINTS = (50, 100, 200, 400, 800)
-STRATEGIES = ("random", *CRITERIA)
-FEATURES = MODEL_CACHE / "hh-harmless-smollm2-eos.pt"
-FIT_SECONDS: dict[int, list[float]] = {}  # labels -> seconds each refit of the head took
+from bench.annotators import built_in, load
+from bench.candidate_pool import Candidate, Pool, candidate_pool, file_prompts, hh_prompts, pool_features
+from bench.common import HH_DATA, ROOT, header, hh_pairs, percentile, verdict
+from bench.selection_loop import LoopSpec, Preferences, Run, simulate
+from workers.ml.choice import STRATEGIES
 
-
-def features(pairs: list[dict[str, str]], max_length: int):
-    """[pairs, 2, hidden]: the product's frozen features (workers.ml.features) of (prompt, chosen) and (prompt,
-    rejected) under the embedded SmolLM2; cached on disk by the pairs' content and max_length."""
-    import torch
-
-    from workers.ml.features import eos_features
-    from workers.ml.loading import inference_dtype, load_policy
-
-    digest = hashlib.sha256(repr((max_length, [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs])).encode())
-    cache = FEATURES.with_name(f"{FEATURES.stem}-{digest.hexdigest()[:12]}.pt")
-    if cache.is_file():
-        return torch.load(cache)
-    model, tokenizer = load_policy(embedded_policy(), inference_dtype())
-    started = time.monotonic()
-
-    def progress(done: int, total: int) -> None:
-        if done % 400 < 8 or done == total:
-            print(f"  features {done}/{total} ({time.monotonic() - started:.0f} s)", flush=True)
-
-    prompts = [p["prompt"] for p in pairs for _ in (0, 1)]
-    answers = [p[side] for p in pairs for side in ("chosen", "rejected")]
-    result = eos_features(
-        model, tokenizer, prompts, answers, [None] * len(answers), max_length=max_length, progress=progress
-    )  # HH answers: whether they ended is not recorded
-    result = result.view(len(pairs), 2, -1)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(result, cache)
-    return result
+GOAL = 0.25  # the share of labels the default strategy must save
+RICH = ((-1,), (15,))  # +rich features: the reward token's state in the last layer; the answer's mean in layer 15
+RESAMPLES = 2000
 
 
-def run(
-    diffs, held, strategy: str, seed: int, budget: int, batch: int, warm_start: int, prior: float | None
-) -> dict[int, float]:
-    """Labels in the order the strategy asks for; held-out accuracy after every batch."""
-    import torch
+def default_strategy() -> str:
+    """The product's SELECTION default: the strategy the verdict is about."""
+    from backend.core.settings import Settings
 
-    from workers.ml.head import BayesianHead, HeadConfig
-
-    generator = torch.Generator().manual_seed(seed)
-    signs = torch.where(torch.rand(len(diffs), generator=generator) < 0.5, -1.0, 1.0).double()
-    pool = diffs * signs[:, None]  # the annotator sees the pair in either order and says which one is better
-    labels = (signs > 0).double()
-    head = BayesianHead(diffs.shape[1], HeadConfig(prior_precision=prior), typical=pool)
-    chosen = torch.randperm(len(pool), generator=generator)[:warm_start].tolist()
-    accuracy = {}
-    while True:
-        began = time.perf_counter()
-        head.fit(pool[chosen] * (2 * labels[chosen] - 1)[:, None])  # oriented: chosen minus rejected
-        FIT_SECONDS.setdefault(len(chosen), []).append(time.perf_counter() - began)
-        accuracy[len(chosen)] = float(((held @ head.w) > 0).double().mean())
-        if len(chosen) >= budget:
-            return accuracy
-        if strategy == "random":
-            scores = torch.rand(len(pool), generator=generator, dtype=torch.float64)
-        else:
-            scores = head.worth(pool, strategy)
-        scores[chosen] = -math.inf
-        chosen += torch.topk(scores, min(batch, budget - len(chosen))).indices.tolist()
+    return Settings.model_fields["selection"].default
 
 
-def labels_to_reach(curve: dict[int, float], target: float) -> int | None:
-    return next((n for n in sorted(curve) if curve[n] >= target), None)
+def labels_to_reach(curve: dict[int, float], target: float) -> float | None:
+    """Labels at which the curve first reaches target, interpolated linearly between checkpoints."""
+    points = sorted(curve.items())
+    for (n0, v0), (n1, v1) in zip([(points[0][0], -1.0), *points], points, strict=False):
+        if v1 >= target:
+            return float(n1) if v1 == v0 or n0 == n1 else n0 + (n1 - n0) * (target - v0) / (v1 - v0)
+    return None
 
 
-def main() -> int:
+def mean_curve(runs: list[Run]) -> dict[int, float]:
+    return {n: sum(r.curve[n] for r in runs) / len(runs) for n in runs[0].curve}
+
+
+def saving(strategy: list[Run], control: list[Run]) -> tuple[float, float | None, float | None]:
+    """1 - labels the strategy needs / labels random needs to reach random's final mean agreement; -inf when
+    the strategy never gets there within the budget. Returns (saving, labels needed, random's labels)."""
+    reference = mean_curve(control)
+    target = reference[max(reference)]
+    needs, base = labels_to_reach(mean_curve(strategy), target), labels_to_reach(reference, target)
+    return (1 - needs / base if needs is not None else -float("inf")), needs, base
+
+
+def bootstrap(strategy: list[Run], control: list[Run], seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of the saving, resampling seeds (the same ones for both: paired)."""
+    g = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(RESAMPLES):
+        pick = torch.randint(len(control), (len(control),), generator=g).tolist()
+        values.append(saving([strategy[i] for i in pick], [control[i] for i in pick])[0])
+    return percentile(values, 2.5), percentile(values, 97.5)
+
+
+def share(saving: float) -> str:
+    """A saving as a signed percentage; -inf (random's final agreement never reached) as 'never'."""
+    return f"{saving:+.0%}" if saving != -float("inf") else "never"
+
+
+def report(title: str, runs: dict[str, list[Run]], default: str, measure: str) -> bool:
+    """The agreement table, each strategy's saving with its interval and cost, and the verdict line."""
+    print(f"\n--- {title} ---")
+    names = list(runs)
+    checkpoints = sorted(runs[names[0]][0].curve)
+    shown = [n for n in checkpoints if n in (checkpoints[0], checkpoints[-1]) or n % 50 == 0]
+    print(f"{measure} by labels, mean [min, max] over {len(runs[names[0]])} seeds")
+    print(f"{'labels':>7} " + " ".join(f"{s:>21}" for s in names))
+    for n in shown:
+        cells = [
+            f"{sum(r.curve[n] for r in rs) / len(rs):.3f} [{min(r.curve[n] for r in rs):.3f}, "
+            f"{max(r.curve[n] for r in rs):.3f}]"
+            for rs in runs.values()
+        ]
+        print(f"{n:>7} " + " ".join(f"{c:>21}" for c in cells))
+    _, _, base = saving(runs["random"], runs["random"])
+    target = mean_curve(runs["random"])[checkpoints[-1]]
+    print(
+        f"labels to reach random's final mean {measure} ({target:.3f}); random first gets there at "
+        f"{base:.0f}. Saving = 1 - labels / {base:.0f}, 95 % paired bootstrap over seeds; cost per round: "
+        "choosing and refitting"
+    )
+    result = {}
+    for name, rs in runs.items():
+        point, needs, _ = saving(rs, runs["random"])
+        low, high = bootstrap(rs, runs["random"])
+        result[name] = (point, low, high, needs)
+        choose = 1000 * sum(sum(r.choose_seconds) for r in rs) / max(1, sum(len(r.choose_seconds) for r in rs))
+        fit = 1000 * sum(sum(r.fit_seconds) for r in rs) / sum(len(r.fit_seconds) for r in rs)
+        print(
+            f"  {name:<16} {f'{needs:.0f}' if needs is not None else 'never':>6} labels  saving {share(point)} "
+            f"[{share(low)}, {share(high)}]  choose {choose:.0f} ms, refit {fit:.0f} ms"
+        )
+    point, low, high, needs = result[default]
+    return verdict(
+        f"{title}: default {default} saves {share(point)} of labels [{share(low)}, {share(high)}]",
+        f">= {GOAL:.0%} fewer labels than random, interval above 0",
+        point >= GOAL and low > 0,
+    )
+
+
+def hh_pool(path: Path, limit: int) -> tuple[Pool, Preferences]:
+    """HH-RLHF pairs as a pool of K=2 (chosen first; finished unknown) with the human label as the annotator."""
+    pairs, _ = hh_pairs(path)
+    pairs = pairs[:limit] if limit else pairs
+    pool = Pool(
+        [p["prompt"] for p in pairs],
+        [[Candidate(p["chosen"], None), Candidate(p["rejected"], None)] for p in pairs],
+        f"hh-{len(pairs)}",
+    )
+    prob = torch.full((len(pairs), 2, 2), 0.5, dtype=torch.float64)
+    prob[:, 0, 1], prob[:, 1, 0] = 1.0, 0.0
+    return pool, Preferences(prob)
+
+
+def run_strategies(features, prefs: Preferences, strategies: list[str], seeds: int, spec: LoopSpec, rich=None):
+    """Every strategy over every seed; `NAME+rich` runs on the richer features."""
+    runs = {}
+    for name in strategies:
+        base, _, variant = name.partition("+")
+        source = rich if variant else features
+        started = time.monotonic()
+        runs[name] = [simulate(source, prefs, base, seed, spec) for seed in range(seeds)]
+        print(f"  {name}: {seeds} seeds in {time.monotonic() - started:.0f} s", flush=True)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz")
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--held-out", type=int, default=700, help="pairs kept out of the pool, for accuracy")
-    p.add_argument("--batch", type=int, default=10, help="labels chosen per refit")
-    p.add_argument("--warm-start", type=int, default=10, help="random labels before any strategy chooses")
+    p.add_argument("--setting", choices=("loop", "hh"), default="loop")
     p.add_argument(
-        "--prior",
-        type=float,
-        default=None,
-        help="prior precision of the head's weights (default: the "
-        "product's, the mean squared norm of the pool's comparisons)",
+        "--annotator",
+        action="append",
+        help=f"loop: one of {sorted(built_in())} or FILE.py:FUNC; repeatable (default: every built-in one)",
     )
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--limit", type=int, default=0, help="use only the first N pairs (a smoke run); 0 = all")
+    p.add_argument("--prompts", type=int, default=500, help="loop: prompts in the pool (HH-RLHF's, single-turn)")
+    p.add_argument("--prompt-file", type=Path, help="loop: prompts from a file (one per line, or a JSON list)")
+    p.add_argument("--k", type=int, default=4, help="loop: candidates per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="loop: the candidates' token budget")
+    p.add_argument("--data", type=Path, default=HH_DATA, help="hh: the pairs")
+    p.add_argument("--limit", type=int, default=0, help="hh: only the first N pairs (a smoke run); 0 = all")
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--budget", type=int, default=None, help="labels per run (loop 150, hh 800)")
+    p.add_argument("--batch", type=int, default=10, help="labels per round (one refit each)")
+    p.add_argument("--warm-start", type=int, default=10, help="random labels before any strategy chooses")
+    p.add_argument("--held-out", type=int, default=None, help="prompts kept out for agreement (loop 100, hh 700)")
+    p.add_argument("--noise", type=float, default=0.0, help="share of labels flipped")
+    p.add_argument(
+        "--strategies",
+        default=",".join([*STRATEGIES, "random+rich", "dts+rich"]),
+        help="comma list; NAME+rich reads richer features: the reward token's last layer beside the mean of "
+        "layer 15 over the answer's tokens",
+    )
     p.add_argument("--out", type=Path, default=ROOT / ".cache" / "label_efficiency.png")
-    args = p.parse_args()
-    import torch
-
-    header("label efficiency: informative vs random order, HH-RLHF harmless-base")
-    if not args.data.is_file():
-        print(f"no data at {args.data}: pass --data")
-        return 2
-    pairs, skipped = hh_pairs(args.data)
-    pairs = pairs[: args.limit] if args.limit else pairs
+    args = p.parse_args(argv)
+    strategies = args.strategies.split(",")
+    if "random" not in strategies:
+        strategies.insert(0, "random")
+    default = default_strategy()
+    if default not in strategies:
+        strategies.append(default)
+    loop = args.setting == "loop"
+    spec = LoopSpec(
+        budget=args.budget or (150 if loop else 800),
+        batch=args.batch,
+        warm_start=args.warm_start,
+        held_out=args.held_out or (100 if loop else 700),
+        noise=args.noise,
+    )
+    header(f"label efficiency, {args.setting} setting: strategies against a random two of K")
     started = time.monotonic()
-    feats = features(pairs, args.max_length).double()
+    if loop:
+        prompts = file_prompts(args.prompt_file, args.prompts) if args.prompt_file else hh_prompts(args.prompts)
+        pool = candidate_pool(prompts, args.k, args.max_new_tokens)
+        annotators = [load(a) for a in (args.annotator or sorted(built_in()))]
+    else:
+        pool, human = hh_pool(args.data, args.limit)
+        annotators = [("human (HH-RLHF)", None)]
+    features = pool_features(pool)
+    rich = pool_features(pool, *RICH) if any("+rich" in s for s in strategies) else None
     print(
-        f"{len(pairs)} pairs ({skipped} skipped); features {tuple(feats.shape)} in {time.monotonic() - started:.0f} s "
-        f"(cached in {FEATURES.parent})"
+        f"{len(pool.prompts)} prompts x {len(pool.candidates[0])} candidates; features {tuple(features.shape)} "
+        f"({time.monotonic() - started:.0f} s, cached); budget {spec.budget}, {spec.batch} per round, warm start "
+        f"{spec.warm_start}, {spec.held_out} held-out prompts, noise {spec.noise:.0%}, {args.seeds} seeds"
     )
-    mean, std = feats.reshape(-1, feats.shape[-1]).mean(0), feats.reshape(-1, feats.shape[-1]).std(0) + 1e-6
-    diffs = ((feats[:, 0] - mean) / std) - ((feats[:, 1] - mean) / std)
-    order = torch.randperm(len(diffs), generator=torch.Generator().manual_seed(12345))
-    held, pool = diffs[order[: args.held_out]], diffs[order[args.held_out :]]
-    budget = max(n for n in CHECKPOINTS if n <= len(pool) - args.batch)
-    curves = {
-        s: [run(pool, held, s, seed, budget, args.batch, args.warm_start, args.prior) for seed in range(args.seeds)]
-        for s in STRATEGIES
-    }
-    print(
-        f"\nheld-out: {args.held_out} pairs (one Wilson 95% interval at 65% is +/- "
-        f"{1.96 * math.sqrt(0.65 * 0.35 / args.held_out):.3f}); pool {len(pool)}; {args.seeds} seeds; "
-        f"batches of {args.batch}; mean [min, max] over seeds"
-    )
-    print(f"{'labels':>8} " + " ".join(f"{s:>22}" for s in STRATEGIES))
-    for n in (n for n in CHECKPOINTS if n <= budget):
-        cells = []
-        for s in STRATEGIES:
-            values = [c[n] for c in curves[s]]
-            cells.append(f"{sum(values) / len(values):.3f} [{min(values):.3f}, {max(values):.3f}]")
-        print(f"{n:>8} " + " ".join(f"{c:>22}" for c in cells))
-    mean_curve = {s: {n: sum(c[n] for c in curves[s]) / args.seeds for n in curves[s][0]} for s in STRATEGIES}
-    print("\npaired by seed (same warm start, same held-out set): accuracy minus random's, mean [min, max]")
-    print(f"{'labels':>8} " + " ".join(f"{s:>22}" for s in STRATEGIES[1:]))
-    for n in (n for n in CHECKPOINTS if n <= budget):
-        cells = []
-        for s in STRATEGIES[1:]:
-            gaps = [c[n] - r[n] for c, r in zip(curves[s], curves["random"], strict=True)]
-            cells.append(f"{sum(gaps) / len(gaps):+.3f} [{min(gaps):+.3f}, {max(gaps):+.3f}]")
-        print(f"{n:>8} " + " ".join(f"{c:>22}" for c in cells))
-    target = mean_curve["random"][budget]
-    random_needs = labels_to_reach(mean_curve["random"], target) or budget
-    print(
-        f"\nlabels to reach random order's mean accuracy at {budget} labels ({target:.3f}), on the mean curve "
-        f"(every {args.batch} labels); per seed in brackets. Random order itself first gets there at "
-        f"{random_needs}: the curve flattens, so the saving is measured against that, not against {budget}."
-    )
-    best, best_needed = None, None
-    for s in STRATEGIES:
-        needed = labels_to_reach(mean_curve[s], target)
-        per_seed = [labels_to_reach(c, target) for c in curves[s]]
-        saving = f"{1 - needed / random_needs:+.0%} vs random's {random_needs}" if needed else "never within the budget"
-        print(f"  {s:<9} {needed if needed else '-':>5}  ({saving}); seeds: {per_seed}")
-        if s != "random" and needed and (best_needed is None or needed < best_needed):
-            best, best_needed = s, needed
-    print(
-        "head refit time (what a refit job spends fitting, features cached): "
-        + ", ".join(
-            f"{n} labels {1000 * sum(FIT_SECONDS[n]) / len(FIT_SECONDS[n]):.0f} ms"
-            for n in CHECKPOINTS
-            if n in FIT_SECONDS
-        )
-    )
-    _plot(mean_curve, curves, args.out)
+    ok, curves = True, {}
+    for name, annotator in annotators:
+        prefs = Preferences.of(pool, annotator) if annotator is not None else human
+        print(f"\nannotator {name}: decides {prefs.decided():.0%} of candidate pairs (the rest are ties)", flush=True)
+        runs = run_strategies(features, prefs, strategies, args.seeds, spec, rich)
+        ok &= report(f"annotator {name}", runs, default, "agreement" if loop else "held-out accuracy")
+        curves[name] = runs
+    _plot(curves, args.out)
     print(f"plot written to {args.out}")
-    measured = (
-        f"best informative order: {best} needs {best_needed} labels, random {random_needs} "
-        f"({1 - best_needed / random_needs:.0%} fewer)"
-        if best
-        else "no informative order reaches random's final accuracy within the budget"
-    )
-    return (
-        0
-        if verdict(
-            measured, ">= 25% fewer labels than random", bool(best_needed) and best_needed <= 0.75 * random_needs
-        )
-        else 1
-    )
+    return 0 if ok else 1
 
 
-def _plot(mean_curve: dict, curves: dict, out: Path) -> None:
+def _plot(curves: dict[str, dict[str, list[Run]]], out: Path) -> None:
+    """Agreement against labels, one panel per annotator, a line per strategy (mean; band min-max over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for s, curve in mean_curve.items():
-        xs = sorted(curve)
-        lows = [min(c[n] for c in curves[s]) for n in xs]
-        highs = [max(c[n] for c in curves[s]) for n in xs]
-        ax.plot(xs, [curve[n] for n in xs], label=s)
-        ax.fill_between(xs, lows, highs, alpha=0.15)
-    ax.set_xscale("log")
-    ax.set_xlabel("labels")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_title(
-        "HH-RLHF harmless-base: Bayesian reward head on frozen SmolLM2 features\n(mean over seeds, band = min-max)",
-        fontsize=10,
-    )
-    ax.legend()
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4.2), squeeze=False)
+    for ax, (annotator, runs) in zip(axes[0], curves.items(), strict=True):
+        for name, rs in runs.items():
+            xs = sorted(rs[0].curve)
+            ax.plot(xs, [sum(r.curve[n] for r in rs) / len(rs) for n in xs], label=name)
+            ax.fill_between(
+                xs, [min(r.curve[n] for r in rs) for n in xs], [max(r.curve[n] for r in rs) for n in xs], alpha=0.1
+            )
+        ax.set_title(annotator, fontsize=10)
+        ax.set_xlabel("labels")
+        ax.set_ylabel("held-out agreement")
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

@@ -21,7 +21,7 @@ margin was measured).
     .venv/bin/python -m bench.loop --quick          # ~14 min on 2 idle cores; PASS: clustered CI above 0 + both guards
     .venv/bin/python -m bench.loop                  # DPO, 64 labels: goal +20 points within 45 min, same guards
     .venv/bin/python -m bench.loop --recipe ppo --rounds 1 --labels-per-round 48 --prompts 100   # PPO, capped
-    .venv/bin/python -m bench.loop --quick --selection informative --candidates 4   # queue order, two of K shown
+    .venv/bin/python -m bench.loop --quick --selection fisher --candidates 4        # queue order, two of K shown
 
 PPO's rollouts, the candidates and the judged answers share one budget, --max-new-tokens (MAX_NEW_TOKENS, 192
 here); `--max-new-tokens 96` shortens them all on a slow CPU.
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.core.settings import QUEUE_BY_CHANCE, SELECTIONS
 from backend.core.stats import Rate, clustered_difference, difference, rate
 from bench.common import (
     BENCH_REDIS_URL,
@@ -301,11 +302,11 @@ def run_rounds(
         passing, first_in_queue = 0, 0
         queue = (
             (next_in_queue(stack, project) for _ in range(args.labels_per_round))
-            if args.selection == "informative"
+            if args.selection not in QUEUE_BY_CHANCE
             else iter(rng.sample(tasks, args.labels_per_round))
         )
         for task in queue:
-            if args.selection == "informative":  # as an annotator gets it: Label Studio's next task
+            if args.selection not in QUEUE_BY_CHANCE:  # as an annotator gets it: Label Studio's next task
                 first_in_queue += task["id"] in lowest_scored(client, project, labelled)
             a, b = task["data"]["answer1"], task["data"]["answer2"]
             passing += rule(a) + rule(b)
@@ -321,7 +322,7 @@ def run_rounds(
                 ],
             )
             labelled.add(task["id"])
-        if args.selection == "informative":
+        if args.selection not in QUEUE_BY_CHANCE:
             print(
                 f"  queue order: {first_in_queue}/{args.labels_per_round} tasks Label Studio served were the "
                 f"lowest-scored (the most informative) when served",
@@ -658,9 +659,9 @@ def main() -> int:
     p.add_argument(
         "--selection",
         default="random",
-        choices=["random", "informative"],
-        help="SELECTION: informative = the annotator takes Label Studio's next task (queue ordered by the "
-        "reward head) and Pairwise shows the most informative two of --candidates",
+        choices=SELECTIONS,
+        help="SELECTION: with a strategy that orders the queue the annotator takes Label Studio's next task; "
+        "Pairwise shows the two of --candidates the strategy picks",
     )
     p.add_argument("--candidates", type=int, default=2, help="NUM_CANDIDATES: answers sampled per prompt")
     p.add_argument("--model", default="embedded", help="embedded (SmolLM2-135M-Instruct), tiny, or a local dir")

@@ -13,7 +13,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from backend.core.algorithms import POLICY_ALGORITHMS
 from backend.core.defaults import MAX_NEW_TOKENS
 
-SELECTIONS = ("informative", "random")  # SELECTION: how the tasks annotators see are chosen
+# SELECTION: how the tasks annotators see are chosen (workers.ml.choice; bench/label_efficiency.py measures each)
+SELECTIONS = ("random", "variance", "fisher", "bald", "ucb-gap", "dts", "d-optimal", "v-optimal")
+QUEUE_BY_CHANCE = ("random", "dts")  # strategies that choose which two of K only: the queue's order is random
+FORMER_SELECTIONS = {"informative": "fisher"}  # names a setting or a project may still carry
+
+
+def selection_name(value: str) -> str:
+    """A SELECTION value under its current name (a former name maps to the strategy it meant)."""
+    return FORMER_SELECTIONS.get(value, value)
+
+
 PRECISIONS = ("auto", "bf16-mixed", "fp32")  # TRAIN_PRECISION: bf16 autocast over fp32 master weights, or none
 CHECKOUT = Path(__file__).resolve().parents[2]
 # Relative paths and .env are anchored to the checkout (where `make run` runs), so a command run from another
@@ -241,10 +251,11 @@ class Gating(BaseModel):
 
     # choosing what annotators label (docs/algorithms.md, "Fewer labels")
     selection: str = Field(
-        "informative",
-        description="`informative`: the queue and the Pairwise pair of K follow "
-        'what teaches the reward head most (docs/algorithms.md, "Fewer labels"); `random`: a '
-        'control. Per project: `extra_params` `{"selection": "random"}`.',
+        "fisher",
+        description="Which comparisons annotators label: the Pairwise pair of K and the queue's order "
+        '(docs/algorithms.md, "Fewer labels"): `fisher`, `ucb-gap`, `dts`, `d-optimal` follow the reward '
+        "head; `random` is the control (`informative` is fisher's former name). Per project: "
+        '`extra_params` `{"selection": "random"}`.',
     )
 
 
@@ -256,6 +267,7 @@ class Settings(Gating, Training, Generation, Storage, Serving, BaseSettings):  #
     @field_validator("algorithm", "selection", "train_precision")
     @classmethod
     def _one_of(cls, value: str, info: ValidationInfo) -> str:
+        value = selection_name(value) if info.field_name == "selection" else value
         allowed = {"algorithm": POLICY_ALGORITHMS, "selection": SELECTIONS, "train_precision": PRECISIONS}
         if value not in allowed[info.field_name]:
             raise ValueError(f"{info.field_name.upper()} must be one of {allowed[info.field_name]}, got {value!r}")

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from backend.core.settings import QUEUE_BY_CHANCE
 from backend.labels.preferences import Layout
 from backend.labels.selection import confidence, informative_score, random_score
 from backend.store import Task
 
 
 def task_score(selection: str, task_id: int, row: Task | None, scores: list[float] | None) -> float | None:
-    """The prediction score Label Studio orders the queue by (lowest first): SELECTION=random, a uniform draw
-    per task; informative, what labelling it teaches the reward head (once a refit has weighed it), else the
-    reward model's confidence; None: nothing to say yet."""
-    if selection == "random":
+    """The prediction score Label Studio orders the queue by (lowest first): a strategy that leaves the order
+    to chance (SELECTION=random, dts), a uniform draw per task; any other, what labelling it teaches the
+    reward head (once a refit has weighed it), else the reward model's confidence; None: nothing to say yet."""
+    if selection in QUEUE_BY_CHANCE:
         return random_score(task_id)
     if row is not None and row.worth is not None:
         return informative_score(row.worth)

@@ -9,7 +9,7 @@ from typing import Any
 
 from backend.core.algorithms import POLICY_ALGORITHMS
 from backend.core.defaults import MAX_INT
-from backend.core.settings import SELECTIONS
+from backend.core.settings import SELECTIONS, selection_name
 from backend.labels.preferences import InvalidConfig, Layout, parse_layout
 from backend.store.registry import RegistryError, valid_lineage
 
@@ -91,6 +91,7 @@ def extra_params(extra_params: Any) -> dict[str, str]:
         raise InvalidRequest("extra_params must be JSON text") from None
     params = params if isinstance(params, dict) else {}
     algorithm, lineage, selection = params.get("algorithm"), params.get("lineage"), params.get("selection")
+    selection = selection_name(selection) if isinstance(selection, str) else selection
     if algorithm is not None and algorithm not in POLICY_ALGORITHMS:
         raise InvalidRequest(f"extra_params.algorithm must be one of {POLICY_ALGORITHMS}")
     if selection is not None and selection not in SELECTIONS:

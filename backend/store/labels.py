@@ -83,7 +83,7 @@ class LabelQueries(LineageQueries):
         generation: str | None = None,
         stale: bool = False,
         annotator: int | None = None,
-        selection: str = "informative",
+        selection: str | None = None,
     ) -> tuple[int, int]:
         """Replace an annotation and its pairs atomically (an update replaces); a repeat of what is stored (Label
         Studio's re-save, a resync overlapping a webhook) writes nothing, so its pairs keep their ids and add

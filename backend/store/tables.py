@@ -42,7 +42,7 @@ class Project(Base):
     ls_url: Mapped[str | None] = mapped_column(String(512))
     ls_token: Mapped[str | None] = mapped_column(String(512))
     algorithm: Mapped[str | None] = mapped_column(String(16))
-    selection: Mapped[str | None] = mapped_column(String(16))  # informative | random; None: SELECTION
+    selection: Mapped[str | None] = mapped_column(String(16))  # a SELECTION strategy; None: SELECTION
     trained_pair_id: Mapped[int] = mapped_column(Integer, default=0)  # pairs up to this id fed a chain that succeeded
     queued_pair_id: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # ...handed to a queued chain
     train_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # "Start Training"
@@ -62,7 +62,7 @@ class Task(Base):
     reward_version: Mapped[int | None] = mapped_column(Integer)
     pool: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))  # all K sampled; Pairwise shows two
     finished: Mapped[list[bool] | None] = mapped_column(JSON(none_as_null=True))  # per candidate; None: unknown
-    worth: Mapped[float | None] = mapped_column(Float)  # what labelling it teaches the reward head (informative)
+    worth: Mapped[float | None] = mapped_column(Float)  # what labelling it teaches the head, by SELECTION
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

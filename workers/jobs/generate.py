@@ -8,11 +8,12 @@ import secrets
 from typing import Any
 
 from backend import labelstudio
+from backend.core.settings import QUEUE_BY_CHANCE
 from backend.labels.preferences import Layout, parse_layout
 from backend.labels.selection import draw
 from backend.store import Project, Task
 from backend.store.registry import Registry
-from workers.jobs.select import Weigher, choose, publish, reweigh
+from workers.jobs.select import Weigher, plan_generator, publish, random_shown, reweigh
 from workers.ml.generation import Answer, SamplingConfig, candidates
 from workers.ml.loading import inference_dtype, load_policy, load_reward
 from workers.ml.scoring import score
@@ -77,7 +78,7 @@ def _generate(
     shown = layout.num_candidates(s.num_candidates)
     selection = ctx.store.selection_of(project.id, s.selection)
     # the head weighs what a task shows: the pair of K (Pairwise), the whole ranking (Ranker)
-    weigher = Weigher(ctx, ctx.store.lineage_of(project.id)) if selection == "informative" else None
+    weigher = Weigher(ctx, ctx.store.lineage_of(project.id), selection) if selection != "random" else None
     old = _judged_answers(ctx, registry, layout, tasks, policy_version)
     model, tokenizer = load_policy(registry.path("policy", policy_version), inference_dtype(s.generation_dtype))
     done = 0
@@ -86,7 +87,6 @@ def _generate(
         part = tasks[start : start + chunk]
         prompts = [layout.prompt_of(t.data) for t in part]
         answers = candidates(model, tokenizer, prompts, cfg)
-        features = None
         if weigher is not None:
             flat = [x for a in answers for x in a]
             features = weigher.features(
@@ -96,10 +96,13 @@ def _generate(
             )
             if weigher.head is None:  # fitted once per job, in units of the first chunk's spread
                 weigher.fit(features)
-        for i, (task, pool) in enumerate(zip(part, answers, strict=True)):
+            mine = [features[i * cfg.k : (i + 1) * cfg.k] for i in range(len(part))]
+            showing = weigher.show(mine, shown, plan_generator(part[0].id, policy_version))
+        else:
+            showing = [random_shown(cfg.k, shown, t.id, policy_version) for t in part]
+        for task, pool, indices in zip(part, answers, showing, strict=True):
             generation = f"p{policy_version}-{secrets.token_hex(4)}"
-            mine = features[i * cfg.k : (i + 1) * cfg.k] if features is not None else None
-            picked = [pool[j] for j in choose(weigher, mine, cfg.k, shown, task.id, policy_version)]
+            picked = [pool[j] for j in indices]
             policies = None
             if task.id in old:  # blind: new against previous, in an order the task id decides
                 previous, answer = old[task.id]
@@ -130,7 +133,7 @@ def _generate(
         done += len(part)
         ctx.progress(stage="generate", step=done, total=len(tasks))
     try:  # the queue's order: every task of the project weighed on one scale (as a refit does), or random
-        if weigher is not None:
+        if weigher is not None and selection not in QUEUE_BY_CHANCE:
             weighable = [t for t in ctx.store.project_tasks(project.id) if layout.candidates_from_data(t.data)]
             reweigh(ctx, client, weigher, project, layout, weighable)
         elif client is not None:

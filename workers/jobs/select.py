@@ -1,21 +1,23 @@
-"""Choosing what annotators label (SELECTION=informative): a Bayesian reward head on frozen features, refitted
-on the lineage's labels in milliseconds, weighs every comparison; Pairwise tasks show the two of K answers
-worth most, and Label Studio's queue serves the tasks worth most first. SELECTION=random is the control:
-a random two of K, a random queue. The full reward model still comes from the trl job."""
+"""Choosing what annotators label: a Bayesian reward head on frozen features, refitted on the lineage's labels
+in milliseconds, and the SELECTION strategy (workers.ml.choice) say which two of K answers a Pairwise task
+shows and in which order Label Studio's queue serves the tasks. SELECTION=random is the control: a random two
+of K, a random queue. Every task shows its answers in a random order. The full reward model still comes from
+the trl job."""
 
 from __future__ import annotations
 
 import logging
-from itertools import combinations
 from typing import Any
 
 import numpy as np
 import torch
 
 from backend import labelstudio
+from backend.core.settings import QUEUE_BY_CHANCE
 from backend.labels.preferences import Layout, parse_layout
 from backend.labels.selection import draw, informative_score
 from backend.store import Project, Task
+from workers.ml.choice import plan
 from workers.ml.features import eos_features, feature_key
 from workers.ml.head import BayesianHead, HeadConfig
 from workers.ml.loading import inference_dtype, load_policy
@@ -28,8 +30,8 @@ class Weigher:
     """The lineage's head, fitted on its labels, and the features it reads (cached in the store; the
     reference policy v0 computes the missing ones, loaded only then)."""
 
-    def __init__(self, ctx: JobContext, lineage: str, config: HeadConfig | None = None) -> None:
-        self.ctx, self.lineage, self.config = ctx, lineage, config or HeadConfig()
+    def __init__(self, ctx: JobContext, lineage: str, strategy: str, config: HeadConfig | None = None) -> None:
+        self.ctx, self.lineage, self.strategy, self.config = ctx, lineage, strategy, config or HeadConfig()
         self._model: Any = None
         ctx.base_policy()  # features come from v0: converted first if no job needed it yet
         self._source = str(ctx.registries.base.meta("policy", 0).get("source", ""))
@@ -88,23 +90,27 @@ class Weigher:
         self.head.fit(labelled.to(torch.float64))
         return self.head
 
-    def worth(self, features: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
-        """What labelling each comparison (a, b) of these candidates' features teaches the fitted head."""
-        x = torch.stack([(features[a] - features[b]) / self._scale for a, b in pairs])
-        return self.head.worth(x)
+    def show(self, tasks: list[torch.Tensor], shown: int, generator: torch.Generator) -> list[list[int]]:
+        """Which of each task's candidates (features [K, d] per task) it shows, in the order shown."""
+        return plan(self.head, [t / self._scale for t in tasks], self.strategy, shown, generator).shown
+
+    def weigh(self, tasks: list[torch.Tensor]) -> list[float]:
+        """What labelling each task teaches the fitted head, given the candidates it shows ([shown, d] each;
+        a ranking answers all its comparisons): the queue serves the highest first."""
+        most = max((len(t) for t in tasks), default=2)
+        return plan(self.head, [t / self._scale for t in tasks], self.strategy, most).worth
 
 
-def choose(
-    weigher: Weigher | None, features: torch.Tensor | None, k: int, shown: int, task_id: int, version: int | None
-) -> list[int]:
-    """Which `shown` of k candidates a task shows: with a head, the pair worth most (a Ranker shows all);
-    without one (SELECTION=random), two drawn at random, fixed per task."""
-    if shown >= k:
-        return list(range(k))
-    pairs = list(combinations(range(k), 2))
-    if weigher is None:
-        return list(pairs[int(draw(task_id, version, "pair") * len(pairs))])
-    return list(pairs[int(torch.argmax(weigher.worth(features, pairs)))])
+def random_shown(k: int, shown: int, task_id: int, version: int | None) -> list[int]:
+    """SELECTION=random: `shown` of k candidates drawn at random, in a random order, fixed per task and version."""
+    order = sorted(range(k), key=lambda i: draw(task_id, version, f"shown-{i}"))
+    return order[:shown]
+
+
+def plan_generator(task_id: int, version: int | None) -> torch.Generator:
+    """The draws a strategy makes for a chunk of tasks (Thompson samples, shown orders): fixed by its first
+    task and the policy version, so a rerun of the job shows the same."""
+    return torch.Generator().manual_seed(int(draw(task_id, version, "plan") * 2**31))
 
 
 def refit(project_id: int) -> dict[str, Any]:
@@ -116,14 +122,14 @@ def refit(project_id: int) -> dict[str, Any]:
     if project is None or not project.label_config:
         return {"project": project_id, "skipped": "not set up"}
     selection = ctx.store.selection_of(project_id, ctx.settings.selection)
-    if selection != "informative":
+    if selection in QUEUE_BY_CHANCE:  # the queue's order does not follow the head
         return {"project": project_id, "skipped": f"SELECTION={selection}"}
     layout = parse_layout(project.label_config)
     tasks = [t for t in ctx.store.project_tasks(project_id) if layout.candidates_from_data(t.data)]
     if not tasks:
         return {"project": project_id, "skipped": "no task has candidates yet"}
     seen = ctx.store.untrained_pairs(project_id)[1]  # the newest label, judged or not, before the head reads them
-    weigher = Weigher(ctx, ctx.store.lineage_of(project_id))
+    weigher = Weigher(ctx, ctx.store.lineage_of(project_id), selection)
     published = reweigh(ctx, ctx.label_studio(project), weigher, project, layout, tasks)
     if ctx.store.untrained_pairs(project_id)[1] > seen:  # labels came in while it ran
         ctx.queue.request_refit(project_id)
@@ -139,27 +145,28 @@ def refit(project_id: int) -> dict[str, Any]:
 
 
 def reweigh(ctx: JobContext, client: Any, weigher: Weigher, project: Project, layout: Layout, tasks: list[Task]) -> int:
-    """Fit the head with these tasks' shown candidates as the pool, store each task's worth (what its shown
-    comparisons teach the head: a ranking answers all of its K), and publish the scores when there is a
-    client (without one /predict serves them). One scale for every task of the project: scores compare."""
+    """Fit the head with these tasks' shown candidates as the pool, store each task's worth under the strategy
+    (what its shown comparisons teach the head: a ranking answers all of its K; d-optimal, given the tasks
+    queued before it), and publish the scores when there is a client (without one /predict serves them).
+    One scale for every task of the project: scores compare."""
     shown = [layout.candidates_from_data(t.data) or [] for t in tasks]
     features = weigher.features(*layout.readings([t.data for t in tasks]))
     weigher.fit(features)
-    worth, start = {}, 0
-    for task, cands in zip(tasks, shown, strict=True):
-        mine = features[start : start + len(cands)]
-        start += len(cands)
-        worth[task.id] = float(weigher.worth(mine, list(combinations(range(len(cands)), 2))).sum())
+    ends = np.cumsum([len(c) for c in shown]).tolist()
+    values = weigher.weigh([features[end - len(c) : end] for c, end in zip(shown, ends, strict=True)])
+    worth = {task.id: value for task, value in zip(tasks, values, strict=True)}
     ctx.store.set_worth(worth)
     if client is None:
         return 0
-    return publish(ctx, client, project, "informative", {t: informative_score(w) for t, w in worth.items()})
+    return publish(ctx, client, project, weigher.strategy, {t: informative_score(w) for t, w in worth.items()})
 
 
 def publish(ctx: JobContext, client: Any, project: Project, selection: str, scores: dict[int, float]) -> int:
     """Publish the scores to the project's Label Studio as predictions of the lineage's served model version
-    (when informative), then set the queue's sampling to follow SELECTION. Returns how many scores moved."""
-    version = ctx.registry(ctx.store.lineage_of(project.id)).model_version() if selection == "informative" else None
+    (unless the strategy leaves the order to chance), then set the queue's sampling to follow SELECTION. Returns
+    how many scores moved."""
+    by_chance = selection in QUEUE_BY_CHANCE
+    version = None if by_chance else ctx.registry(ctx.store.lineage_of(project.id)).model_version()
     published = labelstudio.publish_scores(client, project.id, version, scores) if version and scores else 0
     changed = labelstudio.order_queue(client, project.id, selection, version if scores else None)
     if changed:

@@ -8,13 +8,13 @@ covariance S. For a comparison x = f_a - f_b the predicted reward difference has
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-CRITERIA = ("variance", "fisher", "ucb-gap")
-# fisher needed the fewest labels in bench/label_efficiency.py (340 vs random's 360: within noise; bench/README)
-DEFAULT_CRITERION = "fisher"
+CRITERIA = ("variance", "fisher", "bald", "ucb-gap")
+_BALD_C2 = math.pi * math.log(2) / 2  # Houlsby et al. 2011: sigmoid(z) ~ Phi(z / sqrt(C2)) in the entropy bound
 
 
 @dataclass
@@ -25,7 +25,6 @@ class HeadConfig:
     # difference has prior variance 1 whatever the features' scale (bench/label_efficiency.py: 1 overfits)
     prior_precision: float | None = None
     iterations: int = 25  # Newton steps at most (it converges in a handful)
-    criterion: str = DEFAULT_CRITERION
 
 
 class BayesianHead:
@@ -70,18 +69,30 @@ class BayesianHead:
         x = x.to(torch.float64)
         return ((x @ self.cov) * x).sum(dim=1)
 
-    def worth(self, x: torch.Tensor, criterion: str | None = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """[n, d] draws of the weights from the posterior N(w, S) (Thompson sampling)."""
+        z = torch.randn(n, len(self.w), generator=generator, dtype=torch.float64)
+        return self.w + z @ torch.linalg.cholesky(self.cov).T
+
+    def worth(self, x: torch.Tensor, criterion: str) -> torch.Tensor:
         """How much labelling each comparison teaches the head (higher first), by the stated criterion:
         variance  x' S x, the posterior variance of the reward difference;
         fisher    p (1 - p) x' S x, the expected information of the label under the head;
+        bald      the label's mutual information with the weights (Houlsby et al. 2011): what the label tells
+                  about the head, not how noisy it is, so a likely tie that is already understood is not asked;
         ucb-gap   |mean| + sd, DeltaUCB-style optimism, which favours large predicted differences."""
-        criterion = criterion or self.config.criterion
         variance = self.variance(x)
         if criterion == "variance":
             return variance
         if criterion == "fisher":
             p = torch.sigmoid(self.mean(x))
             return p * (1 - p) * variance
+        if criterion == "bald":  # in probit units: sigmoid(z) ~ Phi(z sqrt(pi / 8))
+            mean, var = self.mean(x) * math.sqrt(math.pi / 8), variance * math.pi / 8
+            p = torch.special.ndtr(mean / torch.sqrt(1 + var))  # the predictive probability
+            entropy = -(p * torch.log2(p.clamp_min(1e-12)) + (1 - p) * torch.log2((1 - p).clamp_min(1e-12)))
+            spread = _BALD_C2 + var
+            return entropy - torch.sqrt(_BALD_C2 / spread) * torch.exp(-(mean**2) / (2 * spread))
         if criterion == "ucb-gap":
             return self.mean(x).abs() + variance.sqrt()
         raise ValueError(f"unknown criterion {criterion!r}; one of {CRITERIA}")

@@ -57,7 +57,7 @@ def test_update_replaces_and_delete_removes(store: Store) -> None:
         "new_pairs": 1,
         "stale_annotations": 0,
         "skipped_annotations": 0,
-        "pairs_by_selection": {"informative": 1},
+        "pairs_by_selection": {"unrecorded": 1},  # no project SELECTION, none passed
     }
     assert store.delete_annotations([10]) == 1
     assert store.pairs("project-1", judged=True) == [] and store.counts().get(1, {}).get("annotations", 0) == 0

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from backend.http.app import create_app
+from backend.labels.selection import informative_score, random_score
 from backend.store import Store
 from backend.store.registry import Registries
 from tests.support.payloads import payload, setup_project, tasks_created
@@ -66,7 +67,9 @@ def _stored_features(settings, prompt: str, answers: list[str]) -> np.ndarray:
 def test_pairwise_shows_the_two_of_k_worth_most(tmp_path, tiny_model, redis) -> None:
     """With no labels yet the head is its prior, and the posterior variance of a comparison is its squared
     distance in units of the pool's spread: the task must show the pair of its K answers farthest apart."""
-    settings = make_settings(tmp_path, tiny_model, num_candidates=4, generation_batch_size=16, max_new_tokens=16)
+    settings = make_settings(
+        tmp_path, tiny_model, num_candidates=4, generation_batch_size=16, max_new_tokens=16, selection="fisher"
+    )
     client = create_app(settings).test_client()
     setup_project(client)
     prompts = [(i, {"prompt": f"Say something about topic {i}.", "answer1": "", "answer2": ""}) for i in range(1, 5)]
@@ -82,7 +85,7 @@ def test_pairwise_shows_the_two_of_k_worth_most(tmp_path, tiny_model, redis) -> 
         f = features[task.id] / scale
         distance = {(a, b): float(((f[a] - f[b]) ** 2).sum()) for a, b in itertools.combinations(range(4), 2)}
         a, b = max(distance, key=distance.get)
-        assert task.candidates == [task.pool[a], task.pool[b]], (task.id, distance)
+        assert sorted(task.candidates) == sorted([task.pool[a], task.pool[b]]), (task.id, distance)
         assert [task.data["answer1"], task.data["answer2"]] == task.candidates
         shown[task.id] = features[task.id][[a, b]]
     # each task's stored worth: its shown pair under the prior, on one scale for the project (the shown answers')
@@ -139,5 +142,47 @@ def test_features_are_cached_per_dtype(tmp_path, tiny_model, redis) -> None:
     vectors = {}
     for dtype in ("float32", "bfloat16"):
         ctx = build(make_settings(tmp_path, tiny_model, generation_dtype=dtype), cls=JobContext)
-        vectors[dtype] = Weigher(ctx, "project-1").features(["Name a fruit."], ["An apple."], [True])[0]
+        vectors[dtype] = Weigher(ctx, "project-1", "fisher").features(["Name a fruit."], ["An apple."], [True])[0]
     assert not torch.equal(vectors["float32"], vectors["bfloat16"])  # the second was computed, not read back
+
+
+@pytest.mark.parametrize("selection", ["d-optimal", "dts"])
+def test_a_strategy_picks_two_of_k_and_orders_the_queue_or_leaves_it_to_chance(
+    tmp_path, tiny_model, redis, selection: str
+) -> None:
+    """After labels, a new batch of tasks: d-optimal weighs every task (its conditional worth, so /predict
+    serves distinct scores) and a refit reweighs them; dts picks pairs with the head but leaves the queue to
+    chance: no worth, a refit skips, and /predict serves the same uniform score SELECTION=random would."""
+    settings = make_settings(
+        tmp_path, tiny_model, num_candidates=4, generation_batch_size=32, max_new_tokens=8, selection=selection
+    )
+    client = create_app(settings).test_client()
+    setup_project(client)
+
+    def import_tasks(ids: range) -> None:
+        prompts = [(i, {"prompt": f"Name thing {i}.", "answer1": "", "answer2": ""}) for i in ids]
+        client.post("/webhook", json=tasks_created(1, prompts))
+        run_worker(settings)
+
+    import_tasks(range(1, 5))
+    store = Store(settings.sqlalchemy_url)
+    for n, task in enumerate(store.project_tasks(1)[:2]):  # two labels, so the head has something to learn
+        annotation = payload("webhook-annotation-created.pairwise.json")
+        annotation["project"]["id"] = 1
+        annotation["annotation"].update(id=800 + n, task=task.id, project=1)
+        annotation["task"] = {"id": task.id, "data": task.data, "project": 1}
+        assert client.post("/webhook", json=annotation).json["pairs"] == 1
+    import_tasks(range(5, 13))
+    tasks = store.project_tasks(1)
+    assert all(len(t.pool) == 4 and set(t.candidates) <= set(t.pool) for t in tasks if len(set(t.pool)) == 4)
+    predict = payload("predict.pairwise.json")
+    predict["tasks"] = [{"id": t.id, "data": t.data} for t in tasks]
+    scores = [r["score"] for r in client.post("/predict", json=predict).json["results"]]
+    if selection == "dts":
+        assert all(t.worth is None for t in tasks)
+        assert scores == pytest.approx([random_score(t.id) for t in tasks], abs=1e-6)
+    else:
+        assert all(t.worth is not None and t.worth >= 0 for t in tasks)
+        assert scores == pytest.approx([informative_score(t.worth) for t in tasks])
+        assert len(set(scores)) > len(tasks) // 2  # conditional worths: most tasks differ
+    assert [p["selection"] for p in store.export_pairs(1)] == [selection, selection]
