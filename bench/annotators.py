@@ -13,7 +13,9 @@ labels on top, as careless clicks would.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import math
 import time
 from collections.abc import Callable
@@ -50,22 +52,31 @@ class GoldAnnotator:
     def __init__(self) -> None:
         self.rewards: dict[tuple[str, str], float] = {}
 
-    def prepare(self, items: list[tuple[str, str, bool]]) -> None:
-        """Score every (prompt, answer, finished) the bench will ask about, in batches."""
+    def prepare(self, items: list[tuple[str, str, bool | None]]) -> None:
+        """Score every (prompt, answer, finished) the bench will ask about, in batches; cached on disk."""
         from backend.core.settings import Settings
         from workers.ml.loading import load_reward
         from workers.ml.scoring import score
 
-        todo = [(p, a, f) for p, a, f in items if (p, a) not in self.rewards]
-        if not todo:
-            return
-        model, tokenizer = load_reward(gold_reward_model())
-        penalty = Settings.model_fields["missing_eos_penalty"].default
-        rewards = score(model, tokenizer, *zip(*todo, strict=True), missing_eos_penalty=penalty)
-        self.rewards.update({(p, a): r for (p, a, _), r in zip(todo, rewards, strict=True)})
+        cache = MODEL_CACHE / f"label-efficiency-gold-rewards-{GOLD_PAIRS}.json"
+        known = json.loads(cache.read_text()) if cache.is_file() else {}
+        todo = [(p, a, f) for p, a, f in items if _key(p, a, f) not in known]
+        if todo:
+            model, tokenizer = load_reward(gold_reward_model())
+            penalty = Settings.model_fields["missing_eos_penalty"].default
+            started = time.monotonic()
+            rewards = score(model, tokenizer, *zip(*todo, strict=True), missing_eos_penalty=penalty)
+            print(f"  gold rewards of {len(todo)} answers in {time.monotonic() - started:.0f} s", flush=True)
+            known.update({_key(*item): r for item, r in zip(todo, rewards, strict=True)})
+            cache.write_text(json.dumps(known))
+        self.rewards.update({(p, a): known[_key(p, a, f)] for p, a, f in items})
 
     def __call__(self, prompt: str, a: str, b: str) -> float:
         return 1.0 / (1.0 + math.exp(self.rewards[prompt, b] - self.rewards[prompt, a]))
+
+
+def _key(prompt: str, answer: str, finished: bool | None) -> str:
+    return hashlib.sha256(repr((prompt, answer, finished)).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def gold_reward_model() -> Path:

@@ -251,11 +251,12 @@ class Gating(BaseModel):
 
     # choosing what annotators label (docs/algorithms.md, "Fewer labels")
     selection: str = Field(
-        "fisher",
+        "random",
         description="Which comparisons annotators label: the Pairwise pair of K and the queue's order "
-        '(docs/algorithms.md, "Fewer labels"): `fisher`, `ucb-gap`, `dts`, `d-optimal` follow the reward '
-        "head; `random` is the control (`informative` is fisher's former name). Per project: "
-        '`extra_params` `{"selection": "random"}`.',
+        '(docs/algorithms.md, "Fewer labels"). `random` (measured: no strategy saved labels for every '
+        "annotator); `variance`, `fisher` (formerly `informative`), `bald`, `ucb-gap`, `dts`, `d-optimal`, "
+        '`v-optimal` follow a reward head refitted after each label. Per project: `extra_params` '
+        '`{"selection": "v-optimal"}`.',
     )
 
 

@@ -45,6 +45,7 @@ def backend(tmp_path_factory, tiny_model):  # yields (Settings, url)
         basic_auth_user=AUTH[0],
         basic_auth_pass=AUTH[1],
         gates=False,
+        selection="fisher",  # a strategy that orders the queue: refits land between labels, as they can in use
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--workers", "1"],

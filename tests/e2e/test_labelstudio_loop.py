@@ -631,7 +631,7 @@ def test_every_score_move_is_published_once(label_studio: LabelStudioServer) -> 
 
 
 def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStudioServer, backend, tmp_path) -> None:
-    """SELECTION=informative through a real Label Studio: the worker sets the project to uncertainty sampling
+    """SELECTION=fisher through a real Label Studio: the worker sets the project to uncertainty sampling
     under the served model version and publishes each task's score; labels queue a refit of the head, which
     reweighs the tasks and republishes; Label Studio's /next then serves the task with the lowest score."""
     settings, url = backend

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.ml.choice import STRATEGIES, plan
+from backend.core.settings import SELECTIONS as STRATEGIES
+from workers.ml.choice import plan
 from workers.ml.head import BayesianHead, HeadConfig
 
 

@@ -27,8 +27,7 @@ from itertools import combinations
 
 import torch
 
-from backend.core.settings import QUEUE_BY_CHANCE
-from backend.core.settings import SELECTIONS as STRATEGIES
+from backend.core.settings import QUEUE_BY_CHANCE, SELECTIONS
 from workers.ml.head import BayesianHead
 
 
@@ -50,8 +49,8 @@ def plan(
     (any K >= shown). Without a head (SELECTION=random) every strategy is random. `first`: only the first
     tasks of the order are wanted (d-optimal then conditions on those alone; the rest keep what they would
     teach after them)."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown selection strategy {strategy!r}; one of {STRATEGIES}")
+    if strategy not in SELECTIONS:
+        raise ValueError(f"unknown selection strategy {strategy!r}; one of {SELECTIONS}")
     generator = generator or torch.Generator().manual_seed(0)
     if head is None or strategy == "random":
         return Plan(

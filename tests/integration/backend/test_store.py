@@ -251,3 +251,23 @@ def test_the_backend_store_leaves_checkpoints_to_its_thread(tmp_path) -> None:
     _write_log(deferred, 1001)
     assert (tmp_path / "b.db-wal").stat().st_size < 1.1 * wal["b"]  # 600 more commits reused it: not doubled
     assert deferred.counts()[1]["annotations"] == 1200
+
+
+def test_the_former_selection_name_is_upgraded_to_the_strategy_it_meant(tmp_path) -> None:
+    """A store at revision 0006 recorded SELECTION=informative; from 0007 that strategy is called fisher."""
+    from alembic import command
+
+    url = Settings(data_dir=tmp_path).sqlalchemy_url
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), "0006")
+        for project, selection in ((1, "informative"), (2, "random")):
+            conn.execute(
+                text("INSERT INTO projects (id, selection, trained_pair_id, updated_at) VALUES (:id, :s, 0, :t)"),
+                {"id": project, "s": selection, "t": "2026-12-01"},
+            )
+    engine.dispose()
+    store = Store(url)
+    assert migrate.current(store.engine) == migrate.head()
+    assert (store.selection_of(1, "random"), store.selection_of(2, "fisher")) == ("fisher", "random")
+    store.engine.dispose()
