@@ -255,7 +255,7 @@ class Gating(BaseModel):
         description="Which comparisons annotators label: the Pairwise pair of K and the queue's order "
         '(docs/algorithms.md, "Fewer labels"). `random` (measured: no strategy saved labels for every '
         "annotator); `variance`, `fisher` (formerly `informative`), `bald`, `ucb-gap`, `dts`, `d-optimal`, "
-        '`v-optimal` follow a reward head refitted after each label. Per project: `extra_params` '
+        "`v-optimal` follow a reward head refitted after each label. Per project: `extra_params` "
         '`{"selection": "v-optimal"}`.',
     )
 
