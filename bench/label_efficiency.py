@@ -21,6 +21,7 @@ final mean agreement, against the labels random itself first needs, with a paire
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 from backend.core.settings import SELECTIONS as STRATEGIES
+from backend.core.settings import Settings
 from bench.annotators import built_in, load
 from bench.candidate_pool import Candidate, Pool, candidate_pool, file_prompts, hh_prompts, pool_features
 from bench.common import HH_DATA, ROOT, header, hh_pairs, percentile, verdict
@@ -40,8 +42,6 @@ RESAMPLES = 2000
 
 def default_strategy() -> str:
     """The product's SELECTION default: the strategy the verdict is about."""
-    from backend.core.settings import Settings
-
     return Settings.model_fields["selection"].default
 
 
@@ -130,10 +130,11 @@ def hh_pool(path: Path, limit: int) -> tuple[Pool, Preferences]:
     """HH-RLHF pairs as a pool of K=2 (chosen first; finished unknown) with the human label as the annotator."""
     pairs, _ = hh_pairs(path)
     pairs = pairs[:limit] if limit else pairs
+    content = hashlib.sha256(repr([(p["prompt"], p["chosen"], p["rejected"]) for p in pairs]).encode())
     pool = Pool(
         [p["prompt"] for p in pairs],
         [[Candidate(p["chosen"], None), Candidate(p["rejected"], None)] for p in pairs],
-        f"hh-{len(pairs)}",
+        f"hh-{content.hexdigest()[:12]}",  # the features' cache follows the pairs, not only their count
     )
     prob = torch.full((len(pairs), 2, 2), 0.5, dtype=torch.float64)
     prob[:, 0, 1], prob[:, 1, 0] = 1.0, 0.0

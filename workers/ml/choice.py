@@ -126,8 +126,8 @@ def _joint(
     p = torch.sigmoid(head.mean(x))
     weight = p * (1 - p)
     cov, variance = head.cov.clone(), head.variance(x)
-    spread = (x.T * weight) @ x  # H
-    reach = ((x @ cov @ spread) * (x @ cov)).sum(1) if design == "v-optimal" else None  # x'SHSx
+    spread = (x.T * weight) @ x if design == "v-optimal" else None  # H
+    reach = ((x @ cov @ spread) * (x @ cov)).sum(1) if spread is not None else None  # x'SHSx
     open_option = torch.ones(len(options), dtype=torch.bool)
     shown_of: list[list[int]] = [[] for _ in tasks]
     worth = [0.0] * len(tasks)

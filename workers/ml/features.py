@@ -44,11 +44,7 @@ def eos_features(
     left at max_length, keeping the answer's end."""
     full = [reward_ids(tokenizer, p, a, f) for p, a, f in zip(prompts, answers, finished, strict=True)]
     rows = [r[-max_length:] for r in full]
-    # where each answer starts in its (left-cut) row: after the prompt and the assistant's generation prompt
-    starts = [
-        max(0, len(tokenizer(t, add_special_tokens=False)["input_ids"]) - (len(f) - len(r)))
-        for t, f, r in zip(prompt_texts(tokenizer, prompts), full, rows, strict=True)
-    ]
+    starts = _answer_starts(tokenizer, prompts, full, rows) if pooled_layers else []  # the head reads no means
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     out = torch.zeros(len(rows), model.config.hidden_size * (len(layers) + len(pooled_layers)))
     for start in range(0, len(order), batch_size):
@@ -69,3 +65,13 @@ def eos_features(
         if progress is not None:
             progress(start + len(index), len(rows))
     return out
+
+
+def _answer_starts(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], full: list[list[int]], rows: list[list[int]]
+) -> list[int]:
+    """Where each answer starts in its (left-cut) row: after the prompt and the assistant's generation prompt."""
+    return [
+        max(0, len(tokenizer(t, add_special_tokens=False)["input_ids"]) - (len(f) - len(r)))
+        for t, f, r in zip(prompt_texts(tokenizer, prompts), full, rows, strict=True)
+    ]
