@@ -12,7 +12,7 @@ from redis import Redis
 from backend.core.settings import Settings
 from backend.queue import JobQueue
 from backend.store import Store
-from backend.store.registry import Kind, Registries
+from backend.store.registry import Kind, Registries, open_registries
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,5 @@ def build(
 ) -> S:
     """Services for this process from the settings (the backend passes a Redis with short timeouts and
     checkpoints its store off the request path; the workers ask for their subclass)."""
-    return cls(
-        settings,
-        Store(settings.sqlalchemy_url, checkpoint_in_commits),
-        JobQueue(settings, redis),
-        Registries(settings.model_dir, settings.keep_versions),
-    )
+    store = Store(settings.sqlalchemy_url, checkpoint_in_commits)
+    return cls(settings, store, JobQueue(settings, redis), open_registries(settings, store))

@@ -62,3 +62,12 @@ def app(settings: Settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 API (moto's server) for the session, with AWS_* pointing at it; yields its endpoint URL."""
+    from tests.support.objectstore import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3")) as endpoint:
+        yield endpoint

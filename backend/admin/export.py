@@ -107,7 +107,7 @@ def resolve_model(registry: Registry, lineage: str, name: str | None) -> tuple[K
     if match is None:
         raise ValueError(f"--model must name a version like policy-v3 or reward-v2, got {name!r}")
     kind, version = match.group(1), int(match.group(2))
-    if version not in registry.versions(kind) or not registry.path(kind, version).is_dir():
+    if not registry.exists(kind, version):
         raise RegistryError(
             f"{kind} v{version} does not exist in lineage {lineage}; have "
             f"{[f'{kind}-v{v}' for v in registry.versions(kind)]}"

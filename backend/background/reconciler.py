@@ -1,7 +1,8 @@
 """Brings queued work in line with the durable state in the store, so that no trigger is ever lost: a
 lineage that is due trains (after a crash between commit and enqueue, a Redis outage, or a failed chain,
-with backoff), tasks without candidates get them, broken chains are settled, and annotations whose webhook
-never arrived are resynced from Label Studio."""
+with backoff), tasks without candidates get them, broken chains are settled, annotations whose webhook
+never arrived are resynced from Label Studio, and uploads to an object-store registry that will never finish
+are removed."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from backend.background.threads import ProcessThread
 from backend.core.defaults import RESYNC_OVERLAP, RETRY_BACKOFF_CAP
 from backend.labels.annotations import Annotations
 from backend.labels.inputs import InvalidRequest, utc
+from backend.store.registry import Registries
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +27,9 @@ log = logging.getLogger(__name__)
 class Reconciler(ProcessThread):
     """One pass every RECONCILE_SECONDS, by one backend process at a time (a Redis lock)."""
 
-    def __init__(self, annotations: Annotations) -> None:
+    def __init__(self, annotations: Annotations, registries: Registries) -> None:
         super().__init__("reconciler")
-        self.annotations, self.trigger = annotations, annotations.trigger
+        self.annotations, self.trigger, self.registries = annotations, annotations.trigger, registries
         self.settings, self.store, self.queue = annotations.settings, annotations.store, annotations.trigger.queue
         self._last_resync = 0.0
 
@@ -58,11 +60,19 @@ class Reconciler(ProcessThread):
             "trained": self._train_due(now),
             "generated": self._generate_missing(now),
             "settled": self.queue.settle_broken(),
+            "discarded": self._discard_abandoned(),
         }
         if self.settings.resync_seconds > 0 and now - self._last_resync >= self.settings.resync_seconds:
             done["resynced"] = self.resync()
             self._last_resync = now
         return done
+
+    def _discard_abandoned(self) -> list[str]:
+        try:
+            return self.registries.discard_abandoned()
+        except Exception as exc:  # the object store is away: next pass
+            log.warning("could not sweep the model registry's abandoned uploads: %s", exc)
+            return []
 
     def _backing_off(self, key: str, now: float) -> tuple[bool, int]:
         """(whether the last attempt for `key` failed too recently to retry, attempts so far): the wait

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,14 @@ FORMER_SELECTIONS = {"informative": "fisher"}  # names a setting or a project ma
 def selection_name(value: str) -> str:
     """A SELECTION value under its current name (a former name maps to the strategy it meant)."""
     return FORMER_SELECTIONS.get(value, value)
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(model_dir: str) -> bool:
+    """Whether MODEL_DIR names object storage (`s3://...`, any fsspec scheme but `file://`) rather than a path."""
+    return bool(_URL.match(model_dir)) and not model_dir.startswith("file://")
 
 
 PRECISIONS = ("auto", "bf16-mixed", "fp32")  # TRAIN_PRECISION: bf16 autocast over fp32 master weights, or none
@@ -72,11 +81,25 @@ class Storage(BaseModel):
         HOME / "data",
         description="Where the default SQLite store lives; relative to the checkout, not the working directory.",
     )
-    model_dir: Path = Field(
-        HOME / "models",
-        description="Model registry: the base `policy/v0` and "
-        "`lineages/<name>/{policy,reward}/vN` (relative: to the "
-        "checkout).",
+    model_dir: str = Field(
+        "models",
+        validate_default=True,
+        description="Model registry: the base `policy/v0` and `lineages/<name>/{policy,reward}/vN`. A directory "
+        "(relative: to the checkout), or an object-store URL such as `s3://bucket/prefix` for hosts that share no "
+        'disk (docs/deployment.md, "Several hosts"; credentials and endpoint from `AWS_*`).',
+    )
+    model_cache_dir: str = Field(
+        "",
+        description="Where a process keeps checked copies of the versions it loads from an object-store "
+        "`MODEL_DIR`; empty = `DATA_DIR/model-cache`.",
+    )
+    model_cache_bytes: int = Field(
+        20 * 10**9, description="The model cache is pruned, least recently used first, to this many bytes."
+    )
+    model_upload_timeout: float = Field(
+        3600.0,
+        description="An upload to an object-store `MODEL_DIR` unfinished after this many seconds is abandoned: "
+        "never served, its objects removed by the reconciler.",
     )
     queue_prefix: str = Field(
         "rlhf", description="Prefix of the RQ queue names (`-generate`, `-train`) and the Redis channel."
@@ -105,10 +128,25 @@ class Storage(BaseModel):
         "`LABEL_STUDIO_URL` is unset); empty = any.",
     )
 
-    @field_validator("data_dir", "model_dir")
+    @field_validator("data_dir")
     @classmethod
     def _anchored(cls, value: Path) -> Path:
         return value if value.is_absolute() else HOME / value
+
+    @field_validator("model_dir", mode="before")
+    @classmethod
+    def _path_or_url(cls, value: Any) -> str:
+        """A URL stays a URL (without a trailing slash); a path is anchored like DATA_DIR."""
+        text = str(value)
+        if is_url(text):
+            return text.rstrip("/")
+        path = Path(text.removeprefix("file://"))
+        return str(path if path.is_absolute() else HOME / path)
+
+    @property
+    def model_cache_path(self) -> Path:
+        path = Path(self.model_cache_dir) if self.model_cache_dir else self.data_dir / "model-cache"
+        return path if path.is_absolute() else HOME / path
 
     @property
     def sqlalchemy_url(self) -> str:

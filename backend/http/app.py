@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     listener = Redis.from_url(settings.redis_url, health_check_interval=30)  # pub/sub blocks: no short timeout
     watcher = ModelWatcher(services.registries, listener, services.queue.models_channel, settings.model_poll_seconds)
     backend = RLHFBackend(settings, services.store, services.queue, watcher)
-    reconciler = Reconciler(backend.annotations)
+    reconciler = Reconciler(backend.annotations, services.registries)
     refits = Deferred("refit-requests", services.queue.request_refit, interval=0.5)  # a burst asks once
     trains = Deferred("training-requests", backend.trigger.train, interval=0.5)
     checkpoints = Checkpoints(services.store)

@@ -1,7 +1,8 @@
 """The durable store (SQLAlchemy over SQLite or PostgreSQL): one `Store` over one engine, its queries split by what
 they store: tasks and candidates (tasks.py), labels and pairs (labels.py), projects, lineages and trigger state
-(lineages.py), and what people read (summaries.py). The tables are in tables.py, the engine in database.py,
-migrations in migrate.py and migrations/, the model registry on disk in registry.py. May import backend.core
+(lineages.py), what people read (summaries.py), and the state of a model registry on object storage
+(versions.py). The tables are in tables.py, the engine in database.py, migrations in migrate.py and migrations/,
+the model registry (on a disk or on object storage) in registry/. May import backend.core
 only (and the labels domain's Pair, for type hints)."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from backend.store.tables import (
     default_lineage,
 )
 from backend.store.tasks import TaskQueries
+from backend.store.versions import VersionQueries
 
 __all__ = [
     "Annotation",
@@ -35,5 +37,5 @@ __all__ = [
 ]
 
 
-class Store(TaskQueries, LabelQueries, SummaryQueries):
+class Store(TaskQueries, LabelQueries, SummaryQueries, VersionQueries):
     """All reads and writes of the backend's durable state, one short transaction each."""

@@ -1,5 +1,6 @@
 """The store's tables (SQLAlchemy ORM): projects, tasks with their candidates, annotations, preference pairs,
-frozen features and every generation of a task's candidates. Migrations (backend.store.migrations) follow them."""
+frozen features, every generation of a task's candidates, and the model versions of a registry on object
+storage. Migrations (backend.store.migrations) follow them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Text,
     false,
@@ -119,3 +121,33 @@ class Generation(Base):
     finished: Mapped[list[bool] | None] = mapped_column(JSON(none_as_null=True))  # per candidate; None: unknown
     shown_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # Label Studio's clock, when written
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """One version of a registry on object storage (MODEL_DIR=s3://...): its objects are immutable once `ready`;
+    what changes about it (its meta: a forced promotion) changes here, in one transaction. A row is reserved
+    (`uploading`) before the first object is written, so a reader never sees a half-uploaded version; numbers
+    are never handed out twice (`abandoned` and `pruned` rows stay as tombstones)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (PrimaryKeyConstraint("url", "lineage", "kind", "version"),)
+    url: Mapped[str] = mapped_column(String(512))  # the MODEL_DIR URL
+    lineage: Mapped[str] = mapped_column(String(128))  # "" for the shared base (policy v0)
+    kind: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # uploading | ready | abandoned | pruned
+    upload: Mapped[str] = mapped_column(String(32))  # who reserved it: only that upload may mark it ready
+    digest: Mapped[str | None] = mapped_column(String(64))  # sha256 of its manifest: the content's name
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    started_at: Mapped[datetime] = mapped_column(DateTime)  # naive UTC, when the upload was reserved
+
+
+class ModelCurrent(Base):
+    """Which version a lineage serves, per kind: one row, replaced in one statement (the object store's CURRENT)."""
+
+    __tablename__ = "model_current"
+    __table_args__ = (PrimaryKeyConstraint("url", "lineage", "kind"),)
+    url: Mapped[str] = mapped_column(String(512))
+    lineage: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
-import requests
 from redis import Redis
 
 from tests.support.labelstudio_server import LabelStudioServer, LabelStudioUnavailable, free_port, start_label_studio
-from tests.support.settings import AUTH, ROOT, TEST_REDIS_URL, make_settings, settings_env
+from tests.support.services import serving
+from tests.support.settings import AUTH, TEST_REDIS_URL, make_settings
 from tests.support.tiny import TINY_TRAIN
-from tests.support.wait import wait_for
 
 
 @pytest.fixture(scope="session")
@@ -47,25 +44,5 @@ def backend(tmp_path_factory, tiny_model):  # yields (Settings, url)
         gates=False,
         selection="fisher",  # a strategy that orders the queue: refits land between labels, as they can in use
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--workers", "1"],
-        env=settings_env(settings),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        try:
-            return requests.get(f"{url}/health", timeout=1).ok
-        except requests.RequestException:  # gunicorn listens before the app is imported
-            return False
-
-    try:
-        wait_for(healthy, 60, 0.2, f"the backend's /health at {url}")
+    with serving(settings) as url:
         yield settings, url
-    finally:
-        proc.terminate()
-        proc.wait(10)

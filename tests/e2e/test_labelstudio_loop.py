@@ -20,10 +20,11 @@ from backend.background.reconciler import Reconciler
 from backend.http.app import create_app
 from backend.labels.selection import informative_score
 from backend.store import Store
-from backend.store.registry import Registries
-from tests.support.labelstudio_server import LabelStudioServer, listed_versions, ml_backend_id
-from tests.support.services import run_worker
-from tests.support.settings import AUTH, ROOT, TEST_REDIS_URL, settings_env
+from tests.support.labelstudio_server import LabelStudioServer, free_port, listed_versions, ml_backend_id
+from tests.support.objectstore import bucket_url
+from tests.support.services import run_worker, serving
+from tests.support.settings import AUTH, ROOT, TEST_REDIS_URL, make_settings, registries_of, settings_env
+from tests.support.tiny import TINY_TRAIN
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.labelstudio
@@ -79,7 +80,7 @@ def test_connect_import_generate_annotate_retrain(label_studio: LabelStudioServe
     first = cli(settings, *connect)
     assert "created project" in first and "registered ML backend" in first
     project = int(first.split("project ")[-1].split()[0])
-    registry = Registries(settings.model_dir).lineage(f"project-{project}")
+    registry = registries_of(settings).lineage(f"project-{project}")
     again = cli(settings, *connect)  # idempotent: a second run changes nothing
     assert all(
         line.startswith(("already", "project", "Label Studio serves", "the backend reaches"))
@@ -264,7 +265,7 @@ def test_two_projects_keep_their_own_lineage(label_studio: LabelStudioServer, ba
     """Two projects in one Label Studio, labels interleaved, one training worker: each chain trains on its own
     pairs against its own reward model, and a project's model_version moves only when its own lineage trains."""
     settings, url = backend
-    store, registries = Store(settings.sqlalchemy_url), Registries(settings.model_dir)
+    store, registries = Store(settings.sqlalchemy_url), registries_of(settings)
     a = connect_project(
         settings, label_studio, url, "Lineage A", [f"Tell me about fish number {i}." for i in range(8)], tmp_path
     )
@@ -393,7 +394,7 @@ def test_annotations_whose_webhook_never_arrived_are_resynced(
     c.webhooks.update(hook.id, is_active=True)
     assert store.counts()[project]["pairs"] == 0
     app = create_app(settings)
-    reconciler = Reconciler(app.extensions["rlhf"].annotations)
+    reconciler = Reconciler(app.extensions["rlhf"].annotations, app.extensions["rlhf_registries"])
     assert reconciler.resync()[project] == 2
     assert store.counts()[project]["pairs"] == 2
     assert reconciler.resync()[project] == 0  # incremental: nothing changed since
@@ -565,7 +566,7 @@ def test_label_all_tasks_saves_every_submit_while_refits_land(
     wait_for(lambda: len(store.project_tasks(project)) == STREAM, WEBHOOK_S, message="TASKS_CREATED webhook")
     run_worker(settings, "--queues", "generate")
     c = ls.client(label_studio.url, label_studio.token)
-    version = Registries(settings.model_dir).lineage(f"project-{project}").model_version()
+    version = registries_of(settings).lineage(f"project-{project}").model_version()
     refits = Queue(f"{settings.queue_prefix}-generate", connection=Redis.from_url(TEST_REDIS_URL))
 
     def prediction(task_id: int) -> tuple[int, float]:
@@ -666,7 +667,7 @@ def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStu
     run_worker(settings)
 
     c = ls.client(label_studio.url, label_studio.token)
-    version = Registries(settings.model_dir).lineage(f"project-{project}").model_version()
+    version = registries_of(settings).lineage(f"project-{project}").model_version()
     ls_project = c.projects.get(project)
     assert (ls_project.sampling, ls_project.model_version) == ("Uncertainty sampling", version)
 
@@ -702,3 +703,51 @@ def test_the_queue_serves_the_comparison_worth_most_first(label_studio: LabelStu
     )
     assert r.ok, r.text
     assert r.json()["id"] == min(waiting, key=after.get), (r.json()["id"], after)
+
+
+def test_a_learn_round_with_models_on_object_storage(label_studio: LabelStudioServer, tiny_model, tmp_path, s3) -> None:
+    """MODEL_DIR=s3://... (a real S3 API), as on hosts that share no disk: the backend under gunicorn, a
+    generation worker and a training worker, each with its own MODEL_CACHE_DIR; one round through Label Studio."""
+    settings = make_settings(
+        tmp_path,
+        tiny_model,
+        port=free_port(),
+        model_dir=bucket_url(),
+        model_cache_dir=str(tmp_path / "backend-host"),
+        queue_prefix="rlhf-s3",  # beside the module's other backend, on the same Redis
+        train_args=TINY_TRAIN,
+        retrain_every=4,
+        basic_auth_user=AUTH[0],
+        basic_auth_pass=AUTH[1],
+        gates=False,
+    )
+    generator = settings.model_copy(update={"model_cache_dir": str(tmp_path / "generate-host")})
+    trainer = settings.model_copy(update={"model_cache_dir": str(tmp_path / "train-host")})
+    store = Store(settings.sqlalchemy_url)
+    with serving(settings) as url:
+        project = connect_project(
+            settings, label_studio, url, "On object storage", [f"Name sea creature {i}." for i in range(6)], tmp_path
+        )
+        wait_for(lambda: len(store.project_tasks(project)) == 6, WEBHOOK_S, message="TASKS_CREATED")
+        run_worker(generator, "--queues", "generate")  # converts policy v0 into the bucket, writes candidates
+        c = ls.client(label_studio.url, label_studio.token)
+        tasks = ls.list_tasks(c, project)
+        for i, task in enumerate(tasks[:4]):
+            submit(c, task, "left" if i % 2 else "right")
+        wait_for(lambda: training_queued(url, project) == 1, WEBHOOK_S, message="the chain queued")
+        run_worker(trainer, "--queues", "train")
+        run_worker(generator, "--queues", "generate")
+        registry = registries_of(settings).lineage(f"project-{project}")
+        assert registry.current("policy") == 1 and registry.current("reward") == 0
+        backend_id = ml_backend_id(c, project, ls.project_url(url, project))
+        wait_for(
+            lambda: "policy-v1.reward-v0" in listed_versions(c, backend_id),
+            WEBHOOK_S,
+            message="Label Studio listing the round's version",
+        )
+        labeled = {t["id"] for t in tasks[:4]}
+        for task in ls.list_tasks(c, project):  # what Label Studio shows came from the version in the bucket
+            assert store.tasks([task["id"]])[task["id"]].policy_version == (0 if task["id"] in labeled else 1)
+    digests = [store.model_version_row(settings.model_dir, f"project-{project}", "policy", 1).digest]
+    assert (tmp_path / "generate-host" / digests[0]).is_dir() and (tmp_path / "train-host" / digests[0]).is_dir()
+    assert not (tmp_path / "models").exists() and not (ROOT / "s3:").exists()

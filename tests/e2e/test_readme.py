@@ -159,7 +159,7 @@ def test_relative_paths_are_anchored_to_the_checkout(tmp_path, monkeypatch) -> N
     `make run`."""
     monkeypatch.chdir(tmp_path)
     settings = Settings(data_dir="data", model_dir="models", _env_file=None)
-    assert settings.data_dir == ROOT / "data" and settings.model_dir == ROOT / "models"
+    assert settings.data_dir == ROOT / "data" and settings.model_dir == str(ROOT / "models")
     assert Settings(data_dir=tmp_path / "elsewhere", _env_file=None).data_dir == tmp_path / "elsewhere"
 
 

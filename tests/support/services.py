@@ -1,11 +1,15 @@
-"""Real processes and databases the tests drive: an RQ worker in burst mode, a Redis of one's own, an empty
-PostgreSQL database."""
+"""Real processes and databases the tests drive: an RQ worker in burst mode, the backend under gunicorn, a Redis
+of one's own, an empty PostgreSQL database."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import requests
 
 from backend.core.settings import Settings
 from tests.support.settings import ROOT, TEST_POSTGRES_URL, settings_env
@@ -81,3 +85,30 @@ def empty_postgres(url: str) -> None:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """`python -m backend serve` (gunicorn) with these settings, once /health answers; yields its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--workers", "1"],
+        env=settings_env(settings),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{settings.port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        try:
+            return requests.get(f"{url}/health", timeout=1).ok
+        except requests.RequestException:  # gunicorn listens before the app is imported
+            return False
+
+    try:
+        wait_for(healthy, 60, 0.2, f"the backend's /health at {url}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

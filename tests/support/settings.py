@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.core.settings import Settings
+from backend.store.registry import Registries, open_registries
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOADS = ROOT / "tests" / "payloads"
@@ -40,3 +41,10 @@ def make_settings(tmp_path: Path, tiny_model: Path, **overrides: Any) -> Setting
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment a subprocess (worker, gunicorn, the CLI) needs to see the same settings."""
     return {**os.environ, **settings.as_env(), "PYTHONPATH": str(ROOT), **extra}
+
+
+def registries_of(settings: Settings) -> Registries:
+    """The model registries the backend and workers with these settings use (a disk's, or an object store's)."""
+    from backend.store import Store
+
+    return open_registries(settings, Store(settings.sqlalchemy_url))

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from backend.store.registry import LEGACY_LINEAGE, Registries, Registry, RegistryError
+from backend.store.registry import LEGACY_LINEAGE, DiskRegistries, DiskRegistry, RegistryError
 
 
 def test_promotion_takes_the_next_free_version(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "models")
+    registry = DiskRegistry(tmp_path / "models")
     for expected in range(3):
         staging = registry.staging("reward")
         (staging / "weights").write_text("w")
         assert registry.promote("reward", staging, {"recipe": "reward"}) == expected
-    (registry.path("reward", 3)).mkdir()  # another job took v3 meanwhile (and wrote into it)
-    (registry.path("reward", 3) / "weights").write_text("theirs")
+    taken = tmp_path / "models" / "reward" / "v3"
+    taken.mkdir()  # another job took v3 meanwhile (and wrote into it)
+    (taken / "weights").write_text("theirs")
     staging = registry.staging("reward")
     (staging / "weights").write_text("w")
     assert registry.promote("reward", staging, {}) == 4 and registry.current("reward") == 4
@@ -26,7 +27,7 @@ def test_promotion_takes_the_next_free_version(tmp_path: Path) -> None:
 @pytest.mark.timeout(20)
 def test_promotion_fails_on_a_real_error_instead_of_retrying_forever(tmp_path: Path) -> None:
     """A staging directory on another filesystem cannot be renamed into the registry (EXDEV)."""
-    registry = Registry(tmp_path / "models")
+    registry = DiskRegistry(tmp_path / "models")
     registry.staging("policy")
     with tempfile.TemporaryDirectory(dir="/dev/shm") as elsewhere:
         with pytest.raises(OSError):
@@ -35,7 +36,7 @@ def test_promotion_fails_on_a_real_error_instead_of_retrying_forever(tmp_path: P
 
 
 def test_nothing_is_served_before_policy_v0_exists(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "models")
+    registry = DiskRegistry(tmp_path / "models")
     assert registry.model_version() == "policy-pending"
     staging = registry.staging("policy")
     registry.promote("policy", staging, {}, version=0)
@@ -44,7 +45,7 @@ def test_nothing_is_served_before_policy_v0_exists(tmp_path: Path) -> None:
 
 def test_a_lineage_that_never_trained_can_be_pointed_at_v0(tmp_path: Path) -> None:
     """`rollback --project N policy v0` right after connect: the lineage has no folder of its own yet."""
-    registries = Registries(tmp_path / "models")
+    registries = DiskRegistries(tmp_path / "models")
     registries.base.promote("policy", registries.base.staging("policy"), {}, version=0)
     fresh = registries.lineage("project-7")
     fresh.set_current("policy", 0)
@@ -58,19 +59,19 @@ def test_a_registry_laid_out_before_lineages_becomes_the_legacy_lineage(tmp_path
         (root / kind / f"v{version}" / "meta.json").write_text(f'{{"version": {version}}}')
     (root / "policy" / "CURRENT").write_text("v1\n")
     (root / "reward" / "CURRENT").write_text("v1\n")
-    registries = Registries(root)
+    registries = DiskRegistries(root)
     legacy = registries.lineage(LEGACY_LINEAGE)
     assert registries.base.versions("policy") == [0]  # the base stays where every lineage finds it
     assert legacy.versions("policy") == [0, 1, 2] and legacy.current("policy") == 1
     assert legacy.versions("reward") == [0, 1] and legacy.model_version() == "policy-v1.reward-v1"
     assert legacy.path("policy", 0) == root / "policy" / "v0"
     assert registries.lineage("project-7").model_version() == "policy-v0"  # new lineages start from the base
-    Registries(root)  # idempotent
+    DiskRegistries(root)  # idempotent
     assert legacy.versions("policy") == [0, 1, 2]
 
 
 def test_lineage_names_cannot_leave_the_registry(tmp_path: Path) -> None:
-    registries = Registries(tmp_path)
+    registries = DiskRegistries(tmp_path)
     for bad in ("../escape", "a/b", "", ".hidden", "x" * 65):
         with pytest.raises(RegistryError):
             registries.lineage(bad)
@@ -80,7 +81,7 @@ def test_a_fresh_registry_has_no_legacy_lineage(tmp_path: Path) -> None:
     """Creating v0 (what the worker's bootstrap does) points policy/CURRENT at it: that is no layout from before
     lineages, and `status` must not list an empty "legacy" lineage on a fresh install."""
     root = tmp_path / "models"
-    Registry(root).promote("policy", Registry(root).staging("policy"), {"recipe": "base"}, version=0)
-    registries = Registries(root)
+    DiskRegistry(root).promote("policy", DiskRegistry(root).staging("policy"), {"recipe": "base"}, version=0)
+    registries = DiskRegistries(root)
     assert registries.lineages() == [] and registries.base.model_version() == "policy-v0"
     assert registries.lineage("project-1").model_version() == "policy-v0"

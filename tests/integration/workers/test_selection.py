@@ -12,10 +12,9 @@ import torch
 from backend.http.app import create_app
 from backend.labels.selection import informative_score, random_score
 from backend.store import Store
-from backend.store.registry import Registries
 from tests.support.payloads import payload, setup_project, tasks_created
 from tests.support.services import run_worker
-from tests.support.settings import make_settings
+from tests.support.settings import make_settings, registries_of
 from workers.ml.features import feature_key
 from workers.ml.head import BayesianHead, HeadConfig
 from workers.ml.loading import inference_dtype
@@ -54,7 +53,7 @@ def test_the_criteria_rank_as_stated() -> None:
 
 def _stored_features(settings, prompt: str, answers: list[str]) -> np.ndarray:
     store = Store(settings.sqlalchemy_url)
-    source = str(Registries(settings.model_dir).base.meta("policy", 0).get("source", ""))
+    source = str(registries_of(settings).base.meta("policy", 0).get("source", ""))
     dtype = inference_dtype(settings.generation_dtype)
     cut = {a: feature_key(source, dtype, prompt, a, False) for a in answers}  # answers the limit cut off
     known = store.features(cut.values())

@@ -16,10 +16,10 @@ import pytest
 from backend.background.reconciler import Reconciler
 from backend.http.app import create_app
 from backend.store import Store
-from backend.store.registry import Registries
+from tests.support.objectstore import bucket_url
 from tests.support.payloads import annotation_created, payload, queued_training, tasks_created
 from tests.support.services import run_worker
-from tests.support.settings import ROOT, make_settings, settings_env
+from tests.support.settings import ROOT, make_settings, registries_of, settings_env
 from tests.support.tiny import TINY_TRAIN
 from tests.support.wait import wait_for
 from workers.jobs.train import held_out
@@ -43,7 +43,7 @@ def loop(tmp_path, tiny_model, redis):
         algorithm="ppo",  # the recipe the project owns
     )
     client = create_app(settings).test_client()
-    return settings, client, Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
+    return settings, client, Store(settings.sqlalchemy_url), registries_of(settings).lineage("project-1")
 
 
 def annotate(client, store: Store, task_id: int, annotation_id: int, selected: str = "left") -> dict:
@@ -162,7 +162,7 @@ def dpo_chain(tmp_path, tiny_model, **overrides):
     """A project whose four labels have run one DPO chain (reward, then policy) with these settings."""
     settings = make_settings(tmp_path, tiny_model, train_args=TINY_TRAIN, retrain_every=4, algorithm="dpo", **overrides)
     client = create_app(settings).test_client()
-    store, registry = Store(settings.sqlalchemy_url), Registries(settings.model_dir).lineage("project-1")
+    store, registry = Store(settings.sqlalchemy_url), registries_of(settings).lineage("project-1")
     project_with_candidates(settings, client, store)
     for task_id in range(1, 5):
         annotate(client, store, task_id, 700 + task_id)
@@ -255,7 +255,7 @@ def test_failing_policy_job_keeps_the_old_policy_serving(tmp_path, tiny_model, r
     client, store, registry = (
         create_app(settings).test_client(),
         Store(settings.sqlalchemy_url),
-        Registries(settings.model_dir).lineage("project-1"),
+        registries_of(settings).lineage("project-1"),
     )
     project_with_candidates(settings, client, store)
     for task_id in range(1, 5):
@@ -265,7 +265,7 @@ def test_failing_policy_job_keeps_the_old_policy_serving(tmp_path, tiny_model, r
     assert registry.versions("policy") == [0] and registry.current("policy") == 0
     failed = [j for j in client.get("/status").json["jobs"] if j["status"] == "failed"]
     assert [j["kind"] for j in failed] == ["ppo"] and "prompts" in failed[0]["error"]
-    assert not list(settings.model_dir.rglob(".tmp-*"))  # staging was cleaned up
+    assert not list(Path(settings.model_dir).rglob(".tmp-*"))  # staging was cleaned up
     # the next trigger is not blocked by the failed chain
     assert "training" in client.post("/webhook", json=payload("webhook-start-training.pairwise.json")).json
 
@@ -289,7 +289,7 @@ def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> No
     client, store, registry = (
         create_app(settings).test_client(),
         Store(settings.sqlalchemy_url),
-        Registries(settings.model_dir).lineage("project-1"),
+        registries_of(settings).lineage("project-1"),
     )
     project_with_candidates(settings, client, store)
     for task_id in range(1, 5):
@@ -310,7 +310,7 @@ def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> No
         wait_for(lambda: any(j.get("progress") for j in reward_jobs()), 120, 0.5, "the reward job to report progress")
         horses = children(worker.pid)  # RQ runs the job in a forked work-horse, in a session of its own
         assert horses, "the worker has no work-horse running the job"
-        assert list(settings.model_dir.rglob(".tmp-*")), "the job trains into a staging directory"
+        assert list(Path(settings.model_dir).rglob(".tmp-*")), "the job trains into a staging directory"
         for pid in horses:
             os.kill(pid, signal.SIGKILL)  # the job dies mid-training
         wait_for(
@@ -326,8 +326,10 @@ def test_killed_job_leaves_no_partial_version(tmp_path, tiny_model, redis) -> No
         worker.wait(10)
     assert registry.versions("reward") == [] and registry.current("reward") is None
     assert served_version(client, "policy-v0") == "policy-v0"
-    done = Reconciler(client.application.extensions["rlhf"].annotations).run_once()  # notices the failure at once:
-    assert not list(settings.model_dir.rglob(".tmp-*"))  # staging removed,
+    done = Reconciler(
+        client.application.extensions["rlhf"].annotations, client.application.extensions["rlhf_registries"]
+    ).run_once()  # notices the failure at once:
+    assert not list(Path(settings.model_dir).rglob(".tmp-*"))  # staging removed,
     jobs = client.get("/status").json["jobs"]
     # the chain's policy step, which would have waited forever, cancelled; the trigger still due: a new chain
     assert sorted(j["status"] for j in jobs if j["kind"] == "ppo") == ["canceled", "deferred"]
@@ -370,7 +372,7 @@ def test_sft_from_a_file_makes_a_new_policy_version(tmp_path, tiny_model, redis)
     )
     assert out.returncode == 0 and "queued SFT job" in out.stdout, out.stderr
     worker = run_worker(settings)
-    registry = Registries(settings.model_dir).lineage("project-1")
+    registry = registries_of(settings).lineage("project-1")
     assert registry.current("policy") == 1, worker.stderr[-3000:]
     assert registry.meta("policy", 1)["recipe"] == "sft"
     assert registry.meta("policy", 1)["data"]["rows"] == len(PROMPTS)
@@ -384,3 +386,53 @@ def test_sft_from_a_file_makes_a_new_policy_version(tmp_path, tiny_model, redis)
         text=True,
     )
     assert out.returncode != 0 and "prompt" in out.stderr
+
+
+def test_the_loop_with_models_on_object_storage_and_a_cache_per_host(tmp_path, tiny_model, redis, s3) -> None:
+    """MODEL_DIR=s3://... (a real S3 API): the backend, a generation worker and a training worker each keep
+    their own cache and share no model directory; a round trains, the backend serves it, the generation
+    worker writes the new policy's answers from what it fetched."""
+    settings = make_settings(
+        tmp_path,
+        tiny_model,
+        model_dir=bucket_url(),
+        model_cache_dir=str(tmp_path / "backend-host"),
+        train_args=TINY_TRAIN,
+        retrain_every=4,
+        gates=False,
+        algorithm="dpo",
+    )
+    generator = settings.model_copy(update={"model_cache_dir": str(tmp_path / "generate-host")})
+    trainer = settings.model_copy(update={"model_cache_dir": str(tmp_path / "train-host")})
+    client, store = create_app(settings).test_client(), Store(settings.sqlalchemy_url)
+    body = payload("setup.pairwise.json") | {"schema": (ROOT / "label_config.xml").read_text(), "hostname": ""}
+    assert client.post("/setup", json=body | {"access_token": ""}).status_code == 200
+    created = tasks_created(1, [(i + 1, {"prompt": p, "answer1": "", "answer2": ""}) for i, p in enumerate(PROMPTS)])
+    created["project"]["label_config"] = body["schema"]
+    client.post("/webhook", json=created)
+    run_worker(generator, "--queues", "generate")  # converts policy v0 into the bucket, then writes candidates
+    for task_id in range(1, 5):
+        annotate(client, store, task_id, 900 + task_id)
+    queued_training(client, store)
+    run_worker(trainer, "--queues", "train")
+    run_worker(generator, "--queues", "generate")  # the new policy's answers for the unlabeled tasks
+
+    registry = registries_of(settings).lineage("project-1")
+    assert registry.versions("reward") == [0] and registry.versions("policy") == [0, 1]
+    assert served_version(client, "policy-v1.reward-v0") == "policy-v1.reward-v0"
+    labeled = store.labeled_task_ids(1)
+    assert {t.policy_version for t in store.project_tasks(1) if t.id not in labeled} == {1}
+    rows = {
+        (kind, v): store.model_version_row(settings.model_dir, lineage, kind, v)
+        for lineage, kind, v in (("", "policy", 0), ("project-1", "policy", 1), ("project-1", "reward", 0))
+    }
+    digests = {key: row.digest for key, row in rows.items()}
+
+    def cached(host: str) -> set[tuple[str, int]]:
+        return {key for key, digest in digests.items() if (tmp_path / host / digest / ".manifest.json").is_file()}
+
+    assert cached("generate-host") == {("policy", 0), ("policy", 1), ("reward", 0)}  # fetched to generate and score
+    assert {("policy", 1), ("reward", 0)} <= cached("train-host")  # what it trained stayed as its copy
+    assert cached("backend-host") == set()  # the backend serves names and scores: it never loads a model
+    assert not (ROOT / "s3:").exists() and not list(tmp_path.rglob("s3:"))  # the URL never became a folder
+    assert not (tmp_path / "models").exists()

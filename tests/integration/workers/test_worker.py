@@ -11,10 +11,9 @@ from rq.job import Job
 from backend.http.app import create_app
 from backend.queue import JobQueue
 from backend.store import Store
-from backend.store.registry import Registries
 from tests.support.payloads import setup_project, tasks_created
 from tests.support.services import run_worker
-from tests.support.settings import make_settings
+from tests.support.settings import make_settings, registries_of
 from tests.support.wait import wait_for
 from workers.runtime.worker import process_tree_cpu, thread_budget
 
@@ -33,7 +32,7 @@ def test_first_generation_on_a_fresh_model_dir_with_the_embedded_model(tmp_path,
     run_worker(settings, timeout=300)
     task = Store(settings.sqlalchemy_url).tasks([1])[1]
     assert task.policy_version == 0 and len(task.candidates) == 2 and all(task.candidates)
-    meta = Registries(settings.model_dir).base.meta("policy", 0)
+    meta = registries_of(settings).base.meta("policy", 0)
     assert meta["source"].startswith("embedded:")
     assert [(j["kind"], j["status"]) for j in client.get("/status").json["jobs"]] == [("generate", "finished")]
 
