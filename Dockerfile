@@ -12,7 +12,8 @@ COPY backend backend
 COPY workers workers
 COPY label_config.xml label_config_ranker.xml ./
 RUN pip install . && python -m workers.runtime.bootstrap --unpack \
- && useradd --create-home --uid 10001 rlhf && mkdir -p /data /models /hf-cache && chown rlhf /data /models /hf-cache
+ && useradd --create-home --uid 10001 rlhf && mkdir -p /data /models /hf-cache /model-cache \
+ && chown rlhf /data /models /hf-cache /model-cache
 USER rlhf
 VOLUME ["/data", "/models", "/hf-cache"]
 EXPOSE 9090

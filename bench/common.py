@@ -38,10 +38,10 @@ ASSISTANT = "\n\nAssistant:"
 
 def embedded_policy() -> Path:
     """The embedded SmolLM2-135M-Instruct as policy v0, converted once (about 20 s) into the bench cache."""
-    from backend.store.registry import Registry
+    from backend.store.registry import DiskRegistry
     from workers.runtime.bootstrap import ensure_base_policy
 
-    registry = Registry(MODEL_CACHE / "smollm2")
+    registry = DiskRegistry(MODEL_CACHE / "smollm2")
     ensure_base_policy(registry, "")
     return registry.path("policy", 0)
 

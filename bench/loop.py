@@ -267,7 +267,7 @@ def run_rounds(
 ) -> tuple[int, dict[int, int]]:
     """Connect, import, then label and retrain round after round; returns (project, labels behind each policy)."""
     from backend import labelstudio
-    from backend.store.registry import Registries
+    from backend.store.registry import DiskRegistries
 
     out = stack.cli(
         "connect",
@@ -284,7 +284,7 @@ def run_rounds(
     prompts_file = stack.work / "prompts.txt"
     prompts_file.write_text("\n".join(prompts) + "\n")
     stack.cli("import", "--project", str(project), str(prompts_file))
-    registry = Registries(Path(stack.env["MODEL_DIR"])).lineage(f"project-{project}")
+    registry = DiskRegistries(Path(stack.env["MODEL_DIR"])).lineage(f"project-{project}")
     client = labelstudio.client(stack.ls_url, stack.ls_token)
     rule, rng = RULES[args.rule], random.Random(args.seed)
     labelled: set[int] = set()
@@ -363,12 +363,12 @@ def evaluate(args: argparse.Namespace, stack: Stack, project: int, held_out: lis
     import torch
 
     from backend.core.settings import Settings
-    from backend.store.registry import Registries
+    from backend.store.registry import DiskRegistries
     from workers.ml.evaluate import reward_correct
     from workers.ml.generation import SamplingConfig, sample
     from workers.ml.loading import inference_dtype, load_policy
 
-    registry = Registries(Path(stack.env["MODEL_DIR"])).lineage(f"project-{project}")
+    registry = DiskRegistries(Path(stack.env["MODEL_DIR"])).lineage(f"project-{project}")
     rule, m = RULES[args.rule], args.eval_samples
     settings = Settings(max_new_tokens=args.max_new_tokens)
     cfg = SamplingConfig.from_settings(settings, 1)

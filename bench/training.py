@@ -302,7 +302,7 @@ def part_b(args: argparse.Namespace, model_path: str) -> bool:
     """Webhooks -> trigger -> reward job -> policy job -> promotion -> notification -> served, timed."""
     from backend.core.settings import Settings
     from backend.http.app import create_app
-    from backend.store.registry import Registries
+    from backend.store.registry import DiskRegistries
     from tests.support.tiny import TINY_TRAIN  # the training sizes the end-to-end tests use
     from workers.runtime.bootstrap import ensure_base_policy
 
@@ -320,7 +320,7 @@ def part_b(args: argparse.Namespace, model_path: str) -> bool:
         label_studio_url="",
         label_studio_api_key="",
     )
-    registries = Registries(settings.model_dir)
+    registries = DiskRegistries(Path(settings.model_dir))
     ensure_base_policy(registries.base, model_path)  # v0 exists, as on any start after the first
     registry = registries.lineage("project-1")
     config = common.LABEL_CONFIG.read_text()

@@ -5,8 +5,12 @@
 import logging
 import os
 
+QUIET = ("aiobotocore.credentials", "botocore.credentials")  # "found credentials in ..." from every process
+
 
 def configure_logging() -> None:
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -63,7 +63,7 @@ class ModelCache:
 
     def __init__(self, root: Path, limit_bytes: int) -> None:
         self.root, self.limit_bytes = Path(root), limit_bytes
-        self._checked: set[Path] = set()  # entries this process checked: a forked work-horse checks again
+        self._checked: set[Path] = set()  # checked by this process (an RQ job: a fork of a worker that loads none)
 
     def get(self, fs: Any, remote: str, digest: str) -> Path:
         """The local copy of the version at `remote` whose manifest hashes to `digest`: fetched when missing

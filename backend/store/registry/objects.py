@@ -248,12 +248,14 @@ def _listing(fs: Any, folder: str) -> list[str]:
 
 
 def _ensure_bucket(home: ObjectHome) -> None:
-    """Create the bucket (container) when it is missing, as MinIO and test servers start empty; a store that
-    refuses says why at startup instead of at the first upload."""
-    fs, bucket = home.fs, home.root.split("/", 1)[0]
+    """Create the bucket (container) when it is missing, as MinIO and test servers start empty. A store that
+    cannot be reached or refuses is logged, not fatal: the backend serves what the SQL store holds meanwhile,
+    and uploads and fetches say why they fail."""
+    bucket = home.root.split("/", 1)[0]
     try:
+        fs = home.fs
         if not fs.exists(bucket):
             fs.mkdir(bucket)
             log.info("created bucket %s for MODEL_DIR=%s", bucket, home.url)
     except Exception as exc:
-        raise RegistryError(f"MODEL_DIR={home.url}: bucket {bucket} is not there and could not be made: {exc}") from exc
+        log.error("MODEL_DIR=%s: bucket %s is not reachable or could not be made: %s", home.url, bucket, exc)
