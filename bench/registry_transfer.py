@@ -9,6 +9,7 @@ publish (disk): `DiskRegistry.promote` (a rename inside MODEL_DIR), and a copy o
 fetch (ours):   `path()` from a host with an empty cache: download, check every checksum, keep.
 check (ours):   `path()` of a cached copy in a new process: the checksums again, no download.
 fetch (disk):   a copy of the version's directory (page cache warm, as on a local disk).
+transport:      s3fs put/get of the same files alone: the floor this S3 server sets (moto: one Python process).
 
 The version is the embedded SmolLM2-135M-Instruct as policy v0 (fp32, converted once into the bench cache).
 No goal: the figures are for sizing (docs/deployment.md, "Several hosts").
@@ -95,14 +96,30 @@ def main() -> int:
             fetch = timed(args.repeats, lambda i: host(f"reader-{i}"), load)
             check = timed(args.repeats, lambda i: host(f"reader-{i}"), load)  # the same caches, new processes' view
             copy_again = timed(args.repeats, lambda i: tmp / f"again-{i}", lambda d: shutil.copytree(source, d))
+            fs, root = trainer.home.fs, trainer.home.root
+            names = [str(p.relative_to(source)) for p in files]
+            put = timed(
+                args.repeats,
+                lambda i: f"{root}/raw-{i}",
+                lambda r: fs.put([str(source / n) for n in names], [f"{r}/{n}" for n in names]),
+            )
+
+            def get_into(i: int) -> Path:
+                (tmp / f"raw-{i}").mkdir()
+                return tmp / f"raw-{i}"
+
+            remote = [f"{root}/raw-0/{n}" for n in names]
+            get = timed(args.repeats, get_into, lambda d: fs.get(remote, [str(d / n) for n in names]))
             print("-- publish a trained version")
             line("object store: promote (hash, upload, ready)", publish, size)
             line("local disk: promote (a rename)", rename, size)
             line("local disk: copy of the version", copy, size)
+            line("transport alone: s3fs put of the same files", put, size)
             print("-- first load on a host without it")
             line("object store: fetch into an empty cache", fetch, size)
             line("object store: cached copy checked (new process)", check, size)
             line("local disk: copy of the version", copy_again, size)
+            line("transport alone: s3fs get of the same files", get, size)
             print(
                 f"object store / disk copy: publish {statistics.median(publish) / statistics.median(copy):.1f}x, "
                 f"fetch {statistics.median(fetch) / statistics.median(copy_again):.1f}x | {common.load()}"

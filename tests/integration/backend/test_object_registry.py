@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from backend.background.reconciler import Reconciler
 from backend.core.settings import HOME, Settings
+from backend.http.app import create_app
 from backend.store import Store
 from backend.store.registry import ModelCache, ObjectRegistries, RegistryError, open_registries
 from tests.support.objectstore import bucket_url
@@ -140,7 +142,7 @@ print("promoted", flush=True)
 """
 
 
-def test_an_upload_killed_midway_never_becomes_current_and_the_sweep_removes_it(on_s3, tmp_path) -> None:
+def test_an_upload_killed_midway_never_becomes_current_and_the_reconciler_removes_it(on_s3, tmp_path, redis) -> None:
     found = registries(on_s3)
     trained = found.lineage("project-1")
     trained.promote("reward", stage(trained, "reward", {"w": b"served"}), {})
@@ -173,15 +175,16 @@ def test_an_upload_killed_midway_never_becomes_current_and_the_sweep_removes_it(
         trained.path("reward", 1)
     assert found.discard_abandoned() == []  # within MODEL_UPLOAD_TIMEOUT it may still be alive
     assert [p for p in fs.find(folder) if "/v1-" in p] == left
-    impatient = registries(on_s3, model_upload_timeout=0)  # the reconciler's pass, MODEL_UPLOAD_TIMEOUT later
-    removed = impatient.discard_abandoned()
+    app = create_app(on_s3.model_copy(update={"model_upload_timeout": 0}))  # a backend, MODEL_UPLOAD_TIMEOUT later
+    reconciler = Reconciler(app.extensions["rlhf"].annotations, app.extensions["rlhf_registries"])
+    removed = reconciler.run_once()["discarded"]
     assert len(removed) == 1 and "/reward/v1-" in removed[0]
     fs.invalidate_cache()
     assert [p for p in fs.find(folder) if "/v1-" in p] == []
     assert trained.versions("reward") == [0] and trained.current("reward") == 0
     after = trained.promote("reward", stage(trained, "reward", {"w": b"next"}), {})
     assert after == 2  # a number once handed out is never reused: no cached copy can be mistaken for it
-    assert impatient.discard_abandoned() == []  # what is served stays
+    assert reconciler.run_once()["discarded"] == []  # what is served stays
 
 
 def test_workers_starting_together_on_different_hosts_convert_v0_once(on_s3, tmp_path, tiny_model) -> None:
