@@ -132,8 +132,9 @@ def _base_registry(model_dir: str) -> Registry:
     from backend.core.settings import get_settings, is_url
     from backend.store import Store
 
-    settings = get_settings().model_copy(update={"model_dir": model_dir})
-    store = Store(settings.sqlalchemy_url) if is_url(model_dir) else None
+    current = get_settings()
+    settings = type(current).model_validate({**current.model_dump(), "model_dir": model_dir})  # anchored, or a URL
+    store = Store(settings.sqlalchemy_url) if is_url(settings.model_dir) else None
     return open_registries(settings, store).base
 
 

@@ -20,6 +20,7 @@ from backend.http.app import create_app
 from backend.store import Store
 from backend.store.registry import ModelCache, ObjectRegistries, RegistryError, open_registries
 from tests.support.objectstore import bucket_url
+from tests.support.services import empty_postgres, postgres_url
 from tests.support.settings import ROOT, make_settings, settings_env
 from tests.support.wait import wait_for
 
@@ -39,6 +40,17 @@ def on_s3(tmp_path, tiny_model, s3) -> Settings:
     return make_settings(tmp_path, tiny_model, model_dir=bucket_url(), model_cache_dir=str(tmp_path / "cache-a"))
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_store(request, on_s3) -> Settings:
+    """The object-store settings with the store hosts really share (PostgreSQL), and SQLite (one host)."""
+    if request.param == "sqlite":
+        yield on_s3
+        return
+    url = postgres_url()
+    yield on_s3.model_copy(update={"database_url": url})
+    empty_postgres(url)
+
+
 def test_a_url_stays_a_url_and_a_path_is_anchored() -> None:
     assert Settings(model_dir="s3://bucket/some/prefix/", _env_file=None).model_dir == "s3://bucket/some/prefix"
     assert Settings(model_dir="gs://b/p", _env_file=None).model_dir == "gs://b/p"
@@ -56,8 +68,8 @@ def stage(registry, kind: str, files: dict[str, bytes]) -> Path:
     return staging
 
 
-def test_versions_pass_between_processes_that_share_no_disk(on_s3, tmp_path) -> None:
-    writer, reader = registries(on_s3), registries(on_s3, tmp_path / "cache-b")
+def test_versions_pass_between_processes_that_share_no_disk(shared_store, tmp_path) -> None:
+    writer, reader = registries(shared_store), registries(shared_store, tmp_path / "cache-b")
     trained = writer.lineage("project-1")
     for i in range(3):
         staging = stage(trained, "reward", {"model.safetensors": bytes([i]) * 1000, "sub/config.json": b"{}"})
@@ -187,7 +199,8 @@ def test_an_upload_killed_midway_never_becomes_current_and_the_reconciler_remove
     assert reconciler.run_once()["discarded"] == []  # what is served stays
 
 
-def test_workers_starting_together_on_different_hosts_convert_v0_once(on_s3, tmp_path, tiny_model) -> None:
+def test_workers_starting_together_on_different_hosts_convert_v0_once(shared_store, tmp_path, tiny_model) -> None:
+    on_s3 = shared_store
     command = [sys.executable, "-m", "workers.runtime.bootstrap", "--model-dir", on_s3.model_dir, "--source"]
     racers = [
         subprocess.Popen(

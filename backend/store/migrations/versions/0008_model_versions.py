@@ -16,13 +16,20 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
-    op.create_table(
-        "model_versions",
+def _columns() -> list[sa.Column]:
+    """Registry URL, lineage, kind and version: the key of a version, and of a pointer with the version it names."""
+    return [
         sa.Column("url", sa.String(512), nullable=False),
         sa.Column("lineage", sa.String(128), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
+    ]
+
+
+def upgrade() -> None:
+    op.create_table(
+        "model_versions",
+        *_columns(),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("upload", sa.String(32), nullable=False),
         sa.Column("digest", sa.String(64)),
@@ -32,10 +39,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "model_current",
-        sa.Column("url", sa.String(512), nullable=False),
-        sa.Column("lineage", sa.String(128), nullable=False),
-        sa.Column("kind", sa.String(16), nullable=False),
-        sa.Column("version", sa.Integer, nullable=False),
+        *_columns(),
         sa.PrimaryKeyConstraint("url", "lineage", "kind"),
     )
 
