@@ -3,17 +3,24 @@ lineage serves. Every change is one conditional statement, so hosts that share o
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from backend.store.database import Database
 from backend.store.tables import ModelCurrent, ModelVersion
 
 UPLOADING, READY, ABANDONED, PRUNED = "uploading", "ready", "abandoned", "pruned"
+
+
+def json_safe(value: Any) -> Any:
+    """What a JSON column keeps on every database: non-finite floats (a diverged metric) become None, as
+    PostgreSQL's json refuses NaN; other objects their str, as meta.json on a disk had them."""
+    return json.loads(json.dumps(value, default=str), parse_constant=lambda _: None)
 
 
 def naive_utc(moment: datetime | None = None) -> datetime:
@@ -75,7 +82,7 @@ class VersionQueries(Database):
                 update(ModelVersion)
                 .where(*_key(url, lineage, kind, version))
                 .where(ModelVersion.upload == upload, ModelVersion.state == UPLOADING)
-                .values(state=READY, digest=digest, meta=meta)
+                .values(state=READY, digest=digest, meta=json_safe(meta))
             )
         return done.rowcount == 1
 
@@ -101,7 +108,7 @@ class VersionQueries(Database):
 
     def set_model_meta(self, url: str, lineage: str, kind: str, version: int, meta: dict[str, Any]) -> None:
         with self._write_session() as s:
-            s.execute(update(ModelVersion).where(*_key(url, lineage, kind, version)).values(meta=meta))
+            s.execute(update(ModelVersion).where(*_key(url, lineage, kind, version)).values(meta=json_safe(meta)))
 
     def stale_uploads(self, url: str, before: datetime) -> list[ModelVersion]:
         """Uploads reserved before `before` and never finished: their job died or hangs."""
@@ -128,18 +135,38 @@ class VersionQueries(Database):
             row = s.get(ModelCurrent, (url, lineage, kind))
             return None if row is None else row.version
 
-    def set_current_model(self, url: str, lineage: str, kind: str, version: int) -> None:
-        """Point a lineage's kind at a version: an update, or the first insert (retried once if raced)."""
+    def prune_model(self, url: str, lineage: str, kind: str, version: int) -> bool:
+        """Mark a ready version pruned unless a pointer names it (a rollback may have, since it was chosen)."""
+        served = exists().where(
+            ModelCurrent.url == url,
+            ModelCurrent.lineage == lineage,
+            ModelCurrent.kind == kind,
+            ModelCurrent.version == ModelVersion.version,
+        )
+        with self._write_session() as s:
+            done = s.execute(
+                update(ModelVersion)
+                .where(*_key(url, lineage, kind, version), ModelVersion.state == READY, ~served)
+                .values(state=PRUNED)
+            )
+        return done.rowcount == 1
+
+    def set_current_model(self, url: str, lineage: str, kind: str, version: int, owner: str) -> bool:
+        """Point a lineage's kind at a version, only while that version (a row of lineage `owner`: the base's
+        for policy v0) is ready, holding its row meanwhile so that no prune slips in. False if it is not."""
         for _ in range(2):
             try:
                 with self._write_session() as s:
+                    target = s.get(ModelVersion, (url, owner, kind, version), with_for_update=True)
+                    if target is None or target.state != READY:
+                        return False
                     row = s.get(ModelCurrent, (url, lineage, kind))
                     if row is None:
                         s.add(ModelCurrent(url=url, lineage=lineage, kind=kind, version=version))
                     else:
                         row.version = version
-                return
-            except IntegrityError:
+                return True
+            except IntegrityError:  # another process made the first pointer meanwhile: update it
                 continue
         raise RuntimeError(f"could not point {url} {lineage or 'base'} {kind} at v{version}")
 

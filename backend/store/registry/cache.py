@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backend.core.locks import file_lock
+from backend.core.locks import file_lock, try_file_lock
 
 log = logging.getLogger(__name__)
 MANIFEST = ".manifest.json"  # beside a version's files, on the store and in the cache: what each file holds
@@ -63,7 +63,14 @@ class ModelCache:
 
     def __init__(self, root: Path, limit_bytes: int) -> None:
         self.root, self.limit_bytes = Path(root), limit_bytes
-        self._checked: set[Path] = set()  # checked by this process (an RQ job: a fork of a worker that loads none)
+        self._pid, self._used = os.getpid(), set[Path]()
+
+    @property
+    def _checked(self) -> set[Path]:
+        """Entries this process checked and uses: a forked RQ work-horse starts with none, checks again."""
+        if self._pid != os.getpid():
+            self._pid, self._used = os.getpid(), set()
+        return self._used
 
     def get(self, fs: Any, remote: str, digest: str) -> Path:
         """The local copy of the version at `remote` whose manifest hashes to `digest`: fetched when missing
@@ -126,23 +133,34 @@ class ModelCache:
         log.info("fetched %s (%.0f MB) into %s in %.1f s", remote, size / 1e6, entry, time.monotonic() - started)
 
     def prune(self, keep: Path | None = None, in_use_s: float = IN_USE_SECONDS) -> list[Path]:
-        """Delete least recently used entries until the cache holds at most `limit_bytes`: never `keep` nor
-        one used in the last `in_use_s` seconds; and fills that a killed process left half done."""
-        for part in self.root.glob(".part-*") if self.root.is_dir() else ():
-            if time.time() - part.stat().st_mtime > in_use_s:
-                shutil.rmtree(part, ignore_errors=True)
-        entries = sorted(
-            (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.root.is_dir() else (),
-            key=lambda p: p.stat().st_mtime,
-        )
+        """Delete least recently used entries until the cache holds at most `limit_bytes`: never `keep`, one this
+        process uses, one used in the last `in_use_s` seconds or one being filled; and fills that a killed
+        process left half done. Housekeeping: it never fails the caller."""
+        try:
+            return self._prune(keep, in_use_s)
+        except OSError as exc:  # another process removed or renamed something meanwhile: next time
+            log.warning("model cache housekeeping skipped: %s", exc)
+            return []
+
+    def _prune(self, keep: Path | None, in_use_s: float) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        for part in self.root.glob(".part-*"):  # .part-<digest>-<pid>: its filler holds the digest's lock
+            with try_file_lock(self.root / f".{part.name.split('-')[1]}.lock") as free:
+                if free:
+                    shutil.rmtree(part, ignore_errors=True)
+        entries = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        used = {p: p.stat().st_mtime for p in entries}
         sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in entries}
         total, removed = sum(sizes.values()), []
-        for entry in entries:
+        for entry in sorted(entries, key=used.__getitem__):
             if total <= self.limit_bytes:
                 break
-            if entry == keep or time.time() - entry.stat().st_mtime < in_use_s:
+            if entry == keep or entry in self._checked:
                 continue
-            with file_lock(self.root / f".{entry.name}.lock"):
+            with try_file_lock(self.root / f".{entry.name}.lock") as free:
+                if not free or time.time() - entry.stat().st_mtime < in_use_s:
+                    continue  # being filled or checked, or used recently: perhaps being loaded
                 shutil.rmtree(entry, ignore_errors=True)
             total -= sizes[entry]
             removed.append(entry)

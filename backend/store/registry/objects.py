@@ -30,7 +30,7 @@ from backend.store.registry.base import (
     valid_lineage,
 )
 from backend.store.registry.cache import MANIFEST, ModelCache, manifest, manifest_files
-from backend.store.versions import ABANDONED, PRUNED, READY, UPLOADING, VersionQueries, naive_utc
+from backend.store.versions import ABANDONED, READY, UPLOADING, VersionQueries, naive_utc
 
 log = logging.getLogger(__name__)
 WAIT_SECONDS = 2.0  # how often a process waiting for another's upload (policy v0) looks again
@@ -134,24 +134,29 @@ class ObjectRegistry(Registry):
             ):
                 raise RegistryError(f"the upload of {kind} v{version} took longer than MODEL_UPLOAD_TIMEOUT: abandoned")
         except BaseException:
-            self.home.store.mark_version(*self._key(kind), version, ABANDONED, was=UPLOADING, upload=upload)
-            _remove(fs, prefix)
+            if self.home.store.mark_version(*self._key(kind), version, ABANDONED, was=UPLOADING, upload=upload):
+                _remove(fs, prefix)  # only what never became ready: a commit whose reply was lost stays
             raise
         size = sum(f["size"] for f in files.values())
         log.info(
             "uploaded %s v%d (%.0f MB) to %s in %.1f s", kind, version, size / 1e6, prefix, time.monotonic() - started
         )
-        self.home.cache.adopt(staging, digest, data)
+        try:
+            self.home.cache.adopt(staging, digest, data)
+        except OSError as exc:  # a cache is a convenience: the version is published either way
+            log.warning("could not keep %s as the cached copy of %s v%d: %s", staging, kind, version, exc)
 
     def _save_meta(self, kind: Kind, version: int, meta: dict[str, Any]) -> None:
         self.home.store.set_model_meta(*self._key(kind), version, meta)
 
     def _point(self, kind: Kind, version: int) -> None:
-        self.home.store.set_current_model(*self._key(kind), version)
+        owner = self._home(kind, version)
+        if not self.home.store.set_current_model(*self._key(kind), version, owner.lineage):  # type: ignore[attr-defined]
+            raise RegistryError(f"{kind} v{version} is no longer there; have {self.versions(kind)}")
 
     def _delete(self, kind: Kind, version: int) -> None:
         row = self._ready(kind, version)
-        if row is not None and self.home.store.mark_version(*self._key(kind), version, PRUNED, was=READY):
+        if row is not None and self.home.store.prune_model(*self._key(kind), version):
             _remove(self.home.fs, self.prefix(kind, version, row.upload))
 
     def discard_stale_staging(self, older_than_s: float = STALE_STAGING_SECONDS) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from backend.background.reconciler import Reconciler
+from backend.core.locks import file_lock
 from backend.core.settings import HOME, Settings
 from backend.http.app import create_app
 from backend.store import Store
@@ -90,6 +91,11 @@ def test_versions_pass_between_processes_that_share_no_disk(shared_store, tmp_pa
     seen.force("reward", 3)  # the flag is one update in the store, seen by every process
     assert trained.current("reward") == 3 and trained.meta("reward", 3)["gate"]["forced"] is True
     seen.set_current("reward", 1)  # rollback
+    store = writer.home.store
+    assert not store.prune_model(writer.home.url, "project-1", "reward", 1)  # served: a prune must not take it
+    diverged = stage(trained, "reward", {"w": b"nan"})
+    trained.promote("reward", diverged, {"metrics": {"kl": float("nan"), "gain": float("inf")}}, serve=False)
+    assert seen.meta("reward", 4)["metrics"] == {"kl": None, "gain": None}  # kept on PostgreSQL's json too
     assert trained.model_version() == "policy-pending"  # no policy v0 yet: nothing named that does not exist
     with pytest.raises(RegistryError, match="does not exist"):
         seen.path("reward", 9)
@@ -136,6 +142,11 @@ def test_the_cache_is_pruned_least_recently_used_first(tmp_path) -> None:
     assert cache.prune(in_use_s=0) == [cache.root / "old"]
     assert sorted(p.name for p in cache.root.iterdir() if not p.name.startswith(".")) == ["middle", "new"]
     assert cache.prune(keep=cache.root / "middle", in_use_s=0) == []  # under the limit now
+    filling, killed = cache.root / ".part-abc-11", cache.root / ".part-def-12"
+    filling.mkdir(), killed.mkdir()
+    with file_lock(cache.root / ".abc.lock"):  # as a process filling digest abc holds it
+        cache.prune(in_use_s=0)
+    assert filling.is_dir() and not killed.exists()
 
 
 UPLOADER = """
