@@ -25,6 +25,11 @@ def selection_name(value: str) -> str:
     return FORMER_SELECTIONS.get(value, value)
 
 
+def anchored(path: Path) -> Path:
+    """A relative path as the checkout's (see HOME), so that a command run elsewhere finds the same files."""
+    return path if path.is_absolute() else HOME / path
+
+
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -131,7 +136,7 @@ class Storage(BaseModel):
     @field_validator("data_dir")
     @classmethod
     def _anchored(cls, value: Path) -> Path:
-        return value if value.is_absolute() else HOME / value
+        return anchored(value)
 
     @field_validator("model_dir", mode="before")
     @classmethod
@@ -140,13 +145,11 @@ class Storage(BaseModel):
         text = str(value)
         if is_url(text):
             return text.rstrip("/")
-        path = Path(text.removeprefix("file://"))
-        return str(path if path.is_absolute() else HOME / path)
+        return str(anchored(Path(text.removeprefix("file://"))))
 
     @property
     def model_cache_path(self) -> Path:
-        path = Path(self.model_cache_dir) if self.model_cache_dir else self.data_dir / "model-cache"
-        return path if path.is_absolute() else HOME / path
+        return anchored(Path(self.model_cache_dir)) if self.model_cache_dir else self.data_dir / "model-cache"
 
     @property
     def sqlalchemy_url(self) -> str:

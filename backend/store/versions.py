@@ -86,15 +86,17 @@ class VersionQueries(Database):
             )
         return done.rowcount == 1
 
-    def mark_version(
-        self, url: str, lineage: str, kind: str, version: int, state: str, was: str, upload: str | None = None
-    ) -> bool:
-        """Move a version from state `was` to `state` (a tombstone: abandoned or pruned); False if it was not."""
-        where = [*_key(url, lineage, kind, version), ModelVersion.state == was]
-        if upload is not None:
-            where.append(ModelVersion.upload == upload)
+    def abandon_upload(self, url: str, lineage: str, kind: str, version: int, upload: str) -> bool:
+        """Turn an unfinished upload into a tombstone; False if it was no longer that upload's (finished, or
+        taken over)."""
         with self._write_session() as s:
-            return s.execute(update(ModelVersion).where(*where).values(state=state)).rowcount == 1
+            done = s.execute(
+                update(ModelVersion)
+                .where(*_key(url, lineage, kind, version), ModelVersion.state == UPLOADING)
+                .where(ModelVersion.upload == upload)
+                .values(state=ABANDONED)
+            )
+        return done.rowcount == 1
 
     def model_versions(self, url: str, lineage: str, kind: str) -> dict[int, ModelVersion]:
         """Every version row of one lineage and kind, by number, tombstones included."""

@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from backend.store.registry.base import (
     valid_lineage,
 )
 from backend.store.registry.cache import MANIFEST, ModelCache, manifest, manifest_files
-from backend.store.versions import ABANDONED, READY, UPLOADING, VersionQueries, naive_utc
+from backend.store.versions import READY, UPLOADING, VersionQueries, naive_utc
 
 log = logging.getLogger(__name__)
 WAIT_SECONDS = 2.0  # how often a process waiting for another's upload (policy v0) looks again
@@ -53,8 +54,9 @@ class ObjectHome:
 
         return fsspec.core.url_to_fs(self.url)[0]
 
-    @property
+    @cached_property
     def root(self) -> str:
+        """The URL's path inside its filesystem (`bucket/prefix`): a string, the same in every process."""
         import fsspec
 
         return fsspec.core.url_to_fs(self.url)[1].rstrip("/")
@@ -134,7 +136,7 @@ class ObjectRegistry(Registry):
             ):
                 raise RegistryError(f"the upload of {kind} v{version} took longer than MODEL_UPLOAD_TIMEOUT: abandoned")
         except BaseException:
-            if self.home.store.mark_version(*self._key(kind), version, ABANDONED, was=UPLOADING, upload=upload):
+            if self.home.store.abandon_upload(*self._key(kind), version, upload):
                 _remove(fs, prefix)  # only what never became ready: a commit whose reply was lost stays
             raise
         size = sum(f["size"] for f in files.values())
@@ -181,7 +183,7 @@ class ObjectRegistry(Registry):
                 meta = self._stamped(kind, make(staging))
                 self._upload(kind, version, reserved[1], staging, meta)
             except BaseException:
-                self.home.store.mark_version(*self._key(kind), version, ABANDONED, was=UPLOADING, upload=reserved[1])
+                self.home.store.abandon_upload(*self._key(kind), version, reserved[1])
                 raise
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -220,7 +222,7 @@ class ObjectRegistries(Registries):
         taken for garbage."""
         store, fs, removed = self.home.store, self.home.fs, []
         for row in store.stale_uploads(self.home.url, self.home.stale_before()):
-            if store.mark_version(row.url, row.lineage, row.kind, row.version, ABANDONED, UPLOADING, row.upload):
+            if store.abandon_upload(row.url, row.lineage, row.kind, row.version, row.upload):
                 log.warning(
                     "%s %s v%d: upload unfinished after %gs, abandoned",
                     row.lineage or "base",

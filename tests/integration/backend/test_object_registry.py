@@ -18,11 +18,10 @@ from backend.background.reconciler import Reconciler
 from backend.core.locks import file_lock
 from backend.core.settings import HOME, Settings
 from backend.http.app import create_app
-from backend.store import Store
-from backend.store.registry import ModelCache, ObjectRegistries, RegistryError, open_registries
+from backend.store.registry import ModelCache, ObjectRegistries, RegistryError
 from tests.support.objectstore import bucket_url
 from tests.support.services import empty_postgres, postgres_url
-from tests.support.settings import ROOT, make_settings, settings_env
+from tests.support.settings import ROOT, make_settings, registries_of, settings_env
 from tests.support.wait import wait_for
 
 
@@ -30,8 +29,7 @@ def registries(settings: Settings, cache: Path | None = None, **overrides) -> Ob
     """One process's view: the shared store and bucket, its own cache."""
     if cache is not None:
         overrides["model_cache_dir"] = str(cache)
-    settings = settings.model_copy(update=overrides)
-    found = open_registries(settings, Store(settings.sqlalchemy_url))
+    found = registries_of(settings.model_copy(update=overrides))
     assert isinstance(found, ObjectRegistries)
     return found
 
